@@ -1,0 +1,1 @@
+"""Code shared by the pipelines and the service: settings, feature-store access, model folders."""

@@ -1,0 +1,97 @@
+"""A trained model is a folder: `model.cbm` (CatBoost) + `metadata.json`. Serving knows models only so.
+
+metadata.json: name, version, task, label, entity, join_keys, feature_service, features (ordered, with
+Feast dtype and whether categorical), prediction_type, params, training_data_hash, metrics, created_at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODEL_FILE = "model.cbm"
+METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    dtype: str  # Feast type name: String, Int64, Float64, ...
+    categorical: bool
+
+
+@dataclass
+class ModelMetadata:
+    name: str
+    version: str
+    task: str  # "regression" | "classification"
+    label: str
+    entity: str
+    join_keys: list[str]
+    feature_service: str
+    features: list[FeatureSpec]
+    prediction_type: str  # CatBoost prediction_type used for serving, e.g. "Exponent", "Probability"
+    params: dict[str, Any]
+    training_data_hash: str
+    created_at: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.categorical]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, default=_jsonable) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:
+        d = dict(d)
+        d["features"] = [FeatureSpec(**f) for f in d["features"]]
+        return cls(**d)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"not JSON serializable: {type(o)}")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_bundle(folder: Path, model: Any, metadata: ModelMetadata) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_model(str(folder / MODEL_FILE))
+    (folder / METADATA_FILE).write_text(metadata.to_json())
+
+
+def load_metadata(folder: Path) -> ModelMetadata:
+    return ModelMetadata.from_dict(json.loads((folder / METADATA_FILE).read_text()))
+
+
+def load_bundle(folder: Path) -> tuple[Any, ModelMetadata]:
+    from catboost import CatBoost
+
+    meta = load_metadata(folder)
+    model = CatBoost()
+    model.load_model(str(folder / MODEL_FILE))
+    return model, meta
+
+
+def find_bundles(models_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(models_dir).glob(f"*/{METADATA_FILE}") if (p.parent / MODEL_FILE).exists())

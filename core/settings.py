@@ -1,0 +1,98 @@
+"""The platform's settings: the only place that reads the environment.
+
+Embedded defaults (SQLite online store, Parquet offline store, SQLite request log) need no variable at all.
+Setting ``REDIS_URL`` moves the online store to Redis; setting ``DATABASE_URL`` to a PostgreSQL URL moves
+the request log and the Feast offline store to PostgreSQL (schema ``DATABASE_SCHEMA``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    # --- external services (unset = embedded default) ---
+    redis_url: str | None = Field(default=None, description="Redis online store, e.g. redis://127.0.0.1:6379/0")
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL for the request log and the Feast offline store, "
+        "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    )
+    database_schema: str = Field(default="featureplat", description="PostgreSQL schema of all our tables")
+
+    # --- feature store ---
+    feature_repo: Path = ROOT / "feature_repo"
+    features_dir: Path = Field(default=ROOT / "data" / "features", description="Parquet feature tables")
+    feast_project: str | None = Field(default=None, description="Override the Feast project name")
+    feast_registry: Path | None = Field(default=None, description="Override the Feast registry file")
+    feast_sqlite_path: Path | None = Field(default=None, description="Override the SQLite online store file")
+
+    # --- models and serving ---
+    models_dir: Path = ROOT / "models"
+    data_dir: Path = ROOT / "data"
+    request_log_url: str | None = Field(
+        default=None, description="Request-log database; default DATABASE_URL, else SQLite in data/"
+    )
+    request_log_batch_size: int = 500
+    request_log_flush_interval_s: float = 0.25
+    request_log_max_buffer: int = 20_000
+    request_log_spool_dir: Path | None = None
+
+    @property
+    def online_store(self) -> Literal["sqlite", "redis"]:
+        return "redis" if self.redis_url else "sqlite"
+
+    @property
+    def offline_store(self) -> Literal["file", "postgres"]:
+        return "postgres" if self.database_url and self.database_url.startswith("postgres") else "file"
+
+    @property
+    def effective_request_log_url(self) -> str:
+        if self.request_log_url:
+            return self.request_log_url
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'request_log.db'}"
+
+    @property
+    def effective_spool_dir(self) -> Path:
+        return self.request_log_spool_dir or self.data_dir / "request_log_spool"
+
+    @property
+    def request_log_schema(self) -> str | None:
+        """Schema for the request-log tables: ours on PostgreSQL, none on SQLite."""
+        return None if self.effective_request_log_url.startswith("sqlite") else self.database_schema
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+_active: Settings | None = None
+
+
+def active_settings() -> Settings:
+    """Settings for code Feast imports (feature_repo/): the ones `core.feature_store` is applying, else env."""
+    return _active or Settings()
+
+
+@contextmanager
+def activated(settings: Settings) -> Iterator[Settings]:
+    global _active
+    previous, _active = _active, settings
+    try:
+        yield settings
+    finally:
+        _active = previous

@@ -1,0 +1,30 @@
+"""Offline sources: Parquet files by default, PostgreSQL tables when DATABASE_URL is PostgreSQL.
+
+The choice follows core.settings (the only reader of the environment); the tables are the ones the
+ingest stages write (and publish to PostgreSQL), named by pipelines.*.schema.
+"""
+
+from feast import FileSource
+from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+
+from core.settings import active_settings
+from pipelines.game_ltv import schema as game_ltv
+
+_settings = active_settings()
+
+
+def offline_source(model: str, table: str, timestamp_field: str):
+    name = f"{model}__{table}"
+    if _settings.offline_store == "postgres":
+        return PostgreSQLSource(
+            name=name, table=f"{_settings.database_schema}.{name}", timestamp_field=timestamp_field
+        )
+    return FileSource(
+        name=name,
+        path=str(_settings.features_dir / model / f"{table}.parquet"),
+        timestamp_field=timestamp_field,
+    )
+
+
+user_profile_source = offline_source("game_ltv", game_ltv.PROFILE_TABLE, game_ltv.EVENT_TIMESTAMP)
+user_activity_source = offline_source("game_ltv", game_ltv.ACTIVITY_TABLE, game_ltv.EVENT_TIMESTAMP)

@@ -1,0 +1,11 @@
+from feast import FeatureService
+
+from features.game_ltv import user_activity, user_profile
+
+# The game_ltv model's contract: training asks for these historical features, serving for the online ones.
+game_ltv_v1 = FeatureService(
+    name="game_ltv_v1",
+    features=[user_profile, user_activity],
+    description="7-day revenue of a just-installed game user",
+    tags={"model": "game_ltv", "entity": "user"},
+)

@@ -1,0 +1,20 @@
+"""params.yaml loaded into pydantic models, so a typo or a wrong type fails at once with its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from pipelines.game_ltv.params import GameLtvParams
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    game_ltv: GameLtvParams
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    with open(path) as f:
+        return Params.model_validate(yaml.safe_load(f))

@@ -1,0 +1,158 @@
+"""Row-level validation with a quarantine: every rejected row is kept, with a reason code and a message.
+
+Usage: read a raw file with every column as text (`read_raw`), create a `RowValidator`, call its checks,
+then `split()` into clean rows and quarantined rows. A row may fail several checks; all reasons are kept.
+Codes are stable identifiers (counted in the stage's metrics); messages say what was wrong, in words.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REASON = "reason"
+REASON_CODE = "reason_code"
+SOURCE_ROW = "source_row"
+
+
+def read_raw(path: Path | str, columns: list[str]) -> pd.DataFrame:
+    """Read CSV or Parquet as text columns, keeping the original row number. Missing columns fail loudly."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        df = pd.read_parquet(path)
+    elif path.suffix.lower() in {".csv", ".gz", ".txt"}:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    else:
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r} (expected .csv or .parquet)")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing required column(s) {missing}; found {list(df.columns)}")
+    df = df[columns].copy()
+    df.insert(0, SOURCE_ROW, np.arange(len(df)) + (2 if path.suffix.lower() != ".parquet" else 0))
+    return df
+
+
+class RowValidator:
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.df = df
+        self._codes: list[tuple[pd.Series, str, pd.Series]] = []
+        self.repairs: Counter[str] = Counter()
+
+    def reject(self, mask: pd.Series, code: str, message: str | Callable[[pd.DataFrame], pd.Series]) -> None:
+        """Reject rows where `mask`; `message` is text, or a function of the rejected rows (built lazily)."""
+        mask = mask.fillna(False).astype(bool)
+        if not mask.any():
+            return
+        rows = self.df[mask]
+        msg = pd.Series(message, index=rows.index) if isinstance(message, str) else message(rows)
+        self._codes.append((mask, code, msg.astype(str)))
+
+    def repaired(self, mask: pd.Series, code: str) -> None:
+        self.repairs[code] += int(mask.sum())
+
+    # --- typed parsing, each rejecting what does not parse ---
+    def text(self, col: str) -> pd.Series:
+        return self.df[col].astype("string").str.strip()
+
+    def integer(self, col: str, code: str, *, required: bool = True, min_value: int | None = None,
+                negative_code: str | None = None) -> pd.Series:
+        raw = self.df[col]
+        if pd.api.types.is_integer_dtype(raw):  # typed input (Parquet): no text round trip
+            num = raw.astype("Int64")
+            empty = num.isna()
+            whole = ~empty
+        else:
+            text = raw.astype("string").str.strip()
+            empty = text.isna() | (text == "")
+            num = pd.to_numeric(text.where(~empty), errors="coerce")
+            whole = num.notna() & np.isfinite(num) & (num == np.floor(num))
+            self.reject(~empty & ~whole, code, lambda r: f"{col} is not a whole number: '" + r[col].astype(str) + "'")
+        if required:
+            self.reject(empty, f"missing_{col}", f"{col} is missing")
+        if min_value is not None:
+            self.reject(whole & (num < min_value), negative_code or code,
+                        lambda r: f"{col} is below {min_value}: " + r[col].astype(str))
+        return num.where(whole).astype("Int64")
+
+    def number(self, col: str, code: str, *, min_value: float | None = None, below_code: str | None = None
+               ) -> pd.Series:
+        raw = self.text(col)
+        empty = raw.isna() | (raw == "")
+        num = pd.to_numeric(raw.where(~empty), errors="coerce")
+        self.reject(~empty & (num.isna() | ~np.isfinite(num)), code,
+                    lambda r: f"{col} is not a number: '" + r[col].astype(str) + "'")
+        if min_value is not None:
+            self.reject(num < min_value, below_code or code, lambda r: f"{col} is below {min_value}: " + r[col].astype(str))
+        return num.where(np.isfinite(num))
+
+    def timestamp(self, col: str, code: str) -> pd.Series:
+        raw = self.df[col]
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            ts = pd.to_datetime(raw, utc=True)
+            self.reject(ts.isna(), code, f"{col} is missing")
+            return ts
+        text = raw.astype("string").str.strip()
+        ts = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        self.reject(ts.isna(), code, lambda r: f"{col} is not an ISO-8601 timestamp: '" + r[col].astype(str) + "'")
+        return ts
+
+    def category(self, col: str, allowed: frozenset[str], code: str, *, upper: bool = False) -> pd.Series:
+        raw = self.df[col].astype("string")
+        norm = raw.str.strip()
+        norm = norm.str.upper() if upper else norm.str.lower()
+        self.repaired(norm.notna() & (norm != raw), f"normalized_{col}")
+        bad = ~norm.isin(allowed)
+        expected = ", ".join(sorted(allowed)) if len(allowed) <= 10 else f"one of {len(allowed)} known codes"
+        self.reject(bad, code, lambda r: f"unknown {col} '" + r[col].astype(str) + f"' (expected {expected})")
+        return norm
+
+    def open_category(self, col: str, fill: str = "unknown") -> pd.Series:
+        norm = self.text(col)
+        empty = norm.isna() | (norm == "")
+        self.repaired(empty, f"filled_{col}")
+        return norm.mask(empty, fill)
+
+    def duplicates(self, key: list[str], parsed_ok: pd.Series) -> None:
+        """Exact duplicates: keep the first, quarantine the rest. Conflicting duplicates: quarantine all."""
+        cols = [c for c in self.df.columns if c != SOURCE_ROW]
+        cand = self.df[parsed_ok]
+        dup_key = cand.duplicated(key, keep=False)
+        if not dup_key.any():
+            return
+        exact_later = cand.duplicated(cols, keep="first")
+        group_variants = cand[dup_key].groupby(key, dropna=False)[cols].transform(
+            lambda s: s.nunique(dropna=False)
+        ).max(axis=1)
+        conflicting = pd.Series(False, index=self.df.index)
+        conflicting.loc[group_variants.index] = group_variants > 1
+        exact = pd.Series(False, index=self.df.index)
+        exact.loc[exact_later.index] = exact_later & ~conflicting.loc[exact_later.index]
+        name = "/".join(key)
+
+        def keys(r: pd.DataFrame) -> pd.Series:
+            return r[key].astype(str).agg("/".join, axis=1)
+
+        self.reject(exact, "exact_duplicate", lambda r: f"exact duplicate of an earlier row with {name} " + keys(r))
+        self.reject(conflicting, "conflicting_duplicate",
+                    lambda r: f"{name} " + keys(r) + " appears in several rows that disagree")
+
+    def split(self) -> tuple[pd.Series, pd.DataFrame, dict[str, int]]:
+        """(mask of clean rows, quarantine frame with reasons, counts by reason code)."""
+        bad = pd.Series(False, index=self.df.index)
+        codes = pd.Series("", index=self.df.index, dtype=object)
+        msgs = pd.Series("", index=self.df.index, dtype=object)
+        counts: dict[str, int] = {}
+        for mask, code, msg in self._codes:
+            counts[code] = counts.get(code, 0) + int(mask.sum())
+            sep = np.where(bad[mask], "; ", "")
+            codes[mask] = codes[mask] + sep + code
+            msgs[mask] = msgs[mask] + sep + msg.reindex(mask[mask].index)
+            bad |= mask
+        q = self.df[bad].copy()
+        q.insert(1, REASON_CODE, codes[bad])
+        q.insert(2, REASON, msgs[bad])
+        return ~bad, q, dict(sorted(counts.items()))

@@ -1,0 +1,195 @@
+"""Ingest and validate the studio's files; build the feature tables Feast reads.
+
+Inputs: the users file (the brief's columns + install_time; CSV or Parquet) and, optionally, the hourly
+activity log. Every row is validated; rejected rows go to ``data/quarantine/game_ltv/*.csv`` with their
+reasons, and the counts by reason go to ``metrics/game_ltv_ingest.json``. Nothing is dropped silently.
+
+Outputs (``--features``):
+* ``user_profile.parquet``: one row per user, stamped at install time (attributes known at install).
+* ``user_activity.parquet``: as-of snapshots of cumulative activity: a zero row at install, then one row
+  at the end of every hour with events (cumulative event counts, active hours so far, hour of the last
+  activity). Feast's point-in-time join picks, for a prediction at T, the last snapshot at or before T.
+  Without an activity file, the users file's counts become one snapshot at install + counts_observed_hours.
+* ``labels.parquet``: users whose 7-day window has closed, with their revenue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipelines.common.geo import ISO_3166_ALPHA2
+from pipelines.common.params import load_params
+from pipelines.common.validation import RowValidator, read_raw
+from pipelines.game_ltv import schema as S
+from pipelines.game_ltv.params import IngestParams
+
+log = logging.getLogger(__name__)
+
+
+def validate_users(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    v = RowValidator(raw)
+    uid = v.integer(S.ID, "bad_user_id", min_value=1, negative_code="bad_user_id")
+    install = v.timestamp(S.INSTALL_TIME, "bad_install_time")
+    country = v.category("country", ISO_3166_ALPHA2, "invalid_country", upper=True)
+    source = v.category("source", S.SOURCES, "unknown_source")
+    platform = v.category("platform", S.PLATFORMS, "unknown_platform")
+    opened = {c: v.open_category(c) for c in ("country_region", "device_family", "os_version")}
+    counts = {
+        c: v.integer(c, "non_numeric_count", min_value=0, negative_code="negative_count") for c in S.EVENT_COUNTS
+    }
+    revenue = v.number(S.LABEL, "non_numeric_revenue", min_value=0, below_code="negative_revenue")
+    v.duplicates([S.ID], parsed_ok=uid.notna())
+    ok, quarantine, reasons = v.split()
+    clean = pd.DataFrame(
+        {
+            S.ID: uid,
+            S.INSTALL_TIME: install,
+            "country": country,
+            "country_region": opened["country_region"],
+            "source": source,
+            "platform": platform,
+            "device_family": opened["device_family"],
+            "os_version": opened["os_version"],
+            **counts,
+            S.LABEL: revenue,
+        }
+    )[ok]
+    clean[S.ID] = clean[S.ID].astype("int64")  # valid ids are never null: plain int64 join keys
+    report = {"rows_in": len(raw), "rows_ok": int(ok.sum()), "quarantined": len(quarantine),
+              "by_reason": reasons, "repaired": dict(sorted(v.repairs.items()))}
+    return clean.reset_index(drop=True), quarantine, report
+
+
+def validate_activity(raw: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    v = RowValidator(raw)
+    uid = v.integer(S.ID, "bad_user_id", min_value=1, negative_code="bad_user_id")
+    hour = v.timestamp(S.HOUR_START, "bad_hour_start")
+    counts = {
+        c: v.integer(c, "non_numeric_count", min_value=0, negative_code="negative_count") for c in S.EVENT_COUNTS
+    }
+    install = pd.Series(
+        users.set_index(S.ID)[S.INSTALL_TIME].reindex(uid.to_numpy()).to_numpy(), index=uid.index
+    )
+    v.reject(uid.notna() & install.isna(), "unknown_user",
+             lambda r: "user_id " + r[S.ID].astype(str) + " is not a valid user (missing or quarantined)")
+    v.reject(install.notna() & hour.notna() & (hour < install), "before_install",
+             lambda r: "activity hour " + r[S.HOUR_START].astype(str) + " is before install "
+             + install[r.index].astype(str))
+    v.duplicates([S.ID, S.HOUR_START], parsed_ok=uid.notna() & hour.notna())
+    ok, quarantine, reasons = v.split()
+    clean = pd.DataFrame({S.ID: uid, S.HOUR_START: hour, **counts})[ok]
+    clean[S.ID] = clean[S.ID].astype("int64")
+    report = {"rows_in": len(raw), "rows_ok": int(ok.sum()), "quarantined": len(quarantine), "by_reason": reasons}
+    return clean.reset_index(drop=True), quarantine, report
+
+
+def build_profile(users: pd.DataFrame) -> pd.DataFrame:
+    prof = users[[S.ID, *S.CATEGORICAL]].copy()
+    prof["install_hour"] = users[S.INSTALL_TIME].dt.hour.astype("int64")
+    prof["install_dow"] = users[S.INSTALL_TIME].dt.dayofweek.astype("int64")
+    prof.insert(1, S.EVENT_TIMESTAMP, users[S.INSTALL_TIME])
+    return prof
+
+
+def build_activity(users: pd.DataFrame, hourly: pd.DataFrame | None, counts_observed_hours: int) -> pd.DataFrame:
+    """Cumulative as-of snapshots (see module docstring). Sorted by user and time."""
+    zero = pd.DataFrame({S.ID: users[S.ID], S.EVENT_TIMESTAMP: users[S.INSTALL_TIME]})
+    for c in S.EVENT_COUNTS:
+        zero[c] = 0
+    zero["active_hours"] = 0
+    zero["last_active_hour"] = 0
+    if hourly is None:
+        snap = users[[S.ID, *S.EVENT_COUNTS]].copy()
+        snap[S.EVENT_TIMESTAMP] = users[S.INSTALL_TIME] + pd.Timedelta(hours=counts_observed_hours)
+        snap["active_hours"] = pd.NA
+        snap["last_active_hour"] = pd.NA
+    else:
+        h = hourly[(hourly[S.EVENT_COUNTS].sum(axis=1) > 0)].sort_values([S.ID, S.HOUR_START])
+        install = h[S.ID].map(users.set_index(S.ID)[S.INSTALL_TIME])
+        snap = pd.DataFrame({S.ID: h[S.ID].to_numpy()})
+        # Counts of an hour are known at the end of that hour.
+        snap[S.EVENT_TIMESTAMP] = (h[S.HOUR_START] + pd.Timedelta(hours=1)).to_numpy()
+        g = h.groupby(S.ID, sort=False)
+        for c in S.EVENT_COUNTS:
+            snap[c] = g[c].cumsum().to_numpy()
+        snap["active_hours"] = g.cumcount().to_numpy() + 1
+        snap["last_active_hour"] = (
+            np.ceil(((h[S.HOUR_START] - install).dt.total_seconds() / 3600).to_numpy()) + 1
+        ).astype("int64")
+    out = pd.concat([zero, snap[zero.columns]], ignore_index=True)
+    out = out.astype({S.ID: "int64", **{c: "Int64" for c in [*S.EVENT_COUNTS, "active_hours", "last_active_hour"]}})
+    out[S.EVENT_TIMESTAMP] = pd.to_datetime(out[S.EVENT_TIMESTAMP], utc=True)
+    return out.sort_values([S.ID, S.EVENT_TIMESTAMP], kind="stable").reset_index(drop=True)
+
+
+def build_labels(users: pd.DataFrame) -> pd.DataFrame:
+    lab = users.loc[users[S.LABEL].notna(), [S.ID, S.INSTALL_TIME, S.LABEL]]
+    return lab.sort_values([S.INSTALL_TIME, S.ID]).reset_index(drop=True)
+
+
+def find_inputs(raw_dir: Path) -> tuple[Path, Path | None]:
+    def first(stem: str) -> Path | None:
+        return next((raw_dir / f"{stem}{ext}" for ext in (".parquet", ".csv") if (raw_dir / f"{stem}{ext}").exists()), None)
+
+    users = first("users")
+    if users is None:
+        raise FileNotFoundError(f"{raw_dir}: no users.csv or users.parquet")
+    return users, first("activity")
+
+
+def ingest(p: IngestParams, features_dir: Path, quarantine_dir: Path, metrics_path: Path,
+           users_path: Path | None = None, activity_path: Path | None = None) -> dict:
+    if users_path is None:
+        users_path, activity_path = find_inputs(Path(p.raw_dir))
+    features_dir.mkdir(parents=True, exist_ok=True)
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    raw_users = read_raw(users_path, S.RAW_USER_COLUMNS)
+    users, q_users, rep_users = validate_users(raw_users)
+    q_users.to_csv(quarantine_dir / "users.csv", index=False)
+    report: dict = {"users": rep_users}
+    hourly = None
+    if activity_path is not None:
+        raw_act = read_raw(activity_path, S.RAW_ACTIVITY_COLUMNS)
+        hourly, q_act, rep_act = validate_activity(raw_act, users)
+        q_act.to_csv(quarantine_dir / "activity.csv", index=False)
+        report["activity"] = rep_act
+    build_profile(users).to_parquet(features_dir / f"{S.PROFILE_TABLE}.parquet", index=False)
+    activity = build_activity(users, hourly, p.counts_observed_hours)
+    activity.to_parquet(features_dir / f"{S.ACTIVITY_TABLE}.parquet", index=False)
+    labels = build_labels(users)
+    labels.to_parquet(features_dir / f"{S.LABELS_TABLE}.parquet", index=False)
+    report["features"] = {
+        "users": len(users),
+        "labeled_users": len(labels),
+        "unlabeled_users": len(users) - len(labels),
+        "activity_snapshots": len(activity),
+        "payer_share": round(float((labels[S.LABEL] > 0).mean()), 5) if len(labels) else None,
+    }
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(report, indent=2) + "\n")
+    log.info("ingested %s users (%s quarantined)", len(users), rep_users["quarantined"])
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--features", type=Path, required=True)
+    ap.add_argument("--quarantine", type=Path, required=True)
+    ap.add_argument("--metrics", type=Path, required=True)
+    ap.add_argument("--users", type=Path, default=None, help="override params: your own users file")
+    ap.add_argument("--activity", type=Path, default=None, help="override params: your own hourly activity")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ingest(load_params(args.params).game_ltv.ingest, args.features, args.quarantine, args.metrics,
+           args.users, args.activity)
+
+
+if __name__ == "__main__":
+    main()
