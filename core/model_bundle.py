@@ -40,6 +40,7 @@ class ModelMetadata:
     training_data_hash: str
     created_at: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    join_key_types: dict[str, str] = field(default_factory=dict)  # join key -> "int" | "str"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -88,6 +88,7 @@ def run(settings: Settings, training_set_path: Path, model_dir: Path, ts: Traini
         label=S.LABEL,
         entity="user",
         join_keys=[S.ID],
+        join_key_types={S.ID: "int"},
         feature_service=ts.feature_service,
         features=features,
         prediction_type=PREDICTION_TYPE,

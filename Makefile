@@ -1,0 +1,66 @@
+# The daily verbs. `make demo` and `make test` are the whole set-up on a fresh machine (Python 3.11).
+# Service selection is by environment: REDIS_URL (online store), DATABASE_URL (PostgreSQL offline store
+# and request log). Unset = embedded SQLite / Parquet / SQLite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export PYTHONUNBUFFERED := 1
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: venv demo test test-fast lint format repro materialize serve curl lock clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
+	@echo ">> creating $(VENV) with pinned dependencies (first run: a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed
+
+repro: venv
+	dvc repro
+
+materialize: venv
+	python -m pipelines.materialize
+
+curl: venv
+	@python -m pipelines.materialize --print-curl
+
+demo: repro materialize
+	@echo ""
+	@echo "API starting on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs). In another shell:"
+	@python -m pipelines.materialize --print-curl
+	@echo ""
+	uvicorn serving.app:app --host $(HOST) --port $(PORT) --log-level warning
+
+serve: venv
+	uvicorn serving.app:app --host $(HOST) --port $(PORT)
+
+test: venv
+	pytest
+
+test-fast: venv
+	pytest -m "not slow and not notebook and not integration"
+
+lint: venv
+	ruff check .
+	ruff format --check .
+	mypy
+
+format: venv
+	ruff format .
+	ruff check --fix .
+
+# Re-resolve requirements.in and pin the full set as name==version (no URLs).
+lock:
+	rm -rf /tmp/featureplat-lock && $(PYTHON) -m venv /tmp/featureplat-lock
+	/tmp/featureplat-lock/bin/pip install --quiet -r requirements.in
+	/tmp/featureplat-lock/bin/pip freeze | grep -v -e '^-e' -e '@' | sort -f > requirements.txt
+
+clean:
+	rm -rf data/feast data/request_log* .pytest_cache

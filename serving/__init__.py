@@ -1,0 +1,1 @@
+"""The scoring service: FastAPI app, model loading, online features and the prediction request log."""

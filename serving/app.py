@@ -1,0 +1,69 @@
+"""The scoring service. `uvicorn serving.app:app` (settings from the environment, see core/settings.py)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from core.feature_store import open_store
+from core.settings import Settings
+from serving.models import ModelRegistry
+from serving.online import OnlineFeatures
+from serving.request_log import RequestLogWriter
+from serving.routers import health, models
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings or Settings()
+        app.state.settings = s
+        app.state.models = ModelRegistry.load(s.models_dir)
+        app.state.online = OnlineFeatures(open_store(s))
+        writer = RequestLogWriter(
+            url=s.effective_request_log_url,
+            schema=s.request_log_schema,
+            spool_dir=s.effective_spool_dir,
+            batch_size=s.request_log_batch_size,
+            flush_interval_s=s.request_log_flush_interval_s,
+            max_buffer=s.request_log_max_buffer,
+        )
+        writer.start()
+        app.state.request_log = writer
+        log.info("serving %s; online store %s; request log %s", app.state.models.names(), s.online_store,
+                 s.effective_request_log_url.split("@")[-1])
+        try:
+            yield
+        finally:
+            writer.close()
+
+    app = FastAPI(
+        title="featureplat scoring API",
+        version="1",
+        description="Scores entities by id from Feast online features with DVC-trained CatBoost models; "
+        "every prediction is recorded in the request log.",
+        lifespan=lifespan,
+    )
+    @app.exception_handler(RequestValidationError)
+    async def readable_422(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with one sentence per problem ("body.entities: Field required"), plus the structured list."""
+        errors = exc.errors()
+        text = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse(
+            {"detail": f"malformed request: {text}", "errors": jsonable_encoder(errors)}, status_code=422
+        )
+
+    app.include_router(health.router)
+    app.include_router(models.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,53 @@
+"""Loaded models: every folder under models/ with a metadata.json and a model.cbm, loaded once at startup.
+
+Adding a model needs no change here: a new folder (written by its DVC train stage) is picked up at the
+next start.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.model_bundle import ModelMetadata, find_bundles, load_bundle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    meta: ModelMetadata
+    path: Path
+
+
+class ModelRegistry:
+    def __init__(self, models: dict[str, LoadedModel]) -> None:
+        self._models = models
+
+    @classmethod
+    def load(cls, models_dir: Path) -> ModelRegistry:
+        models = {}
+        for folder in find_bundles(models_dir):
+            try:
+                model, meta = load_bundle(folder)
+            except Exception:  # one broken folder must not take the others down
+                log.exception("could not load model folder %s", folder)
+                continue
+            models[meta.name] = LoadedModel(model=model, meta=meta, path=folder)
+            log.info("loaded model %s (%s) from %s", meta.name, meta.version, folder)
+        return cls(models)
+
+    def get(self, name: str) -> LoadedModel | None:
+        return self._models.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def all(self) -> list[LoadedModel]:
+        return [self._models[n] for n in self.names()]
+
+    def __len__(self) -> int:
+        return len(self._models)

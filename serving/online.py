@@ -1,0 +1,96 @@
+"""Online feature access through Feast, by FeatureService, with a clear error when the store is down.
+
+Feast stays the source of truth: values are read with `FeatureStore.get_online_features` for the model's
+FeatureService, the same contract training used. The FeatureService object is looked up once and cached;
+a missing registry (no `feast apply` yet) is retried on the next call, so the service heals by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from feast import FeatureService, FeatureStore
+
+log = logging.getLogger(__name__)
+
+TS_SUFFIX = "__ts"
+
+
+class OnlineStoreUnavailable(RuntimeError):
+    """The online store (or the feature registry) cannot be read right now."""
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [sqlite3.Error, OSError, ConnectionError, TimeoutError]
+    try:
+        import redis
+
+        errors.append(redis.exceptions.RedisError)
+    except ImportError:  # pragma: no cover - redis is a dependency
+        pass
+    return tuple(errors)
+
+
+UNAVAILABLE = _unavailable_errors()
+
+
+@dataclass
+class EntityFeatures:
+    values: dict[str, Any]  # feature name -> value (None when absent)
+    timestamps: dict[str, datetime | None]  # feature view name -> event time of its stored row
+
+
+class OnlineFeatures:
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self._services: dict[str, FeatureService] = {}
+        self._views: dict[str, dict[str, str]] = {}  # service -> feature -> view
+        self._lock = threading.Lock()
+
+    def _service(self, name: str) -> FeatureService:
+        svc = self._services.get(name)
+        if svc is not None:
+            return svc
+        with self._lock:
+            try:
+                svc = self.store.get_feature_service(name, allow_cache=False)
+            except UNAVAILABLE as e:
+                raise OnlineStoreUnavailable(f"feature registry unreachable: {e}") from e
+            except Exception as e:  # FeatureServiceNotFoundException, missing registry file
+                raise OnlineStoreUnavailable(
+                    f"feature service {name!r} not in the registry ({type(e).__name__}: {e}); run `feast apply`"
+                ) from e
+            self._views[name] = {f.name: p.name for p in svc.feature_view_projections for f in p.features}
+            self._services[name] = svc
+            return svc
+
+    def get(self, feature_service: str, join_key: str, ids: list[Any]) -> list[EntityFeatures]:
+        svc = self._service(feature_service)
+        try:
+            resp = self.store.get_online_features(features=svc, entity_rows=[{join_key: i} for i in ids])
+            data = resp.to_dict(include_event_timestamps=True)
+        except UNAVAILABLE as e:
+            raise OnlineStoreUnavailable(f"online store unreachable: {type(e).__name__}: {e}") from e
+        views = self._views[feature_service]
+        out = []
+        for i in range(len(ids)):
+            values = {f: data[f][i] for f in views}
+            ts: dict[str, datetime | None] = {}
+            for f, view in views.items():
+                raw = data.get(f + TS_SUFFIX, [0] * len(ids))[i]
+                if raw:
+                    t = datetime.fromtimestamp(raw, UTC)
+                    ts[view] = max(ts.get(view) or t, t)
+                else:
+                    ts.setdefault(view, None)
+            out.append(EntityFeatures(values=values, timestamps=ts))
+        return out
+
+    def ping(self, feature_service: str, join_key: str) -> None:
+        """Raise OnlineStoreUnavailable unless a real read goes through."""
+        self.get(feature_service, join_key, [0])

@@ -1,0 +1,143 @@
+"""/v1/models: list the loaded models, and score entities by id from the online store."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
+
+from core.predict import predict
+from serving.deps import ModelsDep, OnlineDep, RequestLogDep
+from serving.models import LoadedModel
+from serving.online import OnlineStoreUnavailable
+from serving.request_log import PredictionRecord
+from serving.schemas import MAX_BATCH, ErrorBody, ModelInfo, Prediction, PredictRequest, PredictResponse
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+def _info(m: LoadedModel) -> ModelInfo:
+    meta = asdict(m.meta)
+    return ModelInfo(**{k: meta[k] for k in ModelInfo.model_fields})
+
+
+def _model(models: ModelsDep, name: str) -> LoadedModel:
+    m = models.get(name)
+    if m is None:
+        raise HTTPException(404, f"model {name!r} not found; loaded models: {models.names()}")
+    return m
+
+
+@router.get("", summary="Loaded models with their metadata")
+def list_models(models: ModelsDep) -> list[ModelInfo]:
+    return [_info(m) for m in models.all()]
+
+
+@router.get("/{name}", summary="One model's metadata", responses={404: {"model": ErrorBody}})
+def get_model(name: str, models: ModelsDep) -> ModelInfo:
+    return _info(_model(models, name))
+
+
+def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any], dict[str, list[Any]]]:
+    meta = m.meta
+    keys = meta.join_keys
+    if set(body.entities) != set(keys):
+        raise HTTPException(422, f"entities must have exactly the join key(s) {keys} of model "
+                                 f"{meta.name!r}; got {sorted(body.entities)}")
+    key = keys[0]
+    ids = body.entities[key]
+    if not 1 <= len(ids) <= MAX_BATCH:
+        raise HTTPException(422, f"entities.{key} must hold 1 to {MAX_BATCH} ids; got {len(ids)}")
+    want = meta.join_key_types.get(key)
+    if want == "int" and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        bad = next(i for i in ids if not isinstance(i, int) or isinstance(i, bool))
+        raise HTTPException(422, f"entities.{key} must be integers; got {bad!r}")
+    sent = body.features or {}
+    specs = {f.name: f for f in meta.features}
+    unknown = sorted(set(sent) - set(specs))
+    if unknown:
+        raise HTTPException(422, f"unknown feature(s) {unknown} for model {meta.name!r}; "
+                                 f"known: {sorted(specs)}")
+    for name, values in sent.items():
+        if len(values) != len(ids):
+            raise HTTPException(422, f"features.{name} has {len(values)} values but entities.{key} has "
+                                     f"{len(ids)} ids; send null where a value is unknown")
+        for v in values:
+            if v is None:
+                continue
+            if specs[name].categorical and not isinstance(v, str):
+                raise HTTPException(422, f"features.{name} must be strings (or null); got {v!r}")
+            if not specs[name].categorical and (
+                isinstance(v, (str, bool)) or (isinstance(v, float) and not math.isfinite(v))
+            ):
+                raise HTTPException(422, f"features.{name} must be finite numbers (or null); got {v!r}")
+    return key, ids, sent
+
+
+@router.post(
+    "/{name}/predict",
+    summary="Score entities by id with online features (sent values override stored ones)",
+    responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+async def predict_endpoint(
+    name: str, body: PredictRequest, models: ModelsDep, online: OnlineDep, request_log: RequestLogDep
+) -> PredictResponse:
+    started = time.perf_counter()
+    m = _model(models, name)
+    key, ids, sent = _check_request(body, m)
+    try:
+        stored = await run_in_threadpool(online.get, m.meta.feature_service, key, ids)
+    except OnlineStoreUnavailable as e:
+        raise HTTPException(503, str(e)) from e
+
+    now = datetime.now(UTC)
+    rows, extras = [], []
+    for i, entity_id in enumerate(ids):
+        row = dict(stored[i].values)
+        from_request = []
+        for fname, values in sent.items():
+            if values[i] is not None:
+                row[fname] = values[i]
+                from_request.append(fname)
+        rows.append(row)
+        ts = stored[i].timestamps
+        latest = max((t for t in ts.values() if t is not None), default=None)
+        extras.append(
+            {
+                "entity": {key: entity_id},
+                "found_in_online_store": any(v is not None for v in stored[i].values.values()),
+                "features_as_of": latest,
+                "feature_age_seconds": round((now - latest).total_seconds(), 3) if latest else None,
+                "feature_timestamps": ts,
+                "features_from_request": sorted(from_request),
+                "missing_features": sorted(f for f in m.meta.feature_names if row.get(f) is None),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=m.meta.feature_names)
+    preds = predict(m.model, m.meta, frame)
+    request_id = str(uuid.uuid4())
+    latency_ms = (time.perf_counter() - started) * 1000
+    out = []
+    for i, entity_id in enumerate(ids):
+        p = float(preds[i])
+        out.append(Prediction(prediction=p, **extras[i]))
+        request_log.log(
+            PredictionRecord(
+                request_id=request_id,
+                model=m.meta.name,
+                model_version=m.meta.version,
+                entity_key={key: entity_id},
+                inputs={f: v[i] for f, v in sent.items() if v[i] is not None},
+                features={f: rows[i].get(f) for f in m.meta.feature_names},
+                prediction=p,
+                latency_ms=latency_ms,
+            )
+        )
+    return PredictResponse(request_id=request_id, model=m.meta.name, model_version=m.meta.version, predictions=out)

@@ -1,0 +1,117 @@
+"""The real stages on a small generated world: quarantine, point-in-time correctness, split, model quality."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.model_bundle import load_bundle
+from core.predict import predict
+from core.settings import ROOT
+from pipelines.common.feast_training import historical_features
+from pipelines.game_ltv import schema as S
+from pipelines.game_ltv.training_set import SPLIT, entity_frame
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_planted_defect_is_quarantined_with_its_reason(world):
+    defects = pd.read_csv(world.raw / "defects.csv")
+    q = pd.read_csv(world.quarantine / "users.csv", dtype=str, keep_default_na=False)
+    report = world.ingest_report["users"]
+    assert report["rows_in"] == report["rows_ok"] + report["quarantined"], "nothing dropped silently"
+    for kind, n in defects["kind"].value_counts().items():
+        got = q["reason_code"].str.split("; ").apply(lambda c, k=kind: k in c).sum()
+        expected = 2 * n if kind == "conflicting_duplicate" else n  # both conflicting rows go
+        assert got == expected, (kind, got, expected)
+        assert report["by_reason"][kind] == expected
+    labeled = pd.read_parquet(world.features / "labels.parquet")
+    assert labeled[S.ID].is_unique and (labeled[S.LABEL] >= 0).all()
+
+
+def test_training_features_equal_counts_known_at_prediction_time(world):
+    """Independent recomputation from the raw hourly log: only hours ending by T may count."""
+    ts = pd.read_parquet(world.training_set)
+    T = world.params.training_set.prediction_hours
+    assert (ts[S.EVENT_TIMESTAMP] - ts[S.INSTALL_TIME] == pd.Timedelta(hours=T)).all()
+    act = pd.read_parquet(world.raw / "activity.parquet")
+    inst = ts.set_index(S.ID)[S.INSTALL_TIME]
+    act = act[act[S.ID].isin(inst.index)]
+    act = act[act[S.HOUR_START] + pd.Timedelta(hours=1) <= act[S.ID].map(inst) + pd.Timedelta(hours=T)]
+    expected = act.groupby(S.ID)[S.EVENT_COUNTS].sum().reindex(ts[S.ID]).fillna(0).astype(int)
+    got = ts.set_index(S.ID)[S.EVENT_COUNTS].astype(int)
+    pd.testing.assert_frame_equal(got, expected, check_names=False)
+
+
+def test_a_future_feature_event_never_reaches_an_earlier_row(world, tmp_path):
+    """Plant a snapshot one minute after T with absurd counts: rows at T must not see it, rows after must."""
+    features_root = tmp_path / "features"
+    shutil.copytree(world.settings.features_dir, features_root)
+    path = features_root / "game_ltv" / f"{S.ACTIVITY_TABLE}.parquet"
+    act = pd.read_parquet(path)
+    labels = pd.read_parquet(world.features / "labels.parquet").head(50)
+    T = pd.Timedelta(hours=world.params.training_set.prediction_hours)
+    future = pd.DataFrame({S.ID: labels[S.ID], S.EVENT_TIMESTAMP: labels[S.INSTALL_TIME] + T + pd.Timedelta(minutes=1),
+                           "event_1": 10**6, "event_2": 10**6, "event_3": 10**6, "active_hours": 999,
+                           "last_active_hour": 999})
+    pd.concat([act, future.astype(act.dtypes.to_dict())]).to_parquet(path, index=False)
+    settings = world.settings.model_copy(update={"features_dir": features_root})
+    at_t = historical_features(settings, "game_ltv_v1", entity_frame(labels, world.params.training_set.prediction_hours))
+    assert (at_t["event_1"] < 10**6).all()
+    later = entity_frame(labels, world.params.training_set.prediction_hours)
+    later[S.EVENT_TIMESTAMP] += pd.Timedelta(minutes=2)
+    after = historical_features(settings, "game_ltv_v1", later)
+    assert (after["event_1"] == 10**6).all()
+
+
+def test_split_is_by_install_time(world):
+    ts = pd.read_parquet(world.training_set)
+    t = {s: ts.loc[ts[SPLIT] == s, S.INSTALL_TIME] for s in ("train", "valid", "test")}
+    assert t["train"].max() <= t["valid"].min() and t["valid"].max() <= t["test"].min()
+    assert abs((ts[SPLIT] == "test").mean() - world.params.training_set.test_fraction) < 0.02
+
+
+def test_model_folder_contract(world):
+    model, meta = load_bundle(world.model_dir)
+    assert meta.feature_service == "game_ltv_v1" and meta.join_keys == [S.ID]
+    assert set(meta.feature_names) >= {*S.CATEGORICAL, *S.EVENT_COUNTS}
+    assert set(meta.categorical_features) == set(S.CATEGORICAL)
+    assert meta.training_data_hash and meta.version.startswith("game_ltv-")
+
+
+def test_small_world_model_beats_baselines(world):
+    m = world.eval_metrics
+    for key in ("normalized_gini", "oracle_normalized_gini", "baseline_mean_normalized_gini",
+                "baseline_linear_normalized_gini", "decile_mape", "rmse"):
+        assert isinstance(m[key], float), key
+    assert m["normalized_gini"] > m["baseline_mean_normalized_gini"] + 0.3
+    assert m["oracle_normalized_gini"] >= m["normalized_gini"] - 0.05  # nobody beats the truth by much
+    assert (world.plots / "deciles.csv").exists() and (world.plots / "game_ltv_evaluation.png").stat().st_size > 10_000
+
+
+def test_training_is_reproducible(world, tmp_path):
+    from pipelines.game_ltv import train
+
+    p = world.params
+    meta2 = train.run(world.settings, world.training_set, tmp_path / "m", p.training_set, p.train)
+    m1, meta1 = load_bundle(world.model_dir)
+    m2, _ = load_bundle(tmp_path / "m")
+    ts = pd.read_parquet(world.training_set).head(500)
+    assert meta1.version == meta2.version
+    np.testing.assert_allclose(predict(m1, meta1, ts), predict(m2, meta1, ts), rtol=1e-12)
+
+
+def test_committed_metrics_meet_the_targets():
+    """metrics/game_ltv.json is produced by `dvc repro` at full scale and committed (cache: false)."""
+    m = json.loads((ROOT / "metrics" / "game_ltv.json").read_text())
+    for key in ("normalized_gini", "oracle_normalized_gini", "baseline_mean_normalized_gini",
+                "baseline_linear_normalized_gini", "decile_mape", "rmse"):
+        assert key in m
+    assert m["normalized_gini"] > m["baseline_linear_normalized_gini"] > m["baseline_mean_normalized_gini"]
+    assert m["normalized_gini"] >= 0.9 * m["oracle_normalized_gini"]
+    lock = (ROOT / "dvc.lock").read_text()
+    assert "game_ltv_evaluate" in lock
