@@ -27,7 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fs_yaml = Path(tmp) / "feature_store.yaml"
         fs_yaml.write_text(yaml.safe_dump(raw_config(settings)))
-        args = ["-c", str(settings.feature_repo), "-f", str(fs_yaml), *(sys.argv[1:] if argv is None else argv)]
+        args = [
+            "-c",
+            str(settings.feature_repo),
+            "-f",
+            str(fs_yaml),
+            *(sys.argv[1:] if argv is None else argv),
+        ]
         with activated(settings):
             cli.main(args=args, prog_name="feast", standalone_mode=True)
 

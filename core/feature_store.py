@@ -70,7 +70,10 @@ def raw_config(settings: Settings) -> dict[str, Any]:
     elif isinstance(registry, dict) and registry.get("registry_type", "file") == "file":
         registry["path"] = absolute(settings.feast_registry or registry["path"])
     if settings.redis_url:
-        raw["online_store"] = {"type": "redis", "connection_string": redis_connection_string(settings.redis_url)}
+        raw["online_store"] = {
+            "type": "redis",
+            "connection_string": redis_connection_string(settings.redis_url),
+        }
     elif raw.get("online_store", {}).get("type") == "sqlite":
         raw["online_store"]["path"] = absolute(settings.feast_sqlite_path or raw["online_store"]["path"])
     if settings.offline_store == "postgres":
@@ -98,13 +101,15 @@ def apply_definitions(store: FeatureStore, settings: Settings) -> None:
     from feast.repo_operations import apply_total_with_repo_instance
 
     repo = parse_definitions(settings)
-    apply_total_with_repo_instance(store, store.config.project, store.registry, repo, skip_source_validation=True)
+    apply_total_with_repo_instance(
+        store, store.config.project, store.registry, repo, skip_source_validation=True
+    )
 
 
 def parse_definitions(settings: Settings):
     """Import feature_repo/ afresh (so sources follow `settings`) and return Feast's RepoContents."""
-    from feast.repo_operations import get_repo_files, parse_repo
     from feast.project import Project
+    from feast.repo_operations import get_repo_files, parse_repo
 
     repo_path = Path(settings.feature_repo).resolve()
     sys.path.insert(0, str(repo_path))

@@ -95,4 +95,6 @@ def load_bundle(folder: Path) -> tuple[Any, ModelMetadata]:
 
 
 def find_bundles(models_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(models_dir).glob(f"*/{METADATA_FILE}") if (p.parent / MODEL_FILE).exists())
+    return sorted(
+        p.parent for p in Path(models_dir).glob(f"*/{METADATA_FILE}") if (p.parent / MODEL_FILE).exists()
+    )

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
 
     # --- external services (unset = embedded default) ---
-    redis_url: str | None = Field(default=None, description="Redis online store, e.g. redis://127.0.0.1:6379/0")
+    redis_url: str | None = Field(
+        default=None, description="Redis online store, e.g. redis://127.0.0.1:6379/0"
+    )
     database_url: str | None = Field(
         default=None,
         description="PostgreSQL for the request log and the Feast offline store, "
@@ -48,6 +50,14 @@ class Settings(BaseSettings):
     request_log_flush_interval_s: float = 0.25
     request_log_max_buffer: int = 20_000
     request_log_spool_dir: Path | None = None
+
+    @field_validator("database_url", "request_log_url")
+    @classmethod
+    def _psycopg3(cls, v: str | None) -> str | None:
+        """postgres:// and postgresql:// mean the installed driver, psycopg 3."""
+        if v and v.split("://", 1)[0] in {"postgres", "postgresql"}:
+            return "postgresql+psycopg://" + v.split("://", 1)[1]
+        return v
 
     @property
     def online_store(self) -> Literal["sqlite", "redis"]:

@@ -1,5 +1,4 @@
 from feast import FeatureService
-
 from features.game_ltv import user_activity, user_profile
 
 # The game_ltv model's contract: training asks for these historical features, serving for the online ones.

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 
@@ -70,8 +69,9 @@ def sync_online(settings: Settings, force: bool = False) -> str:
         missing = []
         for model, entity in samples.items():
             _, key, service = MODELS[model]
-            row = store.get_online_features(features=store.get_feature_service(service),
-                                            entity_rows=[{key: entity}]).to_dict()
+            row = store.get_online_features(
+                features=store.get_feature_service(service), entity_rows=[{key: entity}]
+            ).to_dict()
             if all(v[0] is None for k, v in row.items() if k != key):
                 missing.append(model)
         if not missing:
@@ -81,8 +81,12 @@ def sync_online(settings: Settings, force: bool = False) -> str:
     end = datetime.now(UTC)
     store.materialize(start_date=EPOCH, end_date=end)
     receipt_path.parent.mkdir(parents=True, exist_ok=True)
-    receipt_path.write_text(json.dumps({"fingerprint": fp, "materialized_at": end.isoformat(),
-                                        "online_store": settings.online_store}, indent=2))
+    receipt_path.write_text(
+        json.dumps(
+            {"fingerprint": fp, "materialized_at": end.isoformat(), "online_store": settings.online_store},
+            indent=2,
+        )
+    )
     return "materialized"
 
 
@@ -90,8 +94,10 @@ def demo_curl(settings: Settings, port: int = 8000) -> str:
     """A curl for a recently installed user (the brief's case), as pasted in a shell."""
     ids = sample_entities(settings)
     body = json.dumps({"entities": {"user_id": [ids["game_ltv"]]}})
-    return (f"curl -s -X POST http://127.0.0.1:{port}/v1/models/game_ltv/predict "
-            f"-H 'Content-Type: application/json' -d '{body}'")
+    return (
+        f"curl -s -X POST http://127.0.0.1:{port}/v1/models/game_ltv/predict "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
 
 
 def main() -> None:

@@ -38,8 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         writer.start()
         app.state.request_log = writer
-        log.info("serving %s; online store %s; request log %s", app.state.models.names(), s.online_store,
-                 s.effective_request_log_url.split("@")[-1])
+        log.info(
+            "serving %s; online store %s; request log %s",
+            app.state.models.names(),
+            s.online_store,
+            s.effective_request_log_url.split("@")[-1],
+        )
         try:
             yield
         finally:
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "every prediction is recorded in the request log.",
         lifespan=lifespan,
     )
+
     @app.exception_handler(RequestValidationError)
     async def readable_422(request: Request, exc: RequestValidationError) -> JSONResponse:
         """422 with one sentence per problem ("body.entities: Field required"), plus the structured list."""

@@ -18,7 +18,7 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     entities: dict[str, list[int | str]] = Field(
-        description="Join key -> ids to score, e.g. {\"user_id\": [10000001, 10000002]}",
+        description='Join key -> ids to score, e.g. {"user_id": [10000001, 10000002]}',
         examples=[{"user_id": [10000001]}],
     )
     features: dict[str, list[Scalar]] | None = Field(

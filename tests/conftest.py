@@ -39,7 +39,9 @@ def small_params() -> GameLtvParams:
     p = load_params(ROOT / "params.yaml").game_ltv
     return p.model_copy(
         update={
-            "generate": p.generate.model_copy(update={"n_users": 6000, "chunk_size": 2500, "activity_hours": 48}),
+            "generate": p.generate.model_copy(
+                update={"n_users": 6000, "chunk_size": 2500, "activity_hours": 48}
+            ),
             "train": p.train.model_copy(update={"iterations": 300, "early_stopping_rounds": 60}),
         }
     )
@@ -68,20 +70,36 @@ def build_world(root: Path, settings: Settings, p: GameLtvParams) -> World:
     raw = root / "data" / "raw" / "game_ltv"
     features = settings.features_dir / "game_ltv"
     w = World(
-        params=p, settings=settings, root=root, raw=raw, features=features,
-        quarantine=root / "data" / "quarantine" / "game_ltv", training_set=root / "data" / "training" / "game_ltv.parquet",
-        model_dir=settings.models_dir / "game_ltv", metrics=root / "metrics" / "game_ltv.json",
-        plots=root / "plots", ingest_report={}, eval_metrics={},
+        params=p,
+        settings=settings,
+        root=root,
+        raw=raw,
+        features=features,
+        quarantine=root / "data" / "quarantine" / "game_ltv",
+        training_set=root / "data" / "training" / "game_ltv.parquet",
+        model_dir=settings.models_dir / "game_ltv",
+        metrics=root / "metrics" / "game_ltv.json",
+        plots=root / "plots",
+        ingest_report={},
+        eval_metrics={},
     )
     generate.generate(p.generate, raw)
-    w.ingest_report = ingest.ingest(p.ingest, features, w.quarantine, root / "metrics" / "ingest.json",
-                                    *ingest.find_inputs(raw))
+    w.ingest_report = ingest.ingest(
+        p.ingest, features, w.quarantine, root / "metrics" / "ingest.json", *ingest.find_inputs(raw)
+    )
     df = training_set.build_training_set(settings, p.training_set, features)
     w.training_set.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(w.training_set, index=False)
     train.run(settings, w.training_set, w.model_dir, p.training_set, p.train)
-    w.eval_metrics = evaluate.evaluate(w.training_set, w.model_dir, raw / "oracle.parquet", p.evaluate,
-                                       p.training_set.prediction_hours, w.metrics, w.plots)
+    w.eval_metrics = evaluate.evaluate(
+        w.training_set,
+        w.model_dir,
+        raw / "oracle.parquet",
+        p.evaluate,
+        p.training_set.prediction_hours,
+        w.metrics,
+        w.plots,
+    )
     return w
 
 

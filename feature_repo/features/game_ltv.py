@@ -1,10 +1,9 @@
 from datetime import timedelta
 
-from feast import FeatureView, Field
-from feast.types import Int64, String
-
 from data_sources import user_activity_source, user_profile_source
 from entities import user
+from feast import FeatureView, Field
+from feast.types import Int64, String
 
 # Attributes known at install. ttl=0: they never expire.
 user_profile = FeatureView(

@@ -25,9 +25,13 @@ def historical_features(settings: Settings, feature_service: str, entity_df: pd.
         model = feature_service.rsplit("_v", 1)[0]
         publish_tables(settings, model)
     with tempfile.TemporaryDirectory() as tmp:
-        scratch = settings.model_copy(update={"feast_registry": Path(tmp) / "registry.db",
-                                              "feast_sqlite_path": Path(tmp) / "online.db",
-                                              "redis_url": None})
+        scratch = settings.model_copy(
+            update={
+                "feast_registry": Path(tmp) / "registry.db",
+                "feast_sqlite_path": Path(tmp) / "online.db",
+                "redis_url": None,
+            }
+        )
         store = open_store(scratch)
         apply_definitions(store, scratch)
         service = store.get_feature_service(feature_service)

@@ -29,8 +29,12 @@ PG_TYPES = {"i": "BIGINT", "u": "BIGINT", "f": "DOUBLE PRECISION", "b": "BOOLEAN
 def pg_connect(url: str) -> psycopg.Connection:
     u = make_url(url)
     return psycopg.connect(
-        host=u.host or "127.0.0.1", port=u.port or 5432, dbname=u.database or "postgres",
-        user=u.username or "postgres", password=u.password or None, autocommit=False,
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        dbname=u.database or "postgres",
+        user=u.username or "postgres",
+        password=u.password or None,
+        autocommit=False,
     )
 
 
@@ -63,15 +67,19 @@ def publish_tables(settings: Settings, model: str, tables: list[str] | None = No
     with pg_connect(settings.database_url) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {}._published_tables (name TEXT PRIMARY KEY, fingerprint TEXT, "
-                    "rows BIGINT, published_at TIMESTAMPTZ DEFAULT now())").format(sql.Identifier(schema))
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}._published_tables (name TEXT PRIMARY KEY, fingerprint TEXT, "
+                "rows BIGINT, published_at TIMESTAMPTZ DEFAULT now())"
+            ).format(sql.Identifier(schema))
         )
         conn.commit()
         for path in files:
             name = f"{model}__{path.stem}"
             fp = file_fingerprint(path)
             row = conn.execute(
-                sql.SQL("SELECT fingerprint FROM {}._published_tables WHERE name = %s").format(sql.Identifier(schema)),
+                sql.SQL("SELECT fingerprint FROM {}._published_tables WHERE name = %s").format(
+                    sql.Identifier(schema)
+                ),
                 (name,),
             ).fetchone()
             exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{name}",)).fetchone()[0]
@@ -90,16 +98,22 @@ def publish_tables(settings: Settings, model: str, tables: list[str] | None = No
             ) as copy:
                 for start in range(0, len(df), 200_000):
                     buf = io.StringIO()
-                    df.iloc[start : start + 200_000].to_csv(buf, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S.%f%z")
+                    df.iloc[start : start + 200_000].to_csv(
+                        buf, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S.%f%z"
+                    )
                     copy.write(buf.getvalue())
             if "event_timestamp" in df.columns:
                 conn.execute(
-                    sql.SQL("CREATE INDEX ON {} ({}, event_timestamp)").format(table, sql.Identifier(df.columns[0]))
+                    sql.SQL("CREATE INDEX ON {} ({}, event_timestamp)").format(
+                        table, sql.Identifier(df.columns[0])
+                    )
                 )
             conn.execute(
-                sql.SQL("INSERT INTO {}._published_tables (name, fingerprint, rows) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (name) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, rows = EXCLUDED.rows, "
-                        "published_at = now()").format(sql.Identifier(schema)),
+                sql.SQL(
+                    "INSERT INTO {}._published_tables (name, fingerprint, rows) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, rows = EXCLUDED.rows, "
+                    "published_at = now()"
+                ).format(sql.Identifier(schema)),
                 (name, fp, len(df)),
             )
             conn.commit()

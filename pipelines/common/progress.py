@@ -12,4 +12,6 @@ T = TypeVar("T")
 
 
 def progress(it: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
-    yield from tqdm(it, total=total, desc=desc, file=sys.stderr, mininterval=1.0, disable=None if total else True)
+    yield from tqdm(
+        it, total=total, desc=desc, file=sys.stderr, mininterval=1.0, disable=None if total else True
+    )

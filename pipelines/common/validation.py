@@ -58,8 +58,15 @@ class RowValidator:
     def text(self, col: str) -> pd.Series:
         return self.df[col].astype("string").str.strip()
 
-    def integer(self, col: str, code: str, *, required: bool = True, min_value: int | None = None,
-                negative_code: str | None = None) -> pd.Series:
+    def integer(
+        self,
+        col: str,
+        code: str,
+        *,
+        required: bool = True,
+        min_value: int | None = None,
+        negative_code: str | None = None,
+    ) -> pd.Series:
         raw = self.df[col]
         if pd.api.types.is_integer_dtype(raw):  # typed input (Parquet): no text round trip
             num = raw.astype("Int64")
@@ -70,23 +77,36 @@ class RowValidator:
             empty = text.isna() | (text == "")
             num = pd.to_numeric(text.where(~empty), errors="coerce")
             whole = num.notna() & np.isfinite(num) & (num == np.floor(num))
-            self.reject(~empty & ~whole, code, lambda r: f"{col} is not a whole number: '" + r[col].astype(str) + "'")
+            self.reject(
+                ~empty & ~whole, code, lambda r: f"{col} is not a whole number: '" + r[col].astype(str) + "'"
+            )
         if required:
             self.reject(empty, f"missing_{col}", f"{col} is missing")
         if min_value is not None:
-            self.reject(whole & (num < min_value), negative_code or code,
-                        lambda r: f"{col} is below {min_value}: " + r[col].astype(str))
+            self.reject(
+                whole & (num < min_value),
+                negative_code or code,
+                lambda r: f"{col} is below {min_value}: " + r[col].astype(str),
+            )
         return num.where(whole).astype("Int64")
 
-    def number(self, col: str, code: str, *, min_value: float | None = None, below_code: str | None = None
-               ) -> pd.Series:
+    def number(
+        self, col: str, code: str, *, min_value: float | None = None, below_code: str | None = None
+    ) -> pd.Series:
         raw = self.text(col)
         empty = raw.isna() | (raw == "")
         num = pd.to_numeric(raw.where(~empty), errors="coerce")
-        self.reject(~empty & (num.isna() | ~np.isfinite(num)), code,
-                    lambda r: f"{col} is not a number: '" + r[col].astype(str) + "'")
+        self.reject(
+            ~empty & (num.isna() | ~np.isfinite(num)),
+            code,
+            lambda r: f"{col} is not a number: '" + r[col].astype(str) + "'",
+        )
         if min_value is not None:
-            self.reject(num < min_value, below_code or code, lambda r: f"{col} is below {min_value}: " + r[col].astype(str))
+            self.reject(
+                num < min_value,
+                below_code or code,
+                lambda r: f"{col} is below {min_value}: " + r[col].astype(str),
+            )
         return num.where(np.isfinite(num))
 
     def timestamp(self, col: str, code: str) -> pd.Series:
@@ -97,7 +117,9 @@ class RowValidator:
             return ts
         text = raw.astype("string").str.strip()
         ts = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-        self.reject(ts.isna(), code, lambda r: f"{col} is not an ISO-8601 timestamp: '" + r[col].astype(str) + "'")
+        self.reject(
+            ts.isna(), code, lambda r: f"{col} is not an ISO-8601 timestamp: '" + r[col].astype(str) + "'"
+        )
         return ts
 
     def category(self, col: str, allowed: frozenset[str], code: str, *, upper: bool = False) -> pd.Series:
@@ -124,9 +146,12 @@ class RowValidator:
         if not dup_key.any():
             return
         exact_later = cand.duplicated(cols, keep="first")
-        group_variants = cand[dup_key].groupby(key, dropna=False)[cols].transform(
-            lambda s: s.nunique(dropna=False)
-        ).max(axis=1)
+        group_variants = (
+            cand[dup_key]
+            .groupby(key, dropna=False)[cols]
+            .transform(lambda s: s.nunique(dropna=False))
+            .max(axis=1)
+        )
         conflicting = pd.Series(False, index=self.df.index)
         conflicting.loc[group_variants.index] = group_variants > 1
         exact = pd.Series(False, index=self.df.index)
@@ -136,9 +161,14 @@ class RowValidator:
         def keys(r: pd.DataFrame) -> pd.Series:
             return r[key].astype(str).agg("/".join, axis=1)
 
-        self.reject(exact, "exact_duplicate", lambda r: f"exact duplicate of an earlier row with {name} " + keys(r))
-        self.reject(conflicting, "conflicting_duplicate",
-                    lambda r: f"{name} " + keys(r) + " appears in several rows that disagree")
+        self.reject(
+            exact, "exact_duplicate", lambda r: f"exact duplicate of an earlier row with {name} " + keys(r)
+        )
+        self.reject(
+            conflicting,
+            "conflicting_duplicate",
+            lambda r: f"{name} " + keys(r) + " appears in several rows that disagree",
+        )
 
     def split(self) -> tuple[pd.Series, pd.DataFrame, dict[str, int]]:
         """(mask of clean rows, quarantine frame with reasons, counts by reason code)."""

@@ -14,12 +14,9 @@ import logging
 from pathlib import Path
 
 import joblib
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
@@ -45,8 +42,15 @@ def oracle_predictions(test: pd.DataFrame, oracle_path: Path, prediction_hours: 
     return oracle_expected_revenue(prior.reset_index(), counts, np.full(len(test), prediction_hours))
 
 
-def evaluate(training_set: Path, model_dir: Path, oracle_path: Path, p: EvaluateParams, prediction_hours: int,
-             metrics_path: Path, plots_dir: Path) -> dict:
+def evaluate(
+    training_set: Path,
+    model_dir: Path,
+    oracle_path: Path,
+    p: EvaluateParams,
+    prediction_hours: int,
+    metrics_path: Path,
+    plots_dir: Path,
+) -> dict:
     df = pd.read_parquet(training_set)
     test = df[df[SPLIT] == "test"].reset_index(drop=True)
     y = test[S.LABEL].to_numpy(dtype=float)
@@ -94,13 +98,18 @@ def write_plots(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int, out: P
         gain[who] = g[np.round(share * n).astype(int)]
     gain.round(5).to_csv(out / "gain.csv", index=False)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))  # no pyplot: no global backend switch at import
+    axes = fig.subplots(1, 2)
     ax = axes[0]
     w = 0.4
     ax.bar(d["bin"] - w / 2, d["actual"], w, label="actual mean")
     ax.bar(d["bin"] + w / 2, d["predicted"], w, label="predicted mean")
     ax.set_yscale("symlog", linthresh=0.05)
-    ax.set(xlabel="decile of predicted 7-day revenue", ylabel="revenue per user", title="Decile chart (test cohort)")
+    ax.set(
+        xlabel="decile of predicted 7-day revenue",
+        ylabel="revenue per user",
+        title="Decile chart (test cohort)",
+    )
     ax.legend()
     ax = axes[1]
     for who in gain.columns[1:]:
@@ -110,7 +119,6 @@ def write_plots(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int, out: P
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "game_ltv_evaluation.png", dpi=110)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -124,8 +132,15 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = load_params(args.params).game_ltv
-    evaluate(args.training_set, args.model_dir, args.oracle, params.evaluate, params.training_set.prediction_hours,
-             args.metrics, args.plots)
+    evaluate(
+        args.training_set,
+        args.model_dir,
+        args.oracle,
+        params.evaluate,
+        params.training_set.prediction_hours,
+        args.metrics,
+        args.plots,
+    )
 
 
 if __name__ == "__main__":

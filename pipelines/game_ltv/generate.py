@@ -139,7 +139,9 @@ def build_world(seed: int, truth: Truth) -> World:
         w = rng.pareto(1.2, k) + 0.05
         for i in range(k):
             name = f"{brand.split('-')[0]} {prefix}{rng.integers(10, 999)}{'ABFNU'[i % 5]}"
-            rows.append((name, "android", int(np.clip(dtier + rng.integers(-1, 2), 1, 3)), share * w[i] / w.sum()))
+            rows.append(
+                (name, "android", int(np.clip(dtier + rng.integers(-1, 2), 1, 3)), share * w[i] / w.sum())
+            )
     ios_models = [f"iPhone{g},{m}" for g in range(10, 17) for m in range(1, 6)]
     w = rng.pareto(1.0, len(ios_models)) + 0.05
     for i, name in enumerate(ios_models):
@@ -150,7 +152,9 @@ def build_world(seed: int, truth: Truth) -> World:
     )
     os_versions = {}
     android = [f"{major}.{minor}" for major in range(8, 16) for minor in range(0, 4)]
-    android += [f"{major}.{minor}.{p}" for major in range(11, 16) for minor in range(0, 3) for p in range(1, 6)]
+    android += [
+        f"{major}.{minor}.{p}" for major in range(11, 16) for minor in range(0, 3) for p in range(1, 6)
+    ]
     ios = [f"{major}.{minor}" for major in range(14, 19) for minor in range(0, 8)]
     ios += [f"{major}.{minor}.{p}" for major in range(16, 19) for minor in range(0, 7) for p in range(1, 4)]
     for platform, versions in (("android", android), ("ios", ios)):
@@ -244,7 +248,9 @@ def generate_chunk(
         device[m] = d["device_family"].to_numpy()[pick]
         dtier[m] = d["tier"].to_numpy()[pick]
         ov = world.os_versions[plat]
-        os_version[m] = ov["os_version"].to_numpy()[rng.choice(len(ov), size=int(m.sum()), p=ov["weight"].to_numpy())]
+        os_version[m] = ov["os_version"].to_numpy()[
+            rng.choice(len(ov), size=int(m.sum()), p=ov["weight"].to_numpy())
+        ]
 
     install = _install_times(rng, n, start, p.install_days)
     install_hour = install.hour.to_numpy().astype(float)
@@ -270,7 +276,9 @@ def generate_chunk(
     prices = price_table()
     whale_share = np.vectorize(truth.whale_share.get)(ctier)
     normal_mean = np.array([prices[(t, pl)] @ PRICE_PROBS for t, pl in zip(ctier, platform, strict=True)])
-    whale_mean = np.array([prices[(t, pl)] @ WHALE_PRICE_PROBS for t, pl in zip(ctier, platform, strict=True)])
+    whale_mean = np.array(
+        [prices[(t, pl)] @ WHALE_PRICE_PROBS for t, pl in zip(ctier, platform, strict=True)]
+    )
     # E[purchases x price] per unit of theta*lam, averaged over the hidden whale indicator.
     mean_price = (1 - whale_share) * normal_mean + whale_share * truth.whale_purchase_mult * whale_mean
 
@@ -285,11 +293,15 @@ def generate_chunk(
     counts = counts * observed[:, :, None]
 
     whale = rng.random(n) < whale_share
-    k = rng.poisson(truth.purchases_per_engagement * lam * payer * np.where(whale, truth.whale_purchase_mult, 1.0))
+    k = rng.poisson(
+        truth.purchases_per_engagement * lam * payer * np.where(whale, truth.whale_purchase_mult, 1.0)
+    )
     revenue = np.zeros(n)
     for i in np.flatnonzero(k):
         probs = WHALE_PRICE_PROBS if whale[i] else PRICE_PROBS
-        revenue[i] = prices[(int(ctier[i]), platform[i])][rng.choice(len(PRICE_POINTS), size=k[i], p=probs)].sum()
+        revenue[i] = prices[(int(ctier[i]), platform[i])][
+            rng.choice(len(PRICE_POINTS), size=k[i], p=probs)
+        ].sum()
     revenue = np.round(revenue, 2)
     label_open = install + pd.Timedelta(days=S.LABEL_WINDOW_DAYS) > as_of
 
@@ -351,7 +363,9 @@ DEFECT_KINDS = (
 )
 
 
-def plant_defects(users: pd.DataFrame, rate: float, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+def plant_defects(
+    users: pd.DataFrame, rate: float, rng: np.random.Generator
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Spoil a small share of rows the way real exports are spoiled; return (rows as strings, defect log).
 
     Also applies harmless formatting noise (case, whitespace) that ingestion must normalize, not reject.
@@ -363,7 +377,7 @@ def plant_defects(users: pd.DataFrame, rate: float, rng: np.random.Generator) ->
     noisy = rng.random(n) < 0.01
     out.loc[noisy, "platform"] = out.loc[noisy, "platform"].str.upper()
     out.loc[rng.random(n) < 0.01, "country"] = out["country"].str.lower() + " "
-    n_def = int(round(rate * n))
+    n_def = round(rate * n)
     rows = rng.choice(n, size=min(n_def, n), replace=False)
     kinds = rng.choice(len(DEFECT_KINDS), size=len(rows))
     extra, log_rows = [], []
@@ -412,7 +426,9 @@ def generate(p: GenerateParams, out_dir: Path, truth: Truth | None = None) -> di
     try:
         for chunk in progress(range(n_chunks), total=n_chunks, desc="generate game_ltv"):
             n = min(p.chunk_size, p.n_users - chunk * p.chunk_size)
-            users, activity, oracle = generate_chunk(chunk, p.first_user_id + chunk * p.chunk_size, n, p, world, truth)
+            users, activity, oracle = generate_chunk(
+                chunk, p.first_user_id + chunk * p.chunk_size, n, p, world, truth
+            )
             raw, defects = plant_defects(users, p.defect_rate, np.random.default_rng([p.seed, chunk, 7]))
             raw[S.RAW_USER_COLUMNS].to_csv(users_path, mode="a", header=chunk == 0, index=False)
             defects.to_csv(defects_path, mode="a", header=chunk == 0, index=False)

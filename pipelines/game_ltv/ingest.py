@@ -41,7 +41,8 @@ def validate_users(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]
     platform = v.category("platform", S.PLATFORMS, "unknown_platform")
     opened = {c: v.open_category(c) for c in ("country_region", "device_family", "os_version")}
     counts = {
-        c: v.integer(c, "non_numeric_count", min_value=0, negative_code="negative_count") for c in S.EVENT_COUNTS
+        c: v.integer(c, "non_numeric_count", min_value=0, negative_code="negative_count")
+        for c in S.EVENT_COUNTS
     }
     revenue = v.number(S.LABEL, "non_numeric_revenue", min_value=0, below_code="negative_revenue")
     v.duplicates([S.ID], parsed_ok=uid.notna())
@@ -61,8 +62,13 @@ def validate_users(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]
         }
     )[ok]
     clean[S.ID] = clean[S.ID].astype("int64")  # valid ids are never null: plain int64 join keys
-    report = {"rows_in": len(raw), "rows_ok": int(ok.sum()), "quarantined": len(quarantine),
-              "by_reason": reasons, "repaired": dict(sorted(v.repairs.items()))}
+    report = {
+        "rows_in": len(raw),
+        "rows_ok": int(ok.sum()),
+        "quarantined": len(quarantine),
+        "by_reason": reasons,
+        "repaired": dict(sorted(v.repairs.items())),
+    }
     return clean.reset_index(drop=True), quarantine, report
 
 
@@ -71,21 +77,37 @@ def validate_activity(raw: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFr
     uid = v.integer(S.ID, "bad_user_id", min_value=1, negative_code="bad_user_id")
     hour = v.timestamp(S.HOUR_START, "bad_hour_start")
     counts = {
-        c: v.integer(c, "non_numeric_count", min_value=0, negative_code="negative_count") for c in S.EVENT_COUNTS
+        c: v.integer(c, "non_numeric_count", min_value=0, negative_code="negative_count")
+        for c in S.EVENT_COUNTS
     }
     install = pd.Series(
         users.set_index(S.ID)[S.INSTALL_TIME].reindex(uid.to_numpy()).to_numpy(), index=uid.index
     )
-    v.reject(uid.notna() & install.isna(), "unknown_user",
-             lambda r: "user_id " + r[S.ID].astype(str) + " is not a valid user (missing or quarantined)")
-    v.reject(install.notna() & hour.notna() & (hour < install), "before_install",
-             lambda r: "activity hour " + r[S.HOUR_START].astype(str) + " is before install "
-             + install[r.index].astype(str))
+    v.reject(
+        uid.notna() & install.isna(),
+        "unknown_user",
+        lambda r: "user_id " + r[S.ID].astype(str) + " is not a valid user (missing or quarantined)",
+    )
+    v.reject(
+        install.notna() & hour.notna() & (hour < install),
+        "before_install",
+        lambda r: (
+            "activity hour "
+            + r[S.HOUR_START].astype(str)
+            + " is before install "
+            + install[r.index].astype(str)
+        ),
+    )
     v.duplicates([S.ID, S.HOUR_START], parsed_ok=uid.notna() & hour.notna())
     ok, quarantine, reasons = v.split()
     clean = pd.DataFrame({S.ID: uid, S.HOUR_START: hour, **counts})[ok]
     clean[S.ID] = clean[S.ID].astype("int64")
-    report = {"rows_in": len(raw), "rows_ok": int(ok.sum()), "quarantined": len(quarantine), "by_reason": reasons}
+    report = {
+        "rows_in": len(raw),
+        "rows_ok": int(ok.sum()),
+        "quarantined": len(quarantine),
+        "by_reason": reasons,
+    }
     return clean.reset_index(drop=True), quarantine, report
 
 
@@ -97,7 +119,9 @@ def build_profile(users: pd.DataFrame) -> pd.DataFrame:
     return prof
 
 
-def build_activity(users: pd.DataFrame, hourly: pd.DataFrame | None, counts_observed_hours: int) -> pd.DataFrame:
+def build_activity(
+    users: pd.DataFrame, hourly: pd.DataFrame | None, counts_observed_hours: int
+) -> pd.DataFrame:
     """Cumulative as-of snapshots (see module docstring). Sorted by user and time."""
     zero = pd.DataFrame({S.ID: users[S.ID], S.EVENT_TIMESTAMP: users[S.INSTALL_TIME]})
     for c in S.EVENT_COUNTS:
@@ -123,7 +147,9 @@ def build_activity(users: pd.DataFrame, hourly: pd.DataFrame | None, counts_obse
             np.ceil(((h[S.HOUR_START] - install).dt.total_seconds() / 3600).to_numpy()) + 1
         ).astype("int64")
     out = pd.concat([zero, snap[zero.columns]], ignore_index=True)
-    out = out.astype({S.ID: "int64", **{c: "Int64" for c in [*S.EVENT_COUNTS, "active_hours", "last_active_hour"]}})
+    out = out.astype(
+        {S.ID: "int64", **{c: "Int64" for c in [*S.EVENT_COUNTS, "active_hours", "last_active_hour"]}}
+    )
     out[S.EVENT_TIMESTAMP] = pd.to_datetime(out[S.EVENT_TIMESTAMP], utc=True)
     return out.sort_values([S.ID, S.EVENT_TIMESTAMP], kind="stable").reset_index(drop=True)
 
@@ -135,7 +161,10 @@ def build_labels(users: pd.DataFrame) -> pd.DataFrame:
 
 def find_inputs(raw_dir: Path) -> tuple[Path, Path | None]:
     def first(stem: str) -> Path | None:
-        return next((raw_dir / f"{stem}{ext}" for ext in (".parquet", ".csv") if (raw_dir / f"{stem}{ext}").exists()), None)
+        return next(
+            (raw_dir / f"{stem}{ext}" for ext in (".parquet", ".csv") if (raw_dir / f"{stem}{ext}").exists()),
+            None,
+        )
 
     users = first("users")
     if users is None:
@@ -143,8 +172,14 @@ def find_inputs(raw_dir: Path) -> tuple[Path, Path | None]:
     return users, first("activity")
 
 
-def ingest(p: IngestParams, features_dir: Path, quarantine_dir: Path, metrics_path: Path,
-           users_path: Path | None = None, activity_path: Path | None = None) -> dict:
+def ingest(
+    p: IngestParams,
+    features_dir: Path,
+    quarantine_dir: Path,
+    metrics_path: Path,
+    users_path: Path | None = None,
+    activity_path: Path | None = None,
+) -> dict:
     if users_path is None:
         users_path, activity_path = find_inputs(Path(p.raw_dir))
     features_dir.mkdir(parents=True, exist_ok=True)
@@ -187,8 +222,14 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    ingest(load_params(args.params).game_ltv.ingest, args.features, args.quarantine, args.metrics,
-           args.users, args.activity)
+    ingest(
+        load_params(args.params).game_ltv.ingest,
+        args.features,
+        args.quarantine,
+        args.metrics,
+        args.users,
+        args.activity,
+    )
 
 
 if __name__ == "__main__":

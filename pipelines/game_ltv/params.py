@@ -22,7 +22,9 @@ class GenerateParams(_P):
 
 
 class IngestParams(_P):
-    raw_dir: str = Field(description="folder with users.csv|users.parquet and optionally activity.parquet|.csv")
+    raw_dir: str = Field(
+        description="folder with users.csv|users.parquet and optionally activity.parquet|.csv"
+    )
     counts_observed_hours: int = Field(gt=0, description="hours counted by the users file's event columns")
 
 
@@ -30,7 +32,9 @@ class TrainingSetParams(_P):
     feature_service: str
     prediction_hours: int = Field(gt=0, description="predict this many hours after install")
     test_fraction: float = Field(gt=0, lt=1, description="latest install cohorts held out for testing")
-    validation_fraction: float = Field(gt=0, lt=1, description="latest part of the train cohorts, early stopping")
+    validation_fraction: float = Field(
+        gt=0, lt=1, description="latest part of the train cohorts, early stopping"
+    )
 
 
 class TrainParams(_P):

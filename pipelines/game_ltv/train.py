@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import joblib
-import numpy as np
 import pandas as pd
 from catboost import CatBoostRegressor, Pool
 from sklearn.dummy import DummyRegressor
 
-from core.predict import feature_frame
 from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
+from core.predict import feature_frame
 from core.settings import Settings
 from pipelines.common.baselines import linear_baseline
 from pipelines.common.feast_training import feature_service_features
@@ -36,8 +35,9 @@ PREDICTION_TYPE = "Exponent"  # Tweedie's raw score is log(mean)
 BASELINES_FILE = "baselines.joblib"
 
 
-def train(training_set: pd.DataFrame, features: list[FeatureSpec], p: TrainParams
-          ) -> tuple[CatBoostRegressor, dict, dict]:
+def train(
+    training_set: pd.DataFrame, features: list[FeatureSpec], p: TrainParams
+) -> tuple[CatBoostRegressor, dict, dict]:
     train_df = training_set[training_set[SPLIT] == "train"]
     valid_df = training_set[training_set[SPLIT] == "valid"]
     cats = [f.name for f in features if f.categorical]
@@ -55,7 +55,10 @@ def train(training_set: pd.DataFrame, features: list[FeatureSpec], p: TrainParam
         allow_writing_files=False,
         verbose=200,
     )
-    model.fit(Pool(x_tr, train_df[S.LABEL], cat_features=cats), eval_set=Pool(x_va, valid_df[S.LABEL], cat_features=cats))
+    model.fit(
+        Pool(x_tr, train_df[S.LABEL], cat_features=cats),
+        eval_set=Pool(x_va, valid_df[S.LABEL], cat_features=cats),
+    )
     baselines = {
         "mean": DummyRegressor(strategy="mean").fit(x_tr, train_df[S.LABEL]),
         "linear": linear_baseline(cats, [f.name for f in features if not f.categorical], p.linear_alpha).fit(
@@ -66,12 +69,16 @@ def train(training_set: pd.DataFrame, features: list[FeatureSpec], p: TrainParam
         "best_iteration": int(model.get_best_iteration() or p.iterations),
         "train_rows": len(train_df),
         "valid_rows": len(valid_df),
-        "valid_best_score": {k: round(float(v), 6) for k, v in model.get_best_score().get("validation", {}).items()},
+        "valid_best_score": {
+            k: round(float(v), 6) for k, v in model.get_best_score().get("validation", {}).items()
+        },
     }
     return model, baselines, info
 
 
-def run(settings: Settings, training_set_path: Path, model_dir: Path, ts: TrainingSetParams, p: TrainParams) -> ModelMetadata:
+def run(
+    settings: Settings, training_set_path: Path, model_dir: Path, ts: TrainingSetParams, p: TrainParams
+) -> ModelMetadata:
     df = pd.read_parquet(training_set_path)
     features = [
         FeatureSpec(name=name, dtype=dtype, categorical=dtype == "String")

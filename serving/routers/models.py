@@ -49,8 +49,11 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
     meta = m.meta
     keys = meta.join_keys
     if set(body.entities) != set(keys):
-        raise HTTPException(422, f"entities must have exactly the join key(s) {keys} of model "
-                                 f"{meta.name!r}; got {sorted(body.entities)}")
+        raise HTTPException(
+            422,
+            f"entities must have exactly the join key(s) {keys} of model "
+            f"{meta.name!r}; got {sorted(body.entities)}",
+        )
     key = keys[0]
     ids = body.entities[key]
     if not 1 <= len(ids) <= MAX_BATCH:
@@ -63,12 +66,16 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
     specs = {f.name: f for f in meta.features}
     unknown = sorted(set(sent) - set(specs))
     if unknown:
-        raise HTTPException(422, f"unknown feature(s) {unknown} for model {meta.name!r}; "
-                                 f"known: {sorted(specs)}")
+        raise HTTPException(
+            422, f"unknown feature(s) {unknown} for model {meta.name!r}; known: {sorted(specs)}"
+        )
     for name, values in sent.items():
         if len(values) != len(ids):
-            raise HTTPException(422, f"features.{name} has {len(values)} values but entities.{key} has "
-                                     f"{len(ids)} ids; send null where a value is unknown")
+            raise HTTPException(
+                422,
+                f"features.{name} has {len(values)} values but entities.{key} has "
+                f"{len(ids)} ids; send null where a value is unknown",
+            )
         for v in values:
             if v is None:
                 continue
@@ -98,7 +105,8 @@ async def predict_endpoint(
         raise HTTPException(503, str(e)) from e
 
     now = datetime.now(UTC)
-    rows, extras = [], []
+    rows: list[dict[str, Any]] = []
+    extras: list[dict[str, Any]] = []
     for i, entity_id in enumerate(ids):
         row = dict(stored[i].values)
         from_request = []
@@ -140,4 +148,6 @@ async def predict_endpoint(
                 latency_ms=latency_ms,
             )
         )
-    return PredictResponse(request_id=request_id, model=m.meta.name, model_version=m.meta.version, predictions=out)
+    return PredictResponse(
+        request_id=request_id, model=m.meta.name, model_version=m.meta.version, predictions=out
+    )

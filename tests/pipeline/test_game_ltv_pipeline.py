@@ -55,12 +55,22 @@ def test_a_future_feature_event_never_reaches_an_earlier_row(world, tmp_path):
     act = pd.read_parquet(path)
     labels = pd.read_parquet(world.features / "labels.parquet").head(50)
     T = pd.Timedelta(hours=world.params.training_set.prediction_hours)
-    future = pd.DataFrame({S.ID: labels[S.ID], S.EVENT_TIMESTAMP: labels[S.INSTALL_TIME] + T + pd.Timedelta(minutes=1),
-                           "event_1": 10**6, "event_2": 10**6, "event_3": 10**6, "active_hours": 999,
-                           "last_active_hour": 999})
+    future = pd.DataFrame(
+        {
+            S.ID: labels[S.ID],
+            S.EVENT_TIMESTAMP: labels[S.INSTALL_TIME] + T + pd.Timedelta(minutes=1),
+            "event_1": 10**6,
+            "event_2": 10**6,
+            "event_3": 10**6,
+            "active_hours": 999,
+            "last_active_hour": 999,
+        }
+    )
     pd.concat([act, future.astype(act.dtypes.to_dict())]).to_parquet(path, index=False)
     settings = world.settings.model_copy(update={"features_dir": features_root})
-    at_t = historical_features(settings, "game_ltv_v1", entity_frame(labels, world.params.training_set.prediction_hours))
+    at_t = historical_features(
+        settings, "game_ltv_v1", entity_frame(labels, world.params.training_set.prediction_hours)
+    )
     assert (at_t["event_1"] < 10**6).all()
     later = entity_frame(labels, world.params.training_set.prediction_hours)
     later[S.EVENT_TIMESTAMP] += pd.Timedelta(minutes=2)
@@ -76,7 +86,7 @@ def test_split_is_by_install_time(world):
 
 
 def test_model_folder_contract(world):
-    model, meta = load_bundle(world.model_dir)
+    _model, meta = load_bundle(world.model_dir)
     assert meta.feature_service == "game_ltv_v1" and meta.join_keys == [S.ID]
     assert set(meta.feature_names) >= {*S.CATEGORICAL, *S.EVENT_COUNTS}
     assert set(meta.categorical_features) == set(S.CATEGORICAL)
@@ -85,12 +95,20 @@ def test_model_folder_contract(world):
 
 def test_small_world_model_beats_baselines(world):
     m = world.eval_metrics
-    for key in ("normalized_gini", "oracle_normalized_gini", "baseline_mean_normalized_gini",
-                "baseline_linear_normalized_gini", "decile_mape", "rmse"):
+    for key in (
+        "normalized_gini",
+        "oracle_normalized_gini",
+        "baseline_mean_normalized_gini",
+        "baseline_linear_normalized_gini",
+        "decile_mape",
+        "rmse",
+    ):
         assert isinstance(m[key], float), key
     assert m["normalized_gini"] > m["baseline_mean_normalized_gini"] + 0.3
     assert m["oracle_normalized_gini"] >= m["normalized_gini"] - 0.05  # nobody beats the truth by much
-    assert (world.plots / "deciles.csv").exists() and (world.plots / "game_ltv_evaluation.png").stat().st_size > 10_000
+    assert (world.plots / "deciles.csv").exists() and (
+        world.plots / "game_ltv_evaluation.png"
+    ).stat().st_size > 10_000
 
 
 def test_training_is_reproducible(world, tmp_path):
@@ -108,8 +126,14 @@ def test_training_is_reproducible(world, tmp_path):
 def test_committed_metrics_meet_the_targets():
     """metrics/game_ltv.json is produced by `dvc repro` at full scale and committed (cache: false)."""
     m = json.loads((ROOT / "metrics" / "game_ltv.json").read_text())
-    for key in ("normalized_gini", "oracle_normalized_gini", "baseline_mean_normalized_gini",
-                "baseline_linear_normalized_gini", "decile_mape", "rmse"):
+    for key in (
+        "normalized_gini",
+        "oracle_normalized_gini",
+        "baseline_mean_normalized_gini",
+        "baseline_linear_normalized_gini",
+        "decile_mape",
+        "rmse",
+    ):
         assert key in m
     assert m["normalized_gini"] > m["baseline_linear_normalized_gini"] > m["baseline_mean_normalized_gini"]
     assert m["normalized_gini"] >= 0.9 * m["oracle_normalized_gini"]

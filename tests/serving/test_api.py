@@ -59,8 +59,18 @@ def test_sent_values_win_stored_values_fill_the_rest(client, materialized):
     assert more["features_from_request"] == ["event_3"]  # null means "use the stored value"
     assert more["prediction"] > stored["prediction"]  # many store opens: likely payer
     # a brand-new user, not in the online store, scored from sent fields only
-    new = _predict(client, [999_999_999], {"country": ["US"], "platform": ["ios"], "source": ["organic"],
-                                            "event_1": [30], "event_2": [10], "event_3": [4]}).json()["predictions"][0]
+    new = _predict(
+        client,
+        [999_999_999],
+        {
+            "country": ["US"],
+            "platform": ["ios"],
+            "source": ["organic"],
+            "event_1": [30],
+            "event_2": [10],
+            "event_3": [4],
+        },
+    ).json()["predictions"][0]
     assert new["found_in_online_store"] is False and new["features_as_of"] is None
     assert "event_1" in new["features_from_request"] and "device_family" in new["missing_features"]
     assert new["prediction"] > 0
@@ -94,8 +104,9 @@ def test_unknown_model_is_404(client):
 def test_every_prediction_is_logged(materialized, tmp_path):
     """N scored ids -> N rows, with inputs, features, prediction and version; flushed at shutdown."""
     db = tmp_path / "log.db"
-    settings = materialized.settings.model_copy(update={"request_log_url": f"sqlite:///{db}",
-                                                        "request_log_spool_dir": tmp_path / "spool"})
+    settings = materialized.settings.model_copy(
+        update={"request_log_url": f"sqlite:///{db}", "request_log_spool_dir": tmp_path / "spool"}
+    )
     ids = user_ids(materialized, 5)
     n_requests = 40
     with TestClient(create_app(settings)) as c:
@@ -106,8 +117,10 @@ def test_every_prediction_is_logged(materialized, tmp_path):
     con = sqlite3.connect(db)
     (count,) = con.execute("SELECT count(*) FROM prediction_log").fetchone()
     assert count == n_requests + len(ids)
-    row = con.execute("SELECT model, model_version, entity_key, inputs, features, prediction, latency_ms "
-                      "FROM prediction_log ORDER BY id LIMIT 1").fetchone()
+    row = con.execute(
+        "SELECT model, model_version, entity_key, inputs, features, prediction, latency_ms "
+        "FROM prediction_log ORDER BY id LIMIT 1"
+    ).fetchone()
     assert row[0] == "game_ltv" and row[1].startswith("game_ltv-")
     assert str(ids[0]) in row[2] and '"event_1": 0' in row[3].replace(":0", ": 0") and "country" in row[4]
     assert row[5] >= 0 and row[6] > 0

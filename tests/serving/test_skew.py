@@ -29,8 +29,13 @@ def test_online_equals_latest_historical_and_api_equals_batch(materialized):
     ids = user_ids(materialized, 40)
     hist = latest_historical(materialized, ids)
     store = open_store(materialized.settings)
-    online = store.get_online_features(features=store.get_feature_service("game_ltv_v1"),
-                                       entity_rows=[{"user_id": i} for i in ids]).to_df().set_index("user_id")
+    online = (
+        store.get_online_features(
+            features=store.get_feature_service("game_ltv_v1"), entity_rows=[{"user_id": i} for i in ids]
+        )
+        .to_df()
+        .set_index("user_id")
+    )
     _, meta = load_bundle(materialized.model_dir)
     for f in meta.feature_names:
         a, b = hist[f].tolist(), online.loc[ids, f].tolist()
@@ -38,8 +43,12 @@ def test_online_equals_latest_historical_and_api_equals_batch(materialized):
     model, meta = load_bundle(materialized.model_dir)
     batch = predict(model, meta, hist.reset_index())
     with TestClient(create_app(materialized.settings)) as c:
-        api = [p["prediction"] for p in c.post("/v1/models/game_ltv/predict",
-                                              json={"entities": {"user_id": ids}}).json()["predictions"]]
+        api = [
+            p["prediction"]
+            for p in c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}}).json()[
+                "predictions"
+            ]
+        ]
     np.testing.assert_allclose(api, batch, rtol=1e-12)
 
 

@@ -13,7 +13,9 @@ from tests.conftest import small_params
 
 @pytest.fixture(scope="module")
 def chunk():
-    p = small_params().generate.model_copy(update={"n_users": 40000, "chunk_size": 40000, "activity_hours": 24})
+    p = small_params().generate.model_copy(
+        update={"n_users": 40000, "chunk_size": 40000, "activity_hours": 24}
+    )
     truth = Truth()
     return p, generate_chunk(0, 1, p.n_users, p, build_world(p.seed, truth), truth)
 
@@ -54,7 +56,7 @@ def test_event_counts_in_users_file_match_hourly_activity(chunk):
 
 def test_oracle_is_calibrated_against_realized_revenue(chunk):
     """E[revenue | oracle decile] must match realized revenue: the oracle is the true expectation."""
-    p, (users, activity, oracle) = chunk
+    _p, (users, activity, oracle) = chunk
     inst = users.set_index(S.ID)[S.INSTALL_TIME]
     a = activity.assign(h=(activity[S.HOUR_START] - activity[S.ID].map(inst)).dt.total_seconds() // 3600)
     counts = a[a["h"] < 24].groupby(S.ID)[S.EVENT_COUNTS].sum().reindex(oracle[S.ID]).fillna(0).to_numpy()
@@ -74,8 +76,14 @@ def test_oracle_matches_monte_carlo_for_one_profile():
     truth = Truth()
     rng = np.random.default_rng(3)
     n = 400_000
-    prior = pd.DataFrame({"engagement_rate": np.full(n, 1.2), "payer_prior": 0.08, "mean_price": 9.0,
-                          "install_hour": np.full(n, 15)})
+    prior = pd.DataFrame(
+        {
+            "engagement_rate": np.full(n, 1.2),
+            "payer_prior": 0.08,
+            "mean_price": 9.0,
+            "install_hour": np.full(n, 15),
+        }
+    )
     lam = rng.gamma(truth.shape, 1 / 1.2, n)
     payer = rng.random(n) < 0.08
     from pipelines.game_ltv.generate import hourly_intensity

@@ -9,9 +9,20 @@ from pipelines.common.validation import read_raw
 from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.ingest import build_activity, validate_activity, validate_users
 
-GOOD = {"user_id": "1", "install_time": "2026-10-01T10:00:00Z", "country": "US", "country_region": "US-01",
-        "source": "organic", "platform": "ios", "device_family": "iPhone14,2", "os_version": "17.1",
-        "event_1": "3", "event_2": "1", "event_3": "0", "revenue": "0.00"}
+GOOD = {
+    "user_id": "1",
+    "install_time": "2026-10-01T10:00:00Z",
+    "country": "US",
+    "country_region": "US-01",
+    "source": "organic",
+    "platform": "ios",
+    "device_family": "iPhone14,2",
+    "os_version": "17.1",
+    "event_1": "3",
+    "event_2": "1",
+    "event_3": "0",
+    "revenue": "0.00",
+}
 
 
 def rows(*changes: dict) -> pd.DataFrame:
@@ -61,7 +72,7 @@ def test_duplicates_exact_kept_once_conflicting_all_quarantined():
     df.loc[1, "user_id"] = df.loc[0, "user_id"]  # exact duplicate of row 0
     conflict = rows({"user_id": "7"}, {"user_id": "7", "country": "BR"})
     df = pd.concat([df, conflict], ignore_index=True)
-    clean, q, report = validate_users(df)
+    clean, _q, report = validate_users(df)
     assert report["by_reason"] == {"conflicting_duplicate": 2, "exact_duplicate": 1}
     assert clean[S.ID].tolist() == [100]
 
@@ -82,14 +93,23 @@ def test_missing_revenue_means_unlabeled_not_bad():
 def test_activity_validation_and_snapshots():
     users, _, _ = validate_users(rows({}, {}))
     t0 = pd.Timestamp("2026-10-01T10:00:00Z")
-    act = pd.DataFrame({
-        "source_row": range(6),
-        S.ID: [100, 100, 100, 999, 101, 100],
-        S.HOUR_START: [t0, t0 + pd.Timedelta(hours=2), t0 - pd.Timedelta(hours=3), t0, t0, t0],
-        "event_1": [2, 1, 1, 1, -1, 2], "event_2": [0, 1, 0, 0, 0, 0], "event_3": [0, 1, 0, 0, 0, 0],
-    })
-    clean, q, report = validate_activity(act, users)
-    assert report["by_reason"] == {"before_install": 1, "exact_duplicate": 1, "negative_count": 1, "unknown_user": 1}
+    act = pd.DataFrame(
+        {
+            "source_row": range(6),
+            S.ID: [100, 100, 100, 999, 101, 100],
+            S.HOUR_START: [t0, t0 + pd.Timedelta(hours=2), t0 - pd.Timedelta(hours=3), t0, t0, t0],
+            "event_1": [2, 1, 1, 1, -1, 2],
+            "event_2": [0, 1, 0, 0, 0, 0],
+            "event_3": [0, 1, 0, 0, 0, 0],
+        }
+    )
+    clean, _q, report = validate_activity(act, users)
+    assert report["by_reason"] == {
+        "before_install": 1,
+        "exact_duplicate": 1,
+        "negative_count": 1,
+        "unknown_user": 1,
+    }
     snaps = build_activity(users, clean, 24)
     u = snaps[snaps[S.ID] == 100].reset_index(drop=True)
     assert u[S.EVENT_TIMESTAMP].tolist() == [t0, t0 + pd.Timedelta(hours=1), t0 + pd.Timedelta(hours=3)]

@@ -25,5 +25,13 @@ def test_deciles_and_mape():
 def test_ltv_metrics_keys():
     y = np.array([0, 0, 0, 5.0, 0, 1, 0, 0, 20, 0] * 10)
     m = ltv_metrics(y, y * 0.5 + 0.1)
-    assert {"normalized_gini", "spearman", "rmse", "mae", "decile_mape", "total_predicted", "total_actual"} <= set(m)
+    assert {
+        "normalized_gini",
+        "spearman",
+        "rmse",
+        "mae",
+        "decile_mape",
+        "total_predicted",
+        "total_actual",
+    } <= set(m)
     assert m["total_actual"] == y.sum()

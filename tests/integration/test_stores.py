@@ -1,0 +1,144 @@
+"""The same platform on Redis (online) and PostgreSQL (offline store + request log), selected by settings.
+
+Each run uses a Feast project and a PostgreSQL schema of its own, removed at the end.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from core.feature_store import open_store
+from core.model_bundle import load_bundle
+from pipelines.common.feast_training import historical_features
+from pipelines.common.offline_tables import pg_connect
+from pipelines.game_ltv.training_set import entity_frame
+from pipelines.materialize import sync_online
+from serving.app import create_app
+from tests.conftest import env_or_skip, user_ids
+from tests.integration.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def services(materialized, tmp_path_factory):
+    redis_url = env_or_skip("REDIS_URL")
+    database_url = env_or_skip("DATABASE_URL")
+    tag = uuid.uuid4().hex[:10]
+    tmp = tmp_path_factory.mktemp("services")
+    settings = materialized.settings.model_copy(
+        update={
+            "redis_url": redis_url,
+            "database_url": database_url,
+            "database_schema": f"test_{tag}",
+            "feast_project": f"it{tag}",
+            "feast_registry": tmp / "registry.db",
+            "request_log_url": None,
+            "request_log_spool_dir": tmp / "spool",
+            "data_dir": tmp,
+        }
+    )
+    yield settings
+    try:
+        open_store(settings).teardown()  # deletes this project's keys from Redis
+    finally:
+        with pg_connect(database_url) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "test_{tag}" CASCADE')
+            conn.commit()
+
+
+def test_postgres_offline_store_gives_the_same_training_set(services, materialized):
+    labels = pd.read_parquet(materialized.features / "labels.parquet")
+    edf = entity_frame(labels, materialized.params.training_set.prediction_hours)
+    pg = historical_features(services, "game_ltv_v1", edf).sort_values("user_id").reset_index(drop=True)
+    ref = pd.read_parquet(materialized.training_set).sort_values("user_id").reset_index(drop=True)
+    _, meta = load_bundle(materialized.model_dir)
+    assert len(pg) == len(ref)
+    for f in meta.feature_names:
+        assert pg[f].astype(str).tolist() == ref[f].astype(str).tolist(), f
+
+
+def test_redis_online_store_serves_the_same_predictions_and_logs_to_postgres(services, materialized):
+    assert sync_online(services) == "materialized"
+    assert sync_online(services) == "up-to-date"
+    ids = user_ids(materialized, 25)
+    with TestClient(create_app(materialized.settings)) as c:
+        embedded = c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}}).json()
+    with TestClient(create_app(services)) as c:
+        assert c.get("/readyz").status_code == 200
+        r = c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}})
+        assert r.status_code == 200, r.text
+    got = [p["prediction"] for p in r.json()["predictions"]]
+    np.testing.assert_allclose(got, [p["prediction"] for p in embedded["predictions"]], rtol=1e-12)
+    with pg_connect(services.database_url) as conn:
+        n = conn.execute(f'SELECT count(*) FROM "{services.database_schema}".prediction_log').fetchone()[0]
+    assert n == len(ids)
+
+
+def test_redis_outage_gives_503_and_the_service_recovers_by_itself(services, materialized):
+    u = make_url(services.redis_url.replace("redis://", "postgresql://"))  # only to parse host/port
+    proxy = TcpProxy(u.host or "127.0.0.1", u.port or 6379).start()
+    settings = services.model_copy(update={"redis_url": f"redis://127.0.0.1:{proxy.port}/{u.database or 0}"})
+    uid = user_ids(materialized, 1)
+    body = {"entities": {"user_id": uid}}
+    try:
+        with TestClient(create_app(settings)) as c:
+            assert c.post("/v1/models/game_ltv/predict", json=body).status_code == 200
+            proxy.stop()
+            r = c.post("/v1/models/game_ltv/predict", json=body)
+            assert r.status_code == 503 and "online store unreachable" in r.json()["detail"]
+            assert c.get("/readyz").status_code == 503
+            proxy.start()
+            deadline, status = time.monotonic() + 10, None
+            while time.monotonic() < deadline and status != 200:
+                status = c.post("/v1/models/game_ltv/predict", json=body).status_code
+                time.sleep(0.1)
+            assert status == 200
+            assert c.get("/readyz").status_code == 200
+    finally:
+        proxy.stop()
+
+
+def test_no_prediction_is_lost_across_a_request_log_outage(services, materialized):
+    u = make_url(services.database_url)
+    proxy = TcpProxy(u.host or "127.0.0.1", u.port or 5432).start()
+    log_url = u.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    settings = services.model_copy(
+        update={
+            "request_log_url": log_url,
+            "database_schema": services.database_schema + "_log",
+            "redis_url": services.redis_url,
+        }
+    )
+    ids = user_ids(materialized, 5)
+    n = 0
+    try:
+        with TestClient(create_app(settings)) as c:
+            for i in range(30):
+                if i == 10:
+                    proxy.stop()  # database outage in the middle
+                if i == 20:
+                    proxy.start()
+                r = c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": [ids[i % 5]]}})
+                assert r.status_code == 200
+                n += 1
+        with psycopg.connect(
+            host=u.host or "127.0.0.1", port=u.port or 5432, dbname=u.database, user=u.username or "postgres"
+        ) as conn:
+            rows = conn.execute(
+                f'SELECT count(*), count(DISTINCT request_id) FROM "{settings.database_schema}".prediction_log'
+            ).fetchone()
+        assert rows == (n, n)
+    finally:
+        proxy.stop()
+        with pg_connect(services.database_url) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{settings.database_schema}" CASCADE')
+            conn.commit()

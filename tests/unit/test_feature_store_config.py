@@ -1,0 +1,41 @@
+import pytest
+
+from core.feature_store import postgres_offline_config, raw_config, redis_connection_string, repo_config
+from core.settings import Settings
+
+
+def test_redis_url_to_feast_connection_string():
+    assert redis_connection_string("redis://127.0.0.1:6379/0") == "127.0.0.1:6379,db=0"
+    assert (
+        redis_connection_string("rediss://:s3cret@cache:6380/2") == "cache:6380,db=2,password=s3cret,ssl=true"
+    )
+    with pytest.raises(ValueError, match="must start with redis://"):
+        redis_connection_string("http://x")
+
+
+def test_postgres_offline_config_from_database_url():
+    c = postgres_offline_config("postgresql+psycopg://alice:pw@db:5433/feats", "sch")
+    assert (c["host"], c["port"], c["database"], c["user"], c["password"], c["db_schema"]) == (
+        "db",
+        5433,
+        "feats",
+        "alice",
+        "pw",
+        "sch",
+    )
+
+
+def test_embedded_default_and_environment_overrides(tmp_path):
+    base = Settings(redis_url=None, database_url=None)
+    raw = raw_config(base)
+    assert raw["online_store"]["type"] == "sqlite" and raw["offline_store"]["type"] == "file"
+    assert raw["registry"].endswith("data/feast/registry.db")
+    over = Settings(
+        redis_url="redis://127.0.0.1:6379/1",
+        database_url="postgresql://postgres@127.0.0.1/postgres",
+        feast_project="p1",
+        feast_registry=tmp_path / "r.db",
+    )
+    cfg = repo_config(over)
+    assert cfg.project == "p1" and cfg.online_store.type == "redis" and cfg.offline_store.type == "postgres"
+    assert cfg.registry.path == str(tmp_path / "r.db")
