@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from core.feature_store import apply_definitions, open_store, raw_config
+from core.model_bundle import file_sha256
 from core.settings import Settings
-from pipelines.common.offline_tables import file_fingerprint, publish_tables
+from pipelines.common.offline_tables import publish_tables
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -40,9 +41,9 @@ def _fingerprint(settings: Settings) -> dict[str, str]:
     fp = {}
     for model in MODELS:
         for f in sorted((settings.features_dir / model).glob("*.parquet")):
-            fp[f"{model}/{f.name}"] = file_fingerprint(f)
+            fp[f"{model}/{f.name}"] = file_sha256(f)
     for f in sorted(settings.feature_repo.rglob("*.py")):
-        fp[f"feature_repo/{f.relative_to(settings.feature_repo)}"] = file_fingerprint(f)
+        fp[f"feature_repo/{f.relative_to(settings.feature_repo)}"] = file_sha256(f)
     return fp
 
 

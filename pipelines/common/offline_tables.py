@@ -8,10 +8,8 @@ so switching the environment to PostgreSQL after an embedded run needs no pipeli
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
-from pathlib import Path
 
 import pandas as pd
 import psycopg
@@ -19,6 +17,7 @@ import pyarrow.parquet as pq
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from core.model_bundle import file_sha256
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,14 +35,6 @@ def pg_connect(url: str) -> psycopg.Connection:
         password=u.password or None,
         autocommit=False,
     )
-
-
-def file_fingerprint(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pg_type(s: pd.Series) -> str:
@@ -75,7 +66,7 @@ def publish_tables(settings: Settings, model: str, tables: list[str] | None = No
         conn.commit()
         for path in files:
             name = f"{model}__{path.stem}"
-            fp = file_fingerprint(path)
+            fp = file_sha256(path)
             row = conn.execute(
                 sql.SQL("SELECT fingerprint FROM {}._published_tables WHERE name = %s").format(
                     sql.Identifier(schema)

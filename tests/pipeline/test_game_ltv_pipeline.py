@@ -13,10 +13,21 @@ from core.model_bundle import load_bundle
 from core.predict import predict
 from core.settings import ROOT
 from pipelines.common.feast_training import historical_features
+from pipelines.common.params import load_params
 from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.training_set import SPLIT, entity_frame
 
 pytestmark = pytest.mark.slow
+
+# The issue's "names other tools read" in metrics/game_ltv.json.
+METRIC_NAMES_OTHER_TOOLS_READ = (
+    "normalized_gini",
+    "oracle_normalized_gini",
+    "baseline_mean_normalized_gini",
+    "baseline_linear_normalized_gini",
+    "decile_mape",
+    "rmse",
+)
 
 
 def test_every_planted_defect_is_quarantined_with_its_reason(world):
@@ -95,14 +106,7 @@ def test_model_folder_contract(world):
 
 def test_small_world_model_beats_baselines(world):
     m = world.eval_metrics
-    for key in (
-        "normalized_gini",
-        "oracle_normalized_gini",
-        "baseline_mean_normalized_gini",
-        "baseline_linear_normalized_gini",
-        "decile_mape",
-        "rmse",
-    ):
+    for key in METRIC_NAMES_OTHER_TOOLS_READ:
         assert isinstance(m[key], float), key
     assert m["normalized_gini"] > m["baseline_mean_normalized_gini"] + 0.3
     assert m["oracle_normalized_gini"] >= m["normalized_gini"] - 0.05  # nobody beats the truth by much
@@ -126,16 +130,10 @@ def test_training_is_reproducible(world, tmp_path):
 def test_committed_metrics_meet_the_targets():
     """metrics/game_ltv.json is produced by `dvc repro` at full scale and committed (cache: false)."""
     m = json.loads((ROOT / "metrics" / "game_ltv.json").read_text())
-    for key in (
-        "normalized_gini",
-        "oracle_normalized_gini",
-        "baseline_mean_normalized_gini",
-        "baseline_linear_normalized_gini",
-        "decile_mape",
-        "rmse",
-    ):
+    for key in METRIC_NAMES_OTHER_TOOLS_READ:
         assert key in m
     assert m["normalized_gini"] > m["baseline_linear_normalized_gini"] > m["baseline_mean_normalized_gini"]
-    assert m["normalized_gini"] >= 0.9 * m["oracle_normalized_gini"]
+    target = load_params(ROOT / "params.yaml").game_ltv.evaluate.gini_target_vs_oracle
+    assert m["normalized_gini"] >= target * m["oracle_normalized_gini"]
     lock = (ROOT / "dvc.lock").read_text()
     assert "game_ltv_evaluate" in lock
