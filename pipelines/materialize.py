@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--print-curl", action="store_true", help="print a curl for the demo and exit")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("feast").setLevel(logging.WARNING)  # Feast prints its own progress
     settings = Settings()
     if args.print_curl:
         print(demo_curl(settings))

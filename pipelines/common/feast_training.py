@@ -36,8 +36,31 @@ def historical_features(settings: Settings, feature_service: str, entity_df: pd.
         apply_definitions(store, scratch)
         service = store.get_feature_service(feature_service)
         job = store.get_historical_features(entity_df=entity_df, features=service)
-        df = job.to_df()
+        df = normalize_dtypes(job.to_df(), service)
     log.info("training set: %s rows x %s columns from %s", len(df), df.shape[1], feature_service)
+    return df
+
+
+PANDAS_DTYPES = {
+    "String": "string",
+    "Int64": "Int64",
+    "Int32": "Int64",
+    "Float64": "float64",
+    "Float32": "float64",
+    "Bool": "boolean",
+}
+
+
+def normalize_dtypes(df: pd.DataFrame, service) -> pd.DataFrame:
+    """Same dtypes whichever offline store answered (Parquet/dask and PostgreSQL differ in timestamp
+    units, time zones, and nullable ints), so the training set, its hash and the model version are too."""
+    for proj in service.feature_view_projections:
+        for f in proj.features:
+            if f.name in df:
+                df[f.name] = df[f.name].astype(PANDAS_DTYPES.get(str(f.dtype), "object"))
+    for c in df.columns:
+        if pd.api.types.is_datetime64_any_dtype(df[c]):
+            df[c] = pd.to_datetime(df[c], utc=True).dt.as_unit("ns")
     return df
 
 

@@ -137,3 +137,33 @@ def test_committed_metrics_meet_the_targets():
     assert m["normalized_gini"] >= target * m["oracle_normalized_gini"]
     lock = (ROOT / "dvc.lock").read_text()
     assert "game_ltv_evaluate" in lock
+
+
+def test_users_own_parquet_file_without_activity_goes_through_the_same_pipeline(world, tmp_path):
+    """A typed Parquet users file (no hourly log): same validation, and its event counts become the
+    snapshot at install + counts_observed_hours that the training set then reads."""
+    from pipelines.game_ltv import ingest
+    from pipelines.game_ltv.training_set import build_training_set
+
+    own = tmp_path / "own"
+    own.mkdir()
+    pd.read_csv(world.raw / "users.csv").to_parquet(own / "users.parquet", index=False)
+    settings = world.settings.model_copy(update={"features_dir": tmp_path / "features"})
+    features = settings.features_dir / "game_ltv"
+    p = world.params.ingest.model_copy(update={"raw_dir": str(own)})
+    report = ingest.ingest(p, features, tmp_path / "q", tmp_path / "m.json")
+    assert "activity" not in report
+    assert report["users"]["rows_ok"] == world.ingest_report["users"]["rows_ok"]
+    assert report["users"]["quarantined"] == world.ingest_report["users"]["quarantined"]
+    # in a typed file "n/a" became a real null: reported as missing rather than non-numeric
+    csv_reasons = dict(world.ingest_report["users"]["by_reason"])
+    csv_reasons["missing_event_1"] = csv_reasons.pop("non_numeric_count")
+    assert report["users"]["by_reason"] == csv_reasons
+    ts_params = world.params.training_set.model_copy(update={"prediction_hours": p.counts_observed_hours})
+    ts = build_training_set(settings, ts_params, features).set_index(S.ID)
+    flat = pd.read_csv(world.raw / "users.csv", dtype=str, keep_default_na=False)
+    flat = flat[flat[S.ID].isin(ts.index.astype(str))].drop_duplicates(S.ID).set_index(S.ID)
+    flat.index = flat.index.astype("int64")
+    np.testing.assert_array_equal(
+        ts.loc[flat.index, S.EVENT_COUNTS].to_numpy(dtype=int), flat[S.EVENT_COUNTS].to_numpy(dtype=int)
+    )
