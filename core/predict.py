@@ -29,3 +29,25 @@ def predict(model: Any, meta: ModelMetadata, frame: pd.DataFrame) -> np.ndarray:
     if meta.prediction_type == "Probability":
         pred = pred[:, 1]
     return np.asarray(pred, dtype=float)
+
+
+def _row_values(row: dict[str, Any], features: list[FeatureSpec]) -> list[Any]:
+    out: list[Any] = []
+    for f in features:
+        v = row.get(f.name)
+        if f.categorical:
+            out.append("" if v is None else str(v))
+        else:
+            out.append(float("nan") if v is None else float(v))
+    return out
+
+
+def predict_rows(model: Any, meta: ModelMetadata, rows: list[dict[str, Any]]) -> np.ndarray:
+    """`predict` for plain dict rows, without pandas: the serving hot path. Same conversions as
+    `feature_frame` (tests prove equal outputs), and one CatBoost call for all rows."""
+    cats = [i for i, f in enumerate(meta.features) if f.categorical]
+    pool = Pool([_row_values(r, meta.features) for r in rows], cat_features=cats)
+    pred = model.predict(pool, prediction_type=meta.prediction_type, thread_count=1)
+    if meta.prediction_type == "Probability":
+        pred = pred[:, 1]
+    return np.asarray(pred, dtype=float)

@@ -27,7 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         s = settings or Settings()
         app.state.settings = s
         app.state.models = ModelRegistry.load(s.models_dir)
-        app.state.online = OnlineFeatures(open_store(s))
+        redis_client = None
+        if s.redis_url:
+            import redis.asyncio
+
+            redis_client = redis.asyncio.Redis.from_url(
+                s.redis_url, socket_connect_timeout=1, socket_timeout=2
+            )
+        app.state.online = OnlineFeatures(open_store(s), redis_client)
         writer = RequestLogWriter(
             url=s.effective_request_log_url,
             schema=s.request_log_schema,
@@ -48,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             writer.close()
+            if redis_client is not None:
+                await redis_client.aclose()
 
     app = FastAPI(
         title="featureplat scoring API",

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from core.model_bundle import ModelMetadata, find_bundles, load_bundle
+from core.predict import predict_rows
+from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,15 @@ class LoadedModel:
     model: Any
     meta: ModelMetadata
     path: Path
+    batcher: MicroBatcher[dict[str, Any], float] | None = None
+
+    def __post_init__(self) -> None:
+        # Concurrent requests share one CatBoost call (see serving/batching.py).
+        self.batcher = MicroBatcher(lambda rows: predict_rows(self.model, self.meta, rows).tolist())
+
+    async def predict(self, rows: list[dict[str, Any]]) -> list[float]:
+        assert self.batcher is not None
+        return await self.batcher.submit(rows)
 
 
 class ModelRegistry:

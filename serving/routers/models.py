@@ -9,11 +9,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
 from fastapi import APIRouter, HTTPException
-from fastapi.concurrency import run_in_threadpool
 
-from core.predict import predict
 from serving.deps import ModelsDep, OnlineDep, RequestLogDep
 from serving.models import LoadedModel
 from serving.online import OnlineStoreUnavailable
@@ -100,7 +97,7 @@ async def predict_endpoint(
     m = _model(models, name)
     key, ids, sent = _check_request(body, m)
     try:
-        stored = await run_in_threadpool(online.get, m.meta.feature_service, key, ids)
+        stored = await online.aget(m.meta.feature_service, key, ids)
     except OnlineStoreUnavailable as e:
         raise HTTPException(503, str(e)) from e
 
@@ -128,8 +125,7 @@ async def predict_endpoint(
                 "missing_features": sorted(f for f in m.meta.feature_names if row.get(f) is None),
             }
         )
-    frame = pd.DataFrame(rows, columns=m.meta.feature_names)
-    preds = predict(m.model, m.meta, frame)
+    preds = await m.predict(rows)
     request_id = str(uuid.uuid4())
     latency_ms = (time.perf_counter() - started) * 1000
     out = []

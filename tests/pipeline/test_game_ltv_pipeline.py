@@ -167,3 +167,16 @@ def test_users_own_parquet_file_without_activity_goes_through_the_same_pipeline(
     np.testing.assert_array_equal(
         ts.loc[flat.index, S.EVENT_COUNTS].to_numpy(dtype=int), flat[S.EVENT_COUNTS].to_numpy(dtype=int)
     )
+
+
+def test_pandas_free_serving_prediction_equals_batch_prediction(world):
+    from core.predict import predict_rows
+
+    model, meta = load_bundle(world.model_dir)
+    ts = pd.read_parquet(world.training_set).head(300)
+    rows = [{f: (None if pd.isna(r[f]) else r[f]) for f in meta.feature_names} for _, r in ts.iterrows()]
+    rows[0]["event_1"] = None  # missing values take the same path too
+    rows[1]["country"] = None
+    ts.loc[ts.index[0], "event_1"] = pd.NA
+    ts.loc[ts.index[1], "country"] = pd.NA
+    np.testing.assert_array_equal(predict_rows(model, meta, rows), predict(model, meta, ts))
