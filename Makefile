@@ -60,7 +60,7 @@ format: venv
 lock:
 	rm -rf /tmp/featureplat-lock && $(PYTHON) -m venv /tmp/featureplat-lock
 	/tmp/featureplat-lock/bin/pip install --quiet -r requirements.in
-	/tmp/featureplat-lock/bin/pip freeze | grep -v -e '^-e' -e '@' | sort -f > requirements.txt
+	/tmp/featureplat-lock/bin/pip freeze | grep -v -e "^-e" -e "@" -e "^#" | sort -f > requirements.txt
 
 clean:
 	rm -rf data/feast data/request_log* .pytest_cache

@@ -111,11 +111,16 @@ def validate_activity(raw: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFr
     return clean.reset_index(drop=True), quarantine, report
 
 
+def _us(ts: pd.Series) -> pd.Series:
+    """Microsecond UTC timestamps: what PostgreSQL and DuckDB store (DuckDB cannot cast tz-aware ns)."""
+    return pd.to_datetime(ts, utc=True).dt.as_unit("us")
+
+
 def build_profile(users: pd.DataFrame) -> pd.DataFrame:
     prof = users[[S.ID, *S.CATEGORICAL]].copy()
     prof["install_hour"] = users[S.INSTALL_TIME].dt.hour.astype("int64")
     prof["install_dow"] = users[S.INSTALL_TIME].dt.dayofweek.astype("int64")
-    prof.insert(1, S.EVENT_TIMESTAMP, users[S.INSTALL_TIME])
+    prof.insert(1, S.EVENT_TIMESTAMP, _us(users[S.INSTALL_TIME]))
     return prof
 
 
@@ -150,12 +155,13 @@ def build_activity(
     out = out.astype(
         {S.ID: "int64", **{c: "Int64" for c in [*S.EVENT_COUNTS, "active_hours", "last_active_hour"]}}
     )
-    out[S.EVENT_TIMESTAMP] = pd.to_datetime(out[S.EVENT_TIMESTAMP], utc=True)
+    out[S.EVENT_TIMESTAMP] = _us(out[S.EVENT_TIMESTAMP])
     return out.sort_values([S.ID, S.EVENT_TIMESTAMP], kind="stable").reset_index(drop=True)
 
 
 def build_labels(users: pd.DataFrame) -> pd.DataFrame:
-    lab = users.loc[users[S.LABEL].notna(), [S.ID, S.INSTALL_TIME, S.LABEL]]
+    lab = users.loc[users[S.LABEL].notna(), [S.ID, S.INSTALL_TIME, S.LABEL]].copy()
+    lab[S.INSTALL_TIME] = _us(lab[S.INSTALL_TIME])
     return lab.sort_values([S.INSTALL_TIME, S.ID]).reset_index(drop=True)
 
 

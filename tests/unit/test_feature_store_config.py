@@ -28,7 +28,7 @@ def test_postgres_offline_config_from_database_url():
 def test_embedded_default_and_environment_overrides(tmp_path):
     base = Settings(redis_url=None, database_url=None)
     raw = raw_config(base)
-    assert raw["online_store"]["type"] == "sqlite" and raw["offline_store"]["type"] == "file"
+    assert raw["online_store"]["type"] == "sqlite" and raw["offline_store"]["type"] == "duckdb"
     assert raw["registry"].endswith("data/feast/registry.db")
     over = Settings(
         redis_url="redis://127.0.0.1:6379/1",
