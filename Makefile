@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo test test-fast lint format repro materialize serve curl lock clean
+.PHONY: venv demo test test-fast lint format repro materialize serve curl bench lock clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -39,7 +39,13 @@ demo: repro materialize
 	uvicorn serving.app:app --host $(HOST) --port $(PORT) --log-level warning
 
 serve: venv
-	uvicorn serving.app:app --host $(HOST) --port $(PORT)
+	uvicorn serving.app:app --host $(HOST) --port $(PORT) --workers 2 --loop uvloop --http httptools
+
+# Benchmarks (not tests): writes bench/results.json and docs/benchmarks.md. Needs Redis + PostgreSQL
+# (REDIS_URL / DATABASE_URL, defaulting to this machine's) and wrk (installed from Debian if missing).
+bench: repro
+	@command -v wrk >/dev/null || { echo ">> installing wrk"; (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null || sudo apt-get install -y wrk; }
+	python -m bench.run $(BENCH_ARGS)
 
 test: venv
 	pytest

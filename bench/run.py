@@ -1,0 +1,117 @@
+"""`make bench`: run every benchmark side by side, write bench/results.json, regenerate docs/benchmarks.md.
+
+    python -m bench.run                  # everything (about 15-20 minutes on 2 cores)
+    python -m bench.run --only scoring   # one section; the others keep their last results
+    python -m bench.run --quick          # short runs, to try the harness
+
+Services: REDIS_URL (default redis://127.0.0.1:6379/0) and DATABASE_URL (default PostgreSQL on
+127.0.0.1:5432) as everywhere else. The load generator (wrk) runs on the same 2-core machine as the
+servers, as the issue's reference figures did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+
+from bench.common import ROOT, machine, versions
+
+RESULTS = ROOT / "bench" / "results.json"
+DOC = ROOT / "docs" / "benchmarks.md"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+log = logging.getLogger("bench")
+
+
+def run_scoring(args: argparse.Namespace) -> dict:
+    from bench.scoring import bench_env, http_benchmark, inprocess_benchmark, prepare
+
+    env = bench_env(os.environ.get("REDIS_URL") or DEFAULT_REDIS, os.environ.get("DATABASE_URL") or DEFAULT_DB)
+    settings, ids_file = prepare(env)
+    inproc = inprocess_benchmark(settings, ids_file, n=1000 if args.quick else 5000)
+    levels = [8, 32] if args.quick else [8, 32, 64]
+    http = http_benchmark(env, settings, ids_file, seconds=3 if args.quick else 10, levels=levels, workers=2)
+    return {"inprocess": inproc, "http": http}
+
+
+def run_training_set(args: argparse.Namespace) -> dict:
+    from bench import training_set_bench
+    from bench.datasets import ensure_world
+
+    n = 120_000 if args.quick else 1_200_000  # ~84% of users are labeled: ~1M rows
+    return {"n_users": n, **training_set_bench.run(ensure_world(n))}
+
+
+def run_materialize(args: argparse.Namespace) -> dict:
+    from bench import materialize_bench
+
+    sizes = [100_000] if args.quick else [1_000_000, 5_000_000]
+    out: dict = {}
+    for n in sizes:
+        methods = materialize_bench.METHODS if n <= 1_000_000 else ("fast",)
+        out[f"u{n}"] = {m: materialize_bench.run(n, "redis", m) for m in methods}
+    return out
+
+
+def headline(results: dict) -> dict:
+    """The top-level numbers other tools read (see issue 3)."""
+    out: dict = {}
+    s = results.get("scoring")
+    if s:
+        http = s["http"]
+        ours = max(r["rps"] for r in http["ours"]["batch_1"])
+        feast = max(r["rps"] for cfg in http["feast_serve"].values() for r in cfg["batch_1"])
+        out["scoring_throughput_ratio_vs_feast_serve"] = round(ours / feast, 2)
+        out["scoring_p99_ms_at_half_load"] = http["ours"]["half_load"]["p99_ms"]
+        out["inprocess_p99_ms"] = s["inprocess"]["ours"]["p99_ms"]
+    m = results.get("materialize", {}).get("u1000000")
+    if m and "fast" in m and "feast_default" in m:
+        out["materialize_1m_speedup_vs_feast_default"] = round(m["feast_default"]["seconds"] / m["fast"]["seconds"], 1)
+        out["materialize_1m_peak_rss_mb"] = m["fast"]["peak_rss_mb"]
+    t = results.get("training_set")
+    if t and "duckdb" in t and "seconds" in t["duckdb"]:
+        out["training_set_1m_seconds"] = t["duckdb"]["seconds"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=["scoring", "training_set", "materialize"], action="append")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--render-only", action="store_true", help="regenerate docs/benchmarks.md from results.json")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("feast", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.render_only:
+        sections = args.only or ["training_set", "materialize", "scoring"]
+        results.update(
+            generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            command="python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            machine=machine(),
+            versions=versions(),
+            quick=args.quick,
+        )
+        runners = {"scoring": run_scoring, "training_set": run_training_set, "materialize": run_materialize}
+        for name in sections:
+            t = time.monotonic()
+            log.info("== %s ==", name)
+            results[name] = runners[name](args)
+            results.setdefault("section_seconds", {})[name] = round(time.monotonic() - t)
+        results.update(headline(results))
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    from bench.report import render
+
+    DOC.write_text(render(results))
+    log.info("wrote %s and %s", RESULTS.relative_to(ROOT), DOC.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()

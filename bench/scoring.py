@@ -1,0 +1,175 @@
+"""Scoring benchmarks: our API (features + prediction + durable request log) against `feast serve`
+(features only), over HTTP with wrk, and the in-process scoring path against Feast's reference path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.common import BENCH_DATA, ROOT, Server, free_port, python, wait_http, wrk
+from core.settings import Settings
+
+log = logging.getLogger("bench.scoring")
+SERVICE = "game_ltv_v1"
+
+
+def bench_env(redis_url: str, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {"REQUEST_LOG_URL"}}
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        DATABASE_SCHEMA="bench",
+        FEAST_PROJECT="bench",
+        FEAST_REGISTRY=str(BENCH_DATA / "scoring_registry.db"),
+        REQUEST_LOG_SPOOL_DIR=str(BENCH_DATA / "spool"),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def prepare(env: dict[str, str], n_ids: int = 20_000) -> tuple[Settings, Path]:
+    """Feature store for the bench project in Redis (the repo's `dvc repro` data), and a file of ids."""
+    from pipelines.materialize import sync_online
+
+    settings = Settings(**{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields})
+    BENCH_DATA.mkdir(parents=True, exist_ok=True)
+    state = sync_online(settings)
+    log.info("bench online store: %s", state)
+    ids = pd.read_parquet(settings.features_dir / "game_ltv" / "user_profile.parquet", columns=["user_id"])["user_id"]
+    ids_file = BENCH_DATA / "ids.txt"
+    ids.sample(n=min(n_ids, len(ids)), random_state=7).astype(str).to_csv(ids_file, index=False, header=False)
+    return settings, ids_file
+
+
+def _request_log_rows(settings: Settings) -> int:
+    from pipelines.common.offline_tables import pg_connect
+
+    assert settings.database_url
+    with pg_connect(settings.database_url) as conn:
+        exists = conn.execute("SELECT to_regclass('bench.prediction_log')").fetchone()[0]
+        return conn.execute("SELECT count(*) FROM bench.prediction_log").fetchone()[0] if exists else 0
+
+
+def _truncate_request_log(settings: Settings) -> None:
+    from pipelines.common.offline_tables import pg_connect
+
+    assert settings.database_url
+    with pg_connect(settings.database_url) as conn:
+        if conn.execute("SELECT to_regclass('bench.prediction_log')").fetchone()[0]:
+            conn.execute("TRUNCATE bench.prediction_log")
+            conn.commit()
+
+
+def ladder(url: str, ids_file: Path, mode: str, batch: int, seconds: int, levels: list[int]) -> list[dict]:
+    runs = []
+    for c in levels:
+        r = wrk(url, ids_file, mode, c, seconds, batch)
+        log.info("%s batch=%d c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms", mode, batch, c, r["rps"], r["p50_ms"], r["p99_ms"])
+        runs.append(r)
+    return runs
+
+
+def http_benchmark(env: dict[str, str], settings: Settings, ids_file: Path, seconds: int, levels: list[int],
+                   workers: int) -> dict:
+    out: dict = {"feast_serve": {}, "ours": {}}
+    warm = max(2, seconds // 5)
+    for feast_workers in sorted({1, workers}):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/get-online-features"
+        cmd = [python(), "-m", "core.feast_cli", "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log",
+               "-w", str(feast_workers)]
+        with Server(cmd, env, BENCH_DATA / f"feast_serve_w{feast_workers}.log"):
+            wait_http(url, method="POST", body=b'{"feature_service":"game_ltv_v1","entities":{"user_id":[1]}}')
+            wrk(url, ids_file, "feast", 8, warm)
+            key = f"workers_{feast_workers}"
+            out["feast_serve"][key] = {f"batch_{b}": ladder(url, ids_file, "feast", b, seconds, levels) for b in (1, 10, 100)}
+
+    _truncate_request_log(settings)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/models/game_ltv/predict"
+    cmd = [python(), "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port), "--workers",
+           str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    served = 0
+    with Server(cmd, env, BENCH_DATA / "ours.log"):
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        warm_run = wrk(url, ids_file, "ours", 8, warm)
+        served += (warm_run["requests"] - warm_run["non2xx"]) * 1
+        for b in (1, 10, 100):
+            runs = ladder(url, ids_file, "ours", b, seconds, levels)
+            served += sum((r["requests"] - r["non2xx"]) * b for r in runs)
+            out["ours"][f"batch_{b}"] = runs
+        sat = max(r["rps"] for r in out["ours"]["batch_1"])
+        target = sat / 2
+        conns = 64
+        half = wrk(url, ids_file, "ours", conns, max(seconds, 15), 1, delay_ms=max(0.0, conns * 1000 / target - 1.0))
+        served += half["requests"] - half["non2xx"]
+        half["target_rps"] = round(target, 1)
+        out["ours"]["half_load"] = half
+        log.info("ours at half load (%.0f req/s target, %.0f achieved): p50 %.2f p99 %.2f p99.9 %.2f ms",
+                 target, half["rps"], half["p50_ms"], half["p99_ms"], half["p999_ms"])
+    rows = _request_log_rows(settings)  # the server has flushed its request log on shutdown
+    out["request_log"] = {"predictions_answered_2xx": served, "rows_logged": rows}
+    return out
+
+
+def _percentiles(ts: list[float]) -> dict:
+    a = np.array(ts) * 1e3
+    return {"p50_ms": round(float(np.percentile(a, 50)), 4), "p99_ms": round(float(np.percentile(a, 99)), 4),
+            "p999_ms": round(float(np.percentile(a, 99.9)), 4), "n": len(a)}
+
+
+def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> dict:
+    """One id: online features + prediction, in process. Reference: Feast's API + the pandas batch path."""
+    import redis
+
+    from core.feature_store import open_store
+    from core.model_bundle import load_bundle
+    from core.online_fast import RedisLayout
+    from core.predict import predict, predict_rows
+
+    store = open_store(settings)
+    service = store.get_feature_service(SERVICE)
+    model, meta = load_bundle(settings.models_dir / "game_ltv")
+    layout = RedisLayout(store, SERVICE)
+    assert settings.redis_url
+    client = redis.Redis.from_url(settings.redis_url)
+    ids = [int(x) for x in ids_file.read_text().split()]
+    rng = random.Random(3)
+
+    def reference(uid: int) -> float:
+        d = store.get_online_features(features=service, entity_rows=[{"user_id": uid}]).to_dict()
+        return float(predict(model, meta, pd.DataFrame([{f: d[f][0] for f in meta.feature_names}]))[0])
+
+    def fast(uid: int) -> float:
+        values, _ = layout.decode(client.hmget(layout.key(uid), layout.fields))
+        return float(predict_rows(model, meta, [values])[0])
+
+    def features_only_fast(uid: int) -> object:
+        return layout.decode(client.hmget(layout.key(uid), layout.fields))
+
+    def features_only_feast(uid: int) -> object:
+        return store.get_online_features(features=service, entity_rows=[{"user_id": uid}]).to_dict()
+
+    out = {}
+    for name, fn in (("reference_feast_plus_pandas", reference), ("ours", fast),
+                     ("features_only_feast", features_only_feast), ("features_only_ours", features_only_fast)):
+        for _ in range(300):
+            fn(rng.choice(ids))
+        ts = []
+        for _ in range(n):
+            uid = rng.choice(ids)
+            t = time.perf_counter()
+            fn(uid)
+            ts.append(time.perf_counter() - t)
+        out[name] = _percentiles(ts)
+        log.info("in-process %s: %s", name, out[name])
+    sample = rng.sample(ids, 200)
+    out["identical_predictions"] = bool(np.allclose([reference(u) for u in sample], [fast(u) for u in sample],
+                                                    rtol=1e-12, atol=0))
+    return out

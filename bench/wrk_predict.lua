@@ -1,0 +1,39 @@
+-- wrk script: POST random entity ids to our predict endpoint or to `feast serve`.
+-- args: <ids file> <ours|feast> <batch size> <delay ms per request and connection (0 = closed loop)>
+local ids, mode, batch, pause = {}, "ours", 1, 0
+local counter = 0
+
+function init(args)
+  for line in io.lines(args[1]) do ids[#ids + 1] = line end
+  mode = args[2] or "ours"
+  batch = tonumber(args[3] or "1")
+  pause = tonumber(args[4] or "0")
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16) % 100000)
+end
+
+function request()
+  local pick = {}
+  for i = 1, batch do pick[i] = ids[math.random(#ids)] end
+  local list = table.concat(pick, ",")
+  local body
+  if mode == "feast" then
+    body = '{"feature_service":"game_ltv_v1","entities":{"user_id":[' .. list .. ']}}'
+  else
+    body = '{"entities":{"user_id":[' .. list .. ']}}'
+  end
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+end
+
+function delay()
+  return pause
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"socket_errors":%d,"non2xx":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
+    latency.max, latency.mean))
+end
