@@ -186,6 +186,20 @@ def _to_row(record: Any) -> dict[str, Any]:
     }
 
 
+COPY_COLUMNS = (
+    "request_id",
+    "model",
+    "model_version",
+    "entity_key",
+    "inputs",
+    "features",
+    "prediction",
+    "latency_ms",
+    "created_at",
+)
+JSON_COLUMNS = frozenset({"entity_key", "inputs", "features"})
+
+
 def _encode_row(row: Mapping[str, Any]) -> bytes:
     return _dumps(row) + b"\n"
 
@@ -738,7 +752,10 @@ class RequestLogWriter:
             return 0
         try:
             with self._engine.begin() as conn:
-                conn.execute(self._insert, rows)
+                if conn.dialect.name == "postgresql":
+                    self._copy_rows(conn, rows)
+                else:
+                    conn.execute(self._insert, rows)
             return len(rows)
         except Exception as exc:
             if _is_connectivity_error(exc):
@@ -754,6 +771,17 @@ class RequestLogWriter:
             except Exception as exc:
                 raise _DatabaseDown from exc
         return len(good)
+
+    def _copy_rows(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """PostgreSQL: COPY instead of executemany. psycopg encodes the rows in C, so a batch holds the
+        GIL (and so the API's event loop) several times shorter (bench: ~17k -> see docs/benchmarks.md)."""
+        table = f'"{self._schema}".prediction_log' if self._schema else "prediction_log"
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(
+                    tuple(_dumps(r[c]).decode() if c in JSON_COLUMNS else r[c] for c in COPY_COLUMNS)
+                )
 
     def _partition(
         self, rows: list[dict[str, Any]], first_error: BaseException
