@@ -131,12 +131,13 @@ def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> di
     from core.feature_store import open_store
     from core.model_bundle import load_bundle
     from core.online_fast import RedisLayout
-    from core.predict import predict, predict_rows
+    from core.predict import ServingPredictor, predict
 
     store = open_store(settings)
     service = store.get_feature_service(SERVICE)
     model, meta = load_bundle(settings.models_dir / "game_ltv")
     layout = RedisLayout(store, SERVICE)
+    predictor = ServingPredictor(model, meta)
     assert settings.redis_url
     client = redis.Redis.from_url(settings.redis_url)
     ids = [int(x) for x in ids_file.read_text().split()]
@@ -148,7 +149,7 @@ def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> di
 
     def fast(uid: int) -> float:
         values, _ = layout.decode(client.hmget(layout.key(uid), layout.fields))
-        return float(predict_rows(model, meta, [values])[0])
+        return float(predictor.predict_rows([values])[0])
 
     def features_only_fast(uid: int) -> object:
         return layout.decode(client.hmget(layout.key(uid), layout.fields))

@@ -265,10 +265,8 @@ def _latest(t: pa.Table, plan: _Plan) -> pa.Table:
     if n <= 1:
         return t
     if not _is_sorted(t, plan):
-        keys = [(k, "ascending") for k in plan.join_keys] + [(plan.ts, "ascending")]
-        if plan.created:
-            keys.append((plan.created, "ascending"))
-        t = t.take(pc.sort_indices(t, sort_keys=keys, null_placement="at_start"))
+        cols = [*plan.join_keys, plan.ts, *([plan.created] if plan.created else [])]
+        t = t.take(pc.sort_indices(t, sort_keys=[(c, "ascending", "at_start") for c in cols]))
     last = np.zeros(n, dtype=bool)
     last[-1] = True
     for k in plan.join_keys:
@@ -562,7 +560,7 @@ def _encode_column(col: pa.Array, vtype: ValueType, with_text: bool) -> _Col:
     else:
         dictionary = enc.dictionary
         if col.null_count and pa.types.is_integer(dictionary.type):
-            dictionary = dictionary.cast(pa.float64())  # what Feast sees: ints with nulls -> float64
+            dictionary = dictionary.cast(pa.float64(), safe=False)  # what Feast sees: ints with nulls -> float64
         uniq = dictionary.to_numpy(zero_copy_only=False)
         protos = list(python_values_to_proto_values(uniq, vtype)) if len(uniq) else []
         codes = enc.indices.fill_null(len(protos)).to_numpy(zero_copy_only=False)

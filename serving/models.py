@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.model_bundle import ModelMetadata, find_bundles, load_bundle
-from core.predict import predict_rows
+from core.predict import ServingPredictor
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,9 @@ class LoadedModel:
     batcher: MicroBatcher[dict[str, Any], float] | None = None
 
     def __post_init__(self) -> None:
+        predictor = ServingPredictor(self.model, self.meta)
         # Concurrent requests share one CatBoost call (see serving/batching.py).
-        self.batcher = MicroBatcher(lambda rows: predict_rows(self.model, self.meta, rows).tolist())
+        self.batcher = MicroBatcher(lambda rows: predictor.predict_rows(rows).tolist())
 
     async def predict(self, rows: list[dict[str, Any]]) -> list[float]:
         assert self.batcher is not None

@@ -170,7 +170,7 @@ def test_users_own_parquet_file_without_activity_goes_through_the_same_pipeline(
 
 
 def test_pandas_free_serving_prediction_equals_batch_prediction(world):
-    from core.predict import predict_rows
+    from core.predict import ServingPredictor
 
     model, meta = load_bundle(world.model_dir)
     ts = pd.read_parquet(world.training_set).head(300)
@@ -179,4 +179,6 @@ def test_pandas_free_serving_prediction_equals_batch_prediction(world):
     rows[1]["country"] = None
     ts.loc[ts.index[0], "event_1"] = pd.NA
     ts.loc[ts.index[1], "country"] = pd.NA
-    np.testing.assert_array_equal(predict_rows(model, meta, rows), predict(model, meta, ts))
+    served = ServingPredictor(model, meta).predict_rows(rows)
+    np.testing.assert_allclose(served, predict(model, meta, ts), rtol=1e-13, atol=0)
+    assert model.get_metadata()["params"], "the loaded model itself keeps its metadata"

@@ -1,0 +1,285 @@
+"""Materialization benchmark: Feast's `store.materialize` (default / tuned) vs `core.fast_materialize`.
+
+    python -m bench.materialize_bench --n-users 1000000 --online redis --method fast
+    python -m bench.materialize_bench --n-users 1000000 --online sqlite --method feast feast-tuned fast
+
+`run(n_users, online, method)` runs one method in a fresh subprocess (so peak RSS is that method's own),
+in a Feast project of its own (torn down at the end: Redis keys deleted, SQLite file removed), and returns
+{"seconds", "peak_rss_mb", "entities", "identical", ...}. "seconds" is the materialization call alone
+(not `feast apply`, not the read-back). "identical" compares the online reads (values and event
+timestamps, `to_dict(include_event_timestamps=True)`) of ~1000 sampled users with a reference made by
+Feast's own `store.materialize` on those users' source rows only (materialization is per entity, so that
+is what Feast writes for them on the full data, at a fraction of the cost).
+
+Methods: "feast" (defaults), "feast-tuned" (Feast's best options measured here: `online_write_batch_size`
+and, on Redis, `skip_dedup`), "fast" (`core.fast_materialize.materialize_fast`); options can also be
+spelled out, e.g. "feast+batch=100000+skip_dedup+pull_latest".
+
+Data: `<cache>/u<n>/features/game_ltv/*.parquet` (cache: $BENCH_DATA or /tmp/featureplat-bench).
+Up to 2M users they come from the real generate + ingest stages; beyond that from copies of the 1M
+tables with shifted user ids, streamed row group by row group (ingest holds everything in pandas and
+needs ~7.5 GB per million users).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("BENCH_DATA", "/tmp/featureplat-bench"))
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+START = datetime(2000, 1, 1, tzinfo=UTC)
+SAMPLE = 1000
+TUNED = {"redis": "feast+batch=100000+skip_dedup", "sqlite": "feast+batch=100000"}
+ID_STRIDE = 100_000_000  # user id offset between copies of the 1M tables
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def ensure_data(n_users: int) -> Path:
+    """The features dir for n_users (cached)."""
+    out = CACHE / f"u{n_users}"
+    feats = out / "features"
+    done = out / "READY"
+    if done.exists():
+        return feats
+    if n_users <= 2_000_000:
+        py = sys.executable
+        raw = out / "raw"
+        subprocess.run(
+            [py, "-m", "pipelines.game_ltv.generate", "--out", str(raw), "--n-users", str(n_users)],
+            check=True,
+            cwd=ROOT,
+        )
+        subprocess.run(
+            [
+                py,
+                "-m",
+                "pipelines.game_ltv.ingest",
+                "--users",
+                str(raw / "users.csv"),
+                "--activity",
+                str(raw / "activity.parquet"),
+                "--features",
+                str(feats / "game_ltv"),
+                "--quarantine",
+                str(out / "quarantine"),
+                "--metrics",
+                str(out / "ingest.json"),
+            ],
+            check=True,
+            cwd=ROOT,
+        )
+    else:
+        _replicate(ensure_data(1_000_000) / "game_ltv", feats / "game_ltv", n_users)
+    done.write_text(datetime.now(UTC).isoformat())
+    return feats
+
+
+def _replicate(base: Path, dest: Path, n_users: int) -> None:
+    """Copies of the base tables with user ids shifted by c * ID_STRIDE, still sorted by user_id."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    dest.mkdir(parents=True, exist_ok=True)
+    ids = pq.read_table(base / "user_profile.parquet", columns=["user_id"])["user_id"].to_numpy()
+    per_copy = len(ids)
+    copies = -(-n_users // per_copy)
+    last_cut = int(ids[(n_users - 1) % per_copy]) if n_users % per_copy else None
+    for table in ("user_profile", "user_activity"):
+        src = pq.ParquetFile(base / f"{table}.parquet")
+        with pq.ParquetWriter(dest / f"{table}.parquet", src.schema_arrow) as w:
+            for c in range(copies):
+                for batch in src.iter_batches(batch_size=1 << 20):
+                    t = pa.Table.from_batches([batch])
+                    if c == copies - 1 and last_cut is not None:
+                        t = t.filter(pc.less_equal(t["user_id"], last_cut))
+                    shifted = pc.add(t["user_id"], c * ID_STRIDE)
+                    w.write_table(t.set_column(0, "user_id", shifted), row_group_size=1 << 20)
+
+
+def _sample_ids(feats: Path, n: int = SAMPLE) -> list[int]:
+    """Every k-th user: spread over the id range (and over the copies beyond 1M)."""
+    import pyarrow.parquet as pq
+
+    ids = pq.read_table(feats / "game_ltv" / "user_profile.parquet", columns=["user_id"])["user_id"]
+    step = max(1, len(ids) // n)
+    return [int(x) for x in ids.to_numpy()[::step][:n]]
+
+
+def _subset(feats: Path, ids: list[int], dest: Path) -> Path:
+    """The sampled users' rows of every feature table (the reference's source)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (dest / "game_ltv").mkdir(parents=True, exist_ok=True)
+    want = pa.array(ids, pa.int64())
+    for table in ("user_profile", "user_activity"):
+        f = pq.ParquetFile(feats / "game_ltv" / f"{table}.parquet")
+        parts = [
+            pa.Table.from_batches([b]).filter(pc.is_in(b["user_id"], want))
+            for b in f.iter_batches(batch_size=1 << 20)
+        ]
+        pq.write_table(pa.concat_tables(parts), dest / "game_ltv" / f"{table}.parquet")
+    return dest
+
+
+# --------------------------------------------------------------------------------------------------
+# one method, in this process (the child)
+
+
+def _settings(feats: Path, online: str, work: Path, project: str) -> Any:
+    from core.settings import Settings
+
+    return Settings(
+        features_dir=feats,
+        feast_registry=work / "registry.db",
+        feast_sqlite_path=work / "online.db",
+        feast_project=project,
+        data_dir=work,
+        redis_url=REDIS_URL if online == "redis" else None,
+        database_url=None,
+    )
+
+
+def _options(store: Any, method: str) -> None:
+    for opt in method.split("+")[1:]:
+        name, _, value = opt.partition("=")
+        if name == "batch":
+            store.config.materialization_config.online_write_batch_size = int(value)
+        elif name == "pull_latest":
+            store.config.materialization_config.pull_latest_features = True
+        elif name == "skip_dedup":
+            store.config.online_store.skip_dedup = True
+        elif name == "polars":
+            store.config.batch_engine_config = {"type": "local", "backend": "polars"}
+        else:
+            raise ValueError(f"unknown Feast option {opt!r}")
+
+
+def _read(store: Any, ids: list[int]) -> dict[str, list[Any]]:
+    service = store.get_feature_service("game_ltv_v1")
+    out: dict[str, list[Any]] = {}
+    for i in range(0, len(ids), 500):
+        rows = [{"user_id": u} for u in ids[i : i + 500]]
+        part = store.get_online_features(features=service, entity_rows=rows).to_dict(
+            include_event_timestamps=True
+        )
+        for k, v in part.items():
+            out.setdefault(k, []).extend(v)
+    return {k: [x.isoformat() if isinstance(x, datetime) else x for x in v] for k, v in out.items()}
+
+
+def _child(n_users: int, online: str, method: str, end_iso: str, out_json: Path) -> None:
+    import logging
+
+    from core.fast_materialize import materialize_fast
+    from core.feature_store import apply_definitions, open_store
+
+    logging.basicConfig(level=logging.WARNING)
+    feats = ensure_data(n_users)
+    end = datetime.fromisoformat(end_iso)
+    tag = uuid.uuid4().hex[:8]
+    work = CACHE / "runs" / f"{method.replace('+', '_').replace('=', '')}-{online}-{tag}"
+    ids = _sample_ids(feats)
+    ref_dir = work / "reference"
+    # the reference: Feast itself, on the sampled users' rows only
+    ref_settings = _settings(_subset(feats, ids, ref_dir / "features"), online, ref_dir, f"bref{tag}")
+    ref = open_store(ref_settings)
+    apply_definitions(ref, ref_settings)
+    ref.materialize(START, end)
+    expected = _read(ref, ids)
+    settings = _settings(feats, online, work, f"bench{tag}")
+    store = open_store(settings)
+    apply_definitions(store, settings)
+    if method.startswith("feast-tuned"):
+        method = TUNED[online]
+    _options(store, method)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    stats: dict[str, Any] = {}
+    try:
+        if method.startswith("fast"):
+            stats = materialize_fast(store, start=START, end=end)
+        else:
+            store.materialize(START, end)
+        seconds = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        got = _read(store, ids)
+    finally:
+        store.teardown()
+        ref.teardown()
+    result = {
+        "n_users": n_users,
+        "online": online,
+        "method": method,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak, 1),
+        "rss_before_mb": round(rss_before, 1),
+        "entities": int(stats.get("entities_written", 0)) or _entities(feats),
+        "identical": got == expected,
+        "sampled": len(ids),
+        "stats": stats,
+    }
+    out_json.write_text(json.dumps(result))
+
+
+def _entities(feats: Path) -> int:
+    """Entities written by a Feast run: users with rows in each view (both views: every user)."""
+    import pyarrow.parquet as pq
+
+    return 2 * pq.ParquetFile(feats / "game_ltv" / "user_profile.parquet").metadata.num_rows
+
+
+# --------------------------------------------------------------------------------------------------
+# the harness API
+
+
+def run(n_users: int, online: str, method: str) -> dict[str, Any]:
+    """Run one method in a fresh subprocess; {"seconds", "peak_rss_mb", "entities", "identical", ...}."""
+    if online not in ("redis", "sqlite"):
+        raise ValueError(f"online must be redis or sqlite, got {online!r}")
+    ensure_data(n_users)  # outside the measured child
+    out = CACHE / "runs" / f"result-{uuid.uuid4().hex}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    end = datetime.now(UTC).isoformat()
+    cmd = [sys.executable, "-m", "bench.materialize_bench", "--child", str(out), "--end", end]
+    cmd += ["--n-users", str(n_users), "--online", online, "--method", method]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    result: dict[str, Any] = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-users", type=int, default=1_000_000)
+    ap.add_argument("--online", choices=["redis", "sqlite"], default="sqlite")
+    ap.add_argument("--method", nargs="+", default=["fast"])
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--end", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(args.n_users, args.online, args.method[0], args.end, args.child)
+        return
+    for method in args.method:
+        r = run(args.n_users, args.online, method)
+        print(json.dumps({k: v for k, v in r.items() if k != "stats"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
