@@ -1,7 +1,7 @@
 """Materialization benchmark: Feast's `store.materialize` (default / tuned) vs `core.fast_materialize`.
 
     python -m bench.materialize_bench --n-users 1000000 --online redis --method fast
-    python -m bench.materialize_bench --n-users 1000000 --online sqlite --method feast feast-tuned fast
+    python -m bench.materialize_bench --n-users 1000000 --online sqlite --method feast_default feast_tuned fast
 
 `run(n_users, online, method)` runs one method in a fresh subprocess (so peak RSS is that method's own),
 in a Feast project of its own (torn down at the end: Redis keys deleted, SQLite file removed), and returns
@@ -11,14 +11,13 @@ timestamps, `to_dict(include_event_timestamps=True)`) of ~1000 sampled users wit
 Feast's own `store.materialize` on those users' source rows only (materialization is per entity, so that
 is what Feast writes for them on the full data, at a fraction of the cost).
 
-Methods: "feast" (defaults), "feast-tuned" (Feast's best options measured here: `online_write_batch_size`
-and, on Redis, `skip_dedup`), "fast" (`core.fast_materialize.materialize_fast`); options can also be
-spelled out, e.g. "feast+batch=100000+skip_dedup+pull_latest".
+Methods (METHODS): "feast_default" (`store.materialize` as configured), "feast_tuned" (Feast's best
+options measured here, TUNED), "fast" (`core.fast_materialize.materialize_fast`). Feast options can also be
+spelled out: "feast+batch=100000+skip_dedup+pull_latest".
 
-Data: `<cache>/u<n>/features/game_ltv/*.parquet` (cache: $BENCH_DATA or /tmp/featureplat-bench).
-Up to 2M users they come from the real generate + ingest stages; beyond that from copies of the 1M
-tables with shifted user ids, streamed row group by row group (ingest holds everything in pandas and
-needs ~7.5 GB per million users).
+Data: up to 2M users the worlds of `bench.datasets.ensure_world` (the real generate + ingest stages);
+beyond that, copies of the 1M world's tables with user ids shifted by 10^8 per copy, streamed row group
+by row group into `data/bench/u<N>x/` (ingest holds everything in pandas: ~7.5 GB per million users).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -35,13 +35,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("BENCH_DATA", "/tmp/featureplat-bench"))
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+from bench.common import BENCH_DATA, ROOT
+
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 START = datetime(2000, 1, 1, tzinfo=UTC)
 SAMPLE = 1000
+METHODS = ("feast_default", "feast_tuned", "fast")
 TUNED = {"redis": "feast+batch=100000+skip_dedup", "sqlite": "feast+batch=100000"}
+ALIASES = {"feast_default": "feast", "feast-default": "feast", "feast-tuned": "feast_tuned"}
 ID_STRIDE = 100_000_000  # user id offset between copies of the 1M tables
+WORK = BENCH_DATA / "materialize"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -49,43 +52,18 @@ ID_STRIDE = 100_000_000  # user id offset between copies of the 1M tables
 
 
 def ensure_data(n_users: int) -> Path:
-    """The features dir for n_users (cached)."""
-    out = CACHE / f"u{n_users}"
-    feats = out / "features"
-    done = out / "READY"
-    if done.exists():
-        return feats
+    """The features root (holding game_ltv/*.parquet) of an n-user world, built once."""
+    from bench.datasets import ensure_world
+
     if n_users <= 2_000_000:
-        py = sys.executable
-        raw = out / "raw"
-        subprocess.run(
-            [py, "-m", "pipelines.game_ltv.generate", "--out", str(raw), "--n-users", str(n_users)],
-            check=True,
-            cwd=ROOT,
-        )
-        subprocess.run(
-            [
-                py,
-                "-m",
-                "pipelines.game_ltv.ingest",
-                "--users",
-                str(raw / "users.csv"),
-                "--activity",
-                str(raw / "activity.parquet"),
-                "--features",
-                str(feats / "game_ltv"),
-                "--quarantine",
-                str(out / "quarantine"),
-                "--metrics",
-                str(out / "ingest.json"),
-            ],
-            check=True,
-            cwd=ROOT,
-        )
-    else:
-        _replicate(ensure_data(1_000_000) / "game_ltv", feats / "game_ltv", n_users)
-    done.write_text(datetime.now(UTC).isoformat())
-    return feats
+        return ensure_world(n_users)
+    base = ensure_world(1_000_000)
+    out = BENCH_DATA / f"u{n_users}x"
+    marker = out / "READY"
+    if not marker.exists() or marker.read_text() != str(base):
+        _replicate(base / "game_ltv", out / "features" / "game_ltv", n_users)
+        marker.write_text(str(base))
+    return out / "features"
 
 
 def _replicate(base: Path, dest: Path, n_users: int) -> None:
@@ -184,56 +162,46 @@ def _read(store: Any, ids: list[int]) -> dict[str, list[Any]]:
     return {k: [x.isoformat() if isinstance(x, datetime) else x for x in v] for k, v in out.items()}
 
 
-def _child(n_users: int, online: str, method: str, end_iso: str, out_json: Path) -> None:
+def _child(feats: Path, online: str, method: str, end_iso: str, ids_file: Path, out_json: Path) -> None:
+    """Measure one method (or build the reference) in this fresh process; write reads and figures."""
     import logging
 
     from core.fast_materialize import materialize_fast
     from core.feature_store import apply_definitions, open_store
 
     logging.basicConfig(level=logging.WARNING)
-    feats = ensure_data(n_users)
     end = datetime.fromisoformat(end_iso)
-    tag = uuid.uuid4().hex[:8]
-    work = CACHE / "runs" / f"{method.replace('+', '_').replace('=', '')}-{online}-{tag}"
-    ids = _sample_ids(feats)
-    ref_dir = work / "reference"
-    # the reference: Feast itself, on the sampled users' rows only
-    ref_settings = _settings(_subset(feats, ids, ref_dir / "features"), online, ref_dir, f"bref{tag}")
-    ref = open_store(ref_settings)
-    apply_definitions(ref, ref_settings)
-    ref.materialize(START, end)
-    expected = _read(ref, ids)
-    settings = _settings(feats, online, work, f"bench{tag}")
+    ids = json.loads(ids_file.read_text())
+    work = out_json.parent / f"store-{uuid.uuid4().hex[:8]}"
+    settings = _settings(feats, online, work, f"b{work.name[6:]}{method[:4].replace('+', '')}")
     store = open_store(settings)
     apply_definitions(store, settings)
-    if method.startswith("feast-tuned"):
-        method = TUNED[online]
-    _options(store, method)
+    resolved = ALIASES.get(method, method)
+    if resolved == "feast_tuned":
+        resolved = TUNED[online]
+    _options(store, resolved)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
     stats: dict[str, Any] = {}
     try:
-        if method.startswith("fast"):
+        t0 = time.perf_counter()
+        if resolved == "fast":
             stats = materialize_fast(store, start=START, end=end)
-        else:
+        else:  # "reference" too: Feast's defaults
             store.materialize(START, end)
         seconds = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        got = _read(store, ids)
+        reads = _read(store, ids)
     finally:
-        store.teardown()
-        ref.teardown()
+        store.teardown()  # Redis keys of this project / the SQLite file
     result = {
-        "n_users": n_users,
-        "online": online,
         "method": method,
+        "feast_options": resolved.split("+")[1:],
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(peak, 1),
         "rss_before_mb": round(rss_before, 1),
         "entities": int(stats.get("entities_written", 0)) or _entities(feats),
-        "identical": got == expected,
-        "sampled": len(ids),
         "stats": stats,
+        "reads": reads,
     }
     out_json.write_text(json.dumps(result))
 
@@ -245,24 +213,42 @@ def _entities(feats: Path) -> int:
     return 2 * pq.ParquetFile(feats / "game_ltv" / "user_profile.parquet").metadata.num_rows
 
 
+def _spawn(feats: Path, online: str, method: str, end: str, ids_file: Path, work: Path) -> dict[str, Any]:
+    out = work / f"{method.replace('+', '_').replace('=', '')}.json"
+    cmd = [sys.executable, "-m", "bench.materialize_bench", "--child", str(out), "--features", str(feats)]
+    cmd += ["--online", online, "--method", method, "--end", end, "--ids", str(ids_file)]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
 # --------------------------------------------------------------------------------------------------
 # the harness API
 
 
 def run(n_users: int, online: str, method: str) -> dict[str, Any]:
-    """Run one method in a fresh subprocess; {"seconds", "peak_rss_mb", "entities", "identical", ...}."""
+    """Run one method in a fresh subprocess; {"seconds", "peak_rss_mb", "entities", "identical", ...}.
+
+    A second subprocess builds the reference (Feast's `store.materialize` on the sampled users' rows);
+    "identical" says whether the method's online reads of those users equal the reference's.
+    """
     if online not in ("redis", "sqlite"):
         raise ValueError(f"online must be redis or sqlite, got {online!r}")
-    ensure_data(n_users)  # outside the measured child
-    out = CACHE / "runs" / f"result-{uuid.uuid4().hex}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    end = datetime.now(UTC).isoformat()
-    cmd = [sys.executable, "-m", "bench.materialize_bench", "--child", str(out), "--end", end]
-    cmd += ["--n-users", str(n_users), "--online", online, "--method", method]
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    result: dict[str, Any] = json.loads(out.read_text())
-    out.unlink()
-    return result
+    feats = ensure_data(n_users)
+    work = WORK / f"{method.replace('+', '_').replace('=', '')}-{online}-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        end = datetime.now(UTC).isoformat()
+        ids = _sample_ids(feats)
+        ids_file = work / "ids.json"
+        ids_file.write_text(json.dumps(ids))
+        subset = _subset(feats, ids, work / "reference")
+        reference = _spawn(subset, online, "reference", end, ids_file, work)
+        result = _spawn(feats, online, method, end, ids_file, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result["identical"] = result.pop("reads") == reference["reads"]
+    return {"n_users": n_users, "online": online, "sampled": len(ids), **result}
 
 
 def main() -> None:
@@ -271,10 +257,12 @@ def main() -> None:
     ap.add_argument("--online", choices=["redis", "sqlite"], default="sqlite")
     ap.add_argument("--method", nargs="+", default=["fast"])
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--features", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--ids", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--end", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        _child(args.n_users, args.online, args.method[0], args.end, args.child)
+        _child(args.features, args.online, args.method[0], args.end, args.ids, args.child)
         return
     for method in args.method:
         r = run(args.n_users, args.online, method)

@@ -37,7 +37,7 @@ What this module does instead (each part measured better than Feast's equivalent
   them: the row groups' min-key statistics give that bound, so for a file sorted by entity (what
   ingest writes) memory is O(one row group); for an unsorted file it degrades to O(entities), never to
   O(rows), and the result is the same. PostgreSQL: `SELECT DISTINCT ON (keys) ... ORDER BY keys, ts
-  DESC, created DESC` through a server-side cursor, converted like Feast's PostgreSQL retrieval job.
+  DESC, created DESC NULLS LAST` through a server-side cursor, converted like Feast's PostgreSQL retrieval job.
   Other sources: Feast's own `pull_latest_from_table_or_query` (not memory-bounded).
 * **Encode**: each feature column is dictionary-encoded (Arrow) and only its distinct values go through
   Feast's converter, then rows index the serialized bytes. Integer entity keys are Feast's key prefix
@@ -70,12 +70,17 @@ Semantics and caveats
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import logging
+import os
 import sqlite3
 import struct
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,26 +143,36 @@ def materialize_fast(
     views = store._get_feature_views_to_materialize(feature_views)
     out: dict[str, Any] = {"online_store": store.config.online_store.type, "views": {}}
     delegated: list[str] = []
-    for fv in views:
+    work = []
+    for fv in views:  # every writer is set up (online store DDL) before any load runs
         try:
             plan = _plan(store, fv)
-            reader = _reader(store, plan, start, end, batch_rows)
-            writer = _writer(store, plan, overwrite)
+            work.append((fv, _reader(store, plan, start, end, batch_rows), _writer(store, plan, overwrite)))
         except _Unsupported as e:
             log.info("%s: %s; materializing it with Feast", fv.name, e)
             delegated.append(fv.name)
-            continue
-        tv = time.perf_counter()
-        stats = _ViewStats()
-        for table in reader.batches(stats):
-            for chunk in table.to_batches(max_chunksize=WRITE_CHUNK):
-                writer.write(chunk, stats)
-        writer.close(stats)
-        store.registry.apply_materialization(fv, store.project, start or EPOCH, end)
-        stats.seconds = round(time.perf_counter() - tv, 3)
-        stats.reader, stats.writer = reader.name, writer.name
-        out["views"][fv.name] = stats.as_dict()
-        log.info("%s: %s", fv.name, out["views"][fv.name])
+    loads: list[tuple[Any, _ViewStats, float, list[Future[None]]]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fast-materialize-load") as loader:
+        for i, (fv, reader, writer) in enumerate(work):
+            tv = time.perf_counter()
+            stats = _ViewStats(reader=reader.name, writer=writer.name)
+            try:
+                for table in reader.batches(stats):
+                    for chunk in table.to_batches(max_chunksize=WRITE_CHUNK):
+                        writer.write(chunk, stats)
+                jobs = writer.close(stats)
+            except BaseException:
+                for _, _, w in work[i:]:
+                    w.abort()
+                raise
+            loads.append((fv, stats, tv, [loader.submit(job) for job in jobs]))
+        for fv, stats, tv, futures in loads:  # in order; a failed load raises here
+            for f in futures:
+                f.result()
+            store.registry.apply_materialization(fv, store.project, start or EPOCH, end)
+            stats.seconds = round(time.perf_counter() - tv, 3)
+            out["views"][fv.name] = stats.as_dict()
+            log.info("%s: %s", fv.name, out["views"][fv.name])
     if delegated:
         td = time.perf_counter()
         store.materialize(start or EPOCH, end, feature_views=delegated)
@@ -368,44 +383,76 @@ class _ParquetReader:
             return t
         return t.filter(pa.array(keep))
 
+    def _inner_bounds(self, rg: int) -> np.ndarray | None:
+        """For an integer key: out[i] = min(key[i:]) within row group rg (what later batches can hold)."""
+        key = self.plan.join_keys[0]
+        if not pa.types.is_integer(self.pf.schema_arrow.field(key).type):
+            return None
+        col = self.pf.read_row_group(rg, columns=[key]).column(key)
+        if col.null_count:
+            return None
+        k = col.to_numpy()
+        return np.minimum.accumulate(k[::-1])[::-1]
+
     def batches(self, stats: _ViewStats) -> Iterator[pa.Table]:
+        """Yield latest rows per entity, each entity once, as soon as no later row can change them."""
         pending: list[pa.Table] = []
-        pending_rows = compacted = 0
+        lows: list[Any] = []  # the smallest key of each pending table
+        compacted = 0
         key = self.plan.join_keys[0]
         for rg in range(self.pf.metadata.num_row_groups):
+            after = self.bounds[rg]  # every key in later row groups is >= after
+            inner = self._inner_bounds(rg) if after is not None else None
+            done = 0
             for b in self.pf.iter_batches(batch_size=self.batch, row_groups=[rg], columns=self.plan.columns):
                 stats.rows_read += b.num_rows
+                done += b.num_rows
                 t = self._window(pa.Table.from_batches([b]), stats)
                 stats.rows_in_window += t.num_rows
-                if not t.num_rows:
-                    continue
-                t = _latest(t, self.plan)
-                pending.append(t)
-                pending_rows += t.num_rows
-                if len(pending) > 1 and pending_rows > max(2 * compacted, self.batch):
-                    pending = [_latest(_concat(pending), self.plan)]
-                    pending_rows = compacted = pending[0].num_rows
-            bound = self.bounds[rg]
-            if bound is None or not pending:
-                continue  # order unknown: keep everything until a later bound (or the end)
-            merged = _latest(_concat(pending), self.plan)
-            if bound is _INF:
-                final, rest = merged, merged.slice(0, 0)
-            else:
-                try:
-                    is_final = pc.less(merged.column(key), pa.scalar(bound, type=merged.column(key).type))
-                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                    continue
-                final, rest = merged.filter(is_final), merged.filter(pc.invert(is_final))
-            if final.num_rows:
-                stats.entities += final.num_rows
-                yield final
-            pending = [rest] if rest.num_rows else []
-            pending_rows = compacted = rest.num_rows
+                if t.num_rows:
+                    pending.append(_latest(t, self.plan))
+                    lows.append(pc.min(pending[-1].column(key)).as_py())
+                bound: Any = None  # unknown: keep everything pending
+                if after is not None and done >= self.pf.metadata.row_group(rg).num_rows:
+                    bound = after
+                elif inner is not None:
+                    nxt = int(inner[done])
+                    bound = nxt if after is _INF else min(nxt, after)
+                if pending and bound is not None and (bound is _INF or _lt(min(lows), bound)):
+                    final, pending = self._release(pending, bound)
+                    lows = [pc.min(p.column(key)).as_py() for p in pending]
+                    compacted = sum(p.num_rows for p in pending)
+                    if final is not None:
+                        stats.entities += final.num_rows
+                        yield final
+                elif len(pending) > 1 and sum(p.num_rows for p in pending) > max(2 * compacted, self.batch):
+                    pending = [_latest(_concat(pending), self.plan)]  # unsorted input: stay O(entities)
+                    lows = [min(lows)]
+                    compacted = pending[0].num_rows
         if pending:
             final = _latest(_concat(pending), self.plan)
             stats.entities += final.num_rows
             yield final
+
+    def _release(self, pending: list[pa.Table], bound: Any) -> tuple[pa.Table | None, list[pa.Table]]:
+        """Split the pending latest rows into final (key < bound) and still pending."""
+        merged = _latest(_concat(pending), self.plan)
+        if bound is _INF:
+            return merged, []
+        col = merged.column(self.plan.join_keys[0])
+        try:
+            is_final = pc.less(col, pa.scalar(bound, type=col.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None, [merged]
+        final, rest = merged.filter(is_final), merged.filter(pc.invert(is_final))
+        return (final if final.num_rows else None), ([rest] if rest.num_rows else [])
+
+
+def _lt(a: Any, b: Any) -> bool:
+    try:
+        return bool(a < b)
+    except TypeError:
+        return False
 
 
 class _Inf:
@@ -434,7 +481,7 @@ class _PostgresReader:
         order = (
             [q(k) for k in p.join_keys]
             + [f"{q(p.ts)} DESC"]
-            + ([f"{q(p.created)} DESC"] if p.created else [])
+            + ([f"{q(p.created)} DESC NULLS LAST"] if p.created else [])
         )
         where = [f"{q(p.ts)} <= %(end)s"] + ([f"{q(p.ts)} >= %(start)s"] if self.start else [])
         where += [f"{q(k)} IS NOT NULL" for k in p.join_keys]
@@ -456,7 +503,9 @@ class _PostgresReader:
                             [(c.name, pg_type_code_to_arrow(c.type_code)) for c in cur.description]
                         )
                     cols = list(zip(*rows, strict=True))
-                    t = pa.Table.from_arrays([pa.array(c) for c in cols], schema=schema)
+                    t = pa.Table.from_arrays(
+                        [pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)], schema=schema
+                    )
                     stats.rows_read += t.num_rows
                     stats.rows_in_window += t.num_rows
                     stats.entities += t.num_rows
@@ -535,7 +584,7 @@ class _Encoded:
 NULL_TS = np.iinfo(np.int64).min
 
 
-def _encode(plan: _Plan, b: pa.RecordBatch, texts: bool) -> _Encoded:
+def _encode(plan: _Plan, b: pa.RecordBatch, texts: bool, keys: bool = True) -> _Encoded:
     cols = [
         _encode_column(b.column(name), vtype, texts)
         for name, vtype in zip(plan.features, plan.feature_types, strict=True)
@@ -545,7 +594,7 @@ def _encode(plan: _Plan, b: pa.RecordBatch, texts: bool) -> _Encoded:
     if plan.created:
         c = _ts_ns(b.column(plan.created))
         created = np.where(c == NULL_TS, c, c // 1000)
-    return _Encoded(b.num_rows, _entity_keys(plan, b), cols, ts, created, b)
+    return _Encoded(b.num_rows, _entity_keys(plan, b) if keys else [], cols, ts, created, b)
 
 
 def _encode_column(col: pa.Array, vtype: ValueType, with_text: bool) -> _Col:
@@ -560,7 +609,9 @@ def _encode_column(col: pa.Array, vtype: ValueType, with_text: bool) -> _Col:
     else:
         dictionary = enc.dictionary
         if col.null_count and pa.types.is_integer(dictionary.type):
-            dictionary = dictionary.cast(pa.float64(), safe=False)  # what Feast sees: ints with nulls -> float64
+            dictionary = dictionary.cast(
+                pa.float64(), safe=False
+            )  # what Feast sees: ints with nulls -> float64
         uniq = dictionary.to_numpy(zero_copy_only=False)
         protos = list(python_values_to_proto_values(uniq, vtype)) if len(uniq) else []
         codes = enc.indices.fill_null(len(protos)).to_numpy(zero_copy_only=False)
@@ -590,25 +641,41 @@ def _int64_key_prefix(join_key: str, version: int) -> bytes | None:
     return _KEY_PREFIX_CACHE[cache_key]
 
 
-def _entity_keys(plan: _Plan, b: pa.RecordBatch) -> list[bytes]:
-    if len(plan.join_keys) == 1 and plan.key_types[0] == ValueType.INT64:
-        col = b.column(plan.join_keys[0])
-        prefix = _int64_key_prefix(plan.join_keys[0], plan.key_version)
-        if prefix is not None and pa.types.is_integer(col.type) and not col.null_count:
-            raw = np.asarray(col.to_numpy(), dtype="<i8").tobytes()
-            return [prefix + raw[i : i + 8] for i in range(0, len(raw), 8)]
+def _entity_keys(plan: _Plan, b: pa.RecordBatch, before: bytes = b"", after: bytes = b"") -> list[bytes]:
+    """before + serialize_entity_key(row's key) + after, per row.
+
+    With a fixed-width key (one INT64 join key), `before` may hold the RESP length header: `fixed_width`
+    says whether the fast path applies.
+    """
+    if _fixed_width(plan, b):
+        prefix = before + (_int64_key_prefix(plan.join_keys[0], plan.key_version) or b"")
+        raw = np.asarray(b.column(plan.join_keys[0]).to_numpy(), dtype="<i8").tobytes()
+        return [prefix + raw[i : i + 8] + after for i in range(0, len(raw), 8)]
     # any other key: Feast's own conversion and serializer, row by row
     per_key = [
         python_values_to_proto_values(b.column(k).to_numpy(zero_copy_only=False), t)
         for k, t in zip(plan.join_keys, plan.key_types, strict=True)
     ]
     return [
-        serialize_entity_key(
+        before
+        + serialize_entity_key(
             EntityKeyProto(join_keys=plan.join_keys, entity_values=list(vals)),
             entity_key_serialization_version=plan.key_version,
         )
+        + after
         for vals in zip(*per_key, strict=True)
     ]
+
+
+def _fixed_width(plan: _Plan, b: pa.RecordBatch) -> int | None:
+    """The serialized key length when every key of `b` takes the INT64 fast path, else None."""
+    if len(plan.join_keys) != 1 or plan.key_types[0] != ValueType.INT64:
+        return None
+    col = b.column(plan.join_keys[0])
+    prefix = _int64_key_prefix(plan.join_keys[0], plan.key_version)
+    if prefix is None or not pa.types.is_integer(col.type) or col.null_count:
+        return None
+    return len(prefix) + 8
 
 
 def _varints(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -718,11 +785,37 @@ class _RedisWriter:
         self.dedup = not (overwrite if overwrite is not None else cfg.skip_dedup)
         self.plan = plan
         self.conn = self.client.connection_pool.get_connection()
+        self.conn.connect()
+        self.reader: Any = None
+        try:  # replies are read with hiredis straight from the socket when both are there
+            import hiredis
+
+            if getattr(self.conn, "_sock", None) is not None:
+                self.reader = hiredis.Reader()
+        except ImportError:
+            pass
         self.in_flight: list[int] = []  # replies owed, per chunk sent
 
     def _read(self, n: int) -> list[Any]:
-        rr = self.conn.read_response
-        return [rr() for _ in range(n)]
+        """The next n replies. Raw: hiredis over the socket redis-py connected (one C call per reply)."""
+        if self.reader is None:
+            rr = self.conn.read_response
+            return [rr() for _ in range(n)]
+        out: list[Any] = []
+        gets, feed, recv = self.reader.gets, self.reader.feed, self.conn._sock.recv
+        while len(out) < n:
+            r = gets()
+            if r is False:
+                data = recv(1 << 20)
+                if not data:
+                    raise ConnectionError("Redis closed the connection")
+                feed(data)
+            else:
+                out.append(r)
+        errors = [r for r in out if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        return out
 
     def _drain(self, keep: int) -> None:
         while len(self.in_flight) > keep:
@@ -735,40 +828,44 @@ class _RedisWriter:
     def write(self, b: pa.RecordBatch, stats: _ViewStats) -> None:
         if not b.num_rows:
             return
-        e = _encode(self.plan, b, texts=False)
+        e = _encode(self.plan, b, texts=False, keys=False)
         project = self.project
-        keys = [_bulk(k + project) for k in e.keys]
-        rows: Sequence[int] = range(e.n)
-        if self.dedup:
-            rows = self._newer(keys, e.ts_us, stats)
-            if not len(rows):
-                return
+        width = _fixed_width(self.plan, b)
+        if width is None:
+            keys = [_bulk(k + project) for k in _entity_keys(self.plan, b)]
+        else:  # RESP bulk strings of the Redis keys, built in one pass
+            keys = _entity_keys(self.plan, b, b"$%d\r\n" % (width + len(project)), project + b"\r\n")
         ts = timestamp_protos(e.ts_us, frame=self.ts_field)
         cols = [c.rows([f + _bulk(v) for v in c.pool]) for f, c in zip(self.fields, e.cols, strict=True)]
-        if len(rows) < e.n:
-            keys, ts = [keys[i] for i in rows], [ts[i] for i in rows]
-            cols = [[c[i] for i in rows] for c in cols]
-        cmds = list(map(b"".join, zip(keys, *cols, ts, strict=True)))
+        cmds = list(map(b"".join, zip(keys, *cols, ts, strict=True)))  # HSET arguments per entity
+        if self.dedup:
+            keep = self._newer(keys, e.ts_us, stats)
+            if len(keep) < e.n:
+                cmds, keys = [cmds[i] for i in keep], [keys[i] for i in keep]
+        if not cmds:
+            return
         head = self.hset
-        n_cmds = len(cmds)
         if self.ttl:
             expire = b"*3\r\n$6\r\nEXPIRE\r\n"
             ttl = _bulk(str(int(self.ttl)).encode())
-            buf = b"".join(head + c + expire + k + ttl for c, k in zip(cmds, keys, strict=True))
-            n_cmds *= 2
+            self._send(
+                b"".join(head + c + expire + k + ttl for c, k in zip(cmds, keys, strict=True)), 2 * len(cmds)
+            )
         else:
-            buf = head + head.join(cmds)
-        self._send(buf, n_cmds)
-        self._drain(keep=1)  # one chunk in flight while the next one is encoded
-        stats.entities_written += len(rows)
+            self._send(head + head.join(cmds), len(cmds))
+        self._drain(keep=1)  # Redis works on this chunk while the next one is encoded
+        stats.entities_written += len(cmds)
 
     def _newer(self, keys: list[bytes], ts_us: np.ndarray, stats: _ViewStats) -> Sequence[int]:
-        """Feast's rule (skip_dedup: false): skip an entity whose stored _ts:view is >= the new one."""
-        self._drain(keep=0)
+        """Feast's rule (skip_dedup: false): skip an entity whose stored _ts:view is >= the new one.
+
+        The HGETs queue behind the previous chunk's HSETs (entities differ between chunks anyway).
+        """
         hget = b"*3\r\n$4\r\nHGET\r\n"
         self._send(hget + (self.ts_field + hget).join(keys) + self.ts_field, len(keys))
-        self.in_flight.pop()
-        prev = self._read(len(keys))
+        n = self.in_flight.pop()
+        self._drain(keep=0)
+        prev = self._read(n)
         if not any(prev):
             return range(len(keys))
         keep = []
@@ -783,20 +880,36 @@ class _RedisWriter:
             keep.append(i)
         return keep
 
-    def close(self, stats: _ViewStats) -> None:
+    def close(self, stats: _ViewStats) -> list[Callable[[], None]]:
         try:
             self._drain(keep=0)
         except BaseException:
-            self.conn.disconnect()
+            self.abort()
             raise
-        finally:
-            self.client.connection_pool.release(self.conn)
+        self.client.connection_pool.release(self.conn)
+        return []
+
+    def abort(self) -> None:
+        """Unread replies may be pending: drop the connection rather than return it to the pool."""
+        self.conn.disconnect()
+        self.client.connection_pool.release(self.conn)
 
 
 class _SqliteWriter:
-    """Feast's SQLite rows (one per entity and feature) with Feast's upsert, in bulk."""
+    """Feast's SQLite rows (one per entity and feature, Feast's upsert), loaded in key order.
+
+    Random-order inserts into the three B-trees of Feast's table (rows, primary key, entity-key index)
+    are what makes Feast's SQLite materialization slow. Here each chunk is staged in a scratch SQLite
+    file, one narrow row per entity (key, timestamps, integer codes of the feature values; the distinct
+    serialized values and their value_text in a pool table), and one `INSERT ... SELECT ... ORDER BY
+    entity_key ... ON CONFLICT DO UPDATE` (Feast's upsert) expands them inside SQLite, so the B-trees
+    are appended to in order. That load is returned as a job: `materialize_fast` runs the jobs one at a
+    time in a thread (SQLite releases the GIL) while the next view is read and encoded. Staging is on
+    disk, not in memory; a segment is handed over early if its pool passes POOL_LIMIT distinct values.
+    """
 
     name = "sqlite"
+    POOL_LIMIT = 1_000_000
 
     def __init__(self, store: FeatureStore, plan: _Plan):
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -806,17 +919,34 @@ class _SqliteWriter:
         # Feast's own DDL (what `feast apply` ran), idempotent: the table exists before we write
         online.update(config, [], [plan.fv], [], [], partial=True)
         self.path = SqliteOnlineStore._get_db_path(config)
-        self.table = compute_table_id(store.project, plan.fv, False)
-        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.conn.execute("PRAGMA synchronous=OFF")
-        self.conn.execute("PRAGMA cache_size=-131072")  # 128 MB of page cache for the load
-        cols = ["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"]
-        update = ", ".join(f"{c} = excluded.{c}" for c in cols[2:])
-        self.sql = (
-            f'INSERT INTO "{self.table}" ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))}) '
-            f"ON CONFLICT(entity_key, feature_name) DO UPDATE SET {update};"
-        )
+        table = compute_table_id(store.project, plan.fv, False).replace('"', '""')
         self.plan = plan
+        n = len(plan.features)
+        self.stage_sql = f"INSERT INTO stage VALUES ({', '.join('?' * (n + 3))})"
+        pick = " ".join(f"WHEN {j} THEN s.c{j}" for j in range(n))
+        cols = ["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"]
+        self.final_sql = (
+            f'INSERT INTO main."{table}" ({", ".join(cols)}) '
+            "SELECT s.k, f.name, p.v, p.tx, s.ts, s.cr FROM fm.stage AS s CROSS JOIN fm.names AS f "
+            f"JOIN fm.pool AS p ON p.code = (CASE f.i {pick} END) WHERE true ORDER BY s.k "
+            "ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in cols[2:])
+        )
+        self.jobs: list[Callable[[], None]] = []
+        self._new_segment()
+
+    def _new_segment(self) -> None:
+        fd, self.stage_path = tempfile.mkstemp(prefix="fast_materialize_", suffix=".db")
+        os.close(fd)
+        self.conn = sqlite3.connect(self.stage_path, isolation_level=None)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-32768"):
+            self.conn.execute(f"PRAGMA {pragma}")
+        codes = ", ".join(f"c{j} INTEGER" for j in range(len(self.plan.features)))
+        self.conn.execute(f"CREATE TABLE stage (k BLOB NOT NULL, ts INTEGER, cr INTEGER, {codes})")
+        self.conn.execute("CREATE TABLE pool (code INTEGER PRIMARY KEY, v BLOB, tx TEXT)")
+        self.conn.execute("CREATE TABLE names (i INTEGER PRIMARY KEY, name TEXT)")
+        self.conn.executemany("INSERT INTO names VALUES (?, ?)", list(enumerate(self.plan.features)))
+        self.codes: dict[bytes, int] = {}
 
     def write(self, b: pa.RecordBatch, stats: _ViewStats) -> None:
         if not b.num_rows:
@@ -828,22 +958,67 @@ class _SqliteWriter:
             valid = e.created_us != NULL_TS
             conv = _sqlite_epoch_seconds(np.where(valid, e.created_us, 0))
             created = [v if ok else None for v, ok in zip(conv, valid.tolist(), strict=True)]
-        per_feature = [
-            zip(e.keys, itertools.repeat(name), c.rows(), c.rows(c.texts), ts, created)
-            for name, c in zip(self.plan.features, e.cols, strict=True)
-        ]
-        rows = itertools.chain.from_iterable(zip(*per_feature, strict=True))  # entity by entity, as Feast
         self.conn.execute("BEGIN")
-        try:
-            self.conn.executemany(self.sql, rows)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+        codes = [self._global_codes(c) for c in e.cols]
+        self.conn.executemany(self.stage_sql, zip(e.keys, ts, created, *codes, strict=False))
+        self.conn.execute("COMMIT")
         stats.entities_written += e.n
+        if len(self.codes) > self.POOL_LIMIT:
+            self._hand_over()
+            self._new_segment()
 
-    def close(self, stats: _ViewStats) -> None:
+    def _global_codes(self, col: _Col) -> list[int]:
+        """This chunk's codes in the segment's pool (same bytes -> same value_text: both from the proto)."""
+        assert col.texts is not None
+        known = self.codes
+        local = np.empty(len(col.pool), dtype=np.int64)
+        new = []
+        for i, v in enumerate(col.pool):
+            code = known.get(v)
+            if code is None:
+                code = known[v] = len(known)
+                new.append((code, v, col.texts[i]))
+            local[i] = code
+        if new:
+            self.conn.executemany("INSERT INTO pool VALUES (?, ?, ?)", new)
+        return local[col.codes].tolist()
+
+    def _hand_over(self) -> None:
         self.conn.close()
+        self.jobs.append(functools.partial(_sqlite_load, self.path, self.stage_path, self.final_sql))
+
+    def close(self, stats: _ViewStats) -> list[Callable[[], None]]:
+        """The loads still to run (in order), for `materialize_fast`'s loader thread."""
+        self._hand_over()
+        jobs, self.jobs = self.jobs, []
+        return jobs
+
+    def abort(self) -> None:
+        self.conn.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.stage_path)
+
+
+def _sqlite_load(db_path: str, stage_path: str, final_sql: str) -> None:
+    """Expand one staged segment into Feast's table, in entity-key order, in one transaction."""
+    conn = sqlite3.connect(db_path, timeout=600, isolation_level=None, check_same_thread=False)
+    try:
+        for pragma in ("synchronous=OFF", "cache_size=-131072"):
+            conn.execute(f"PRAGMA {pragma}")
+        conn.execute("ATTACH DATABASE ? AS fm", (stage_path,))
+        conn.execute("CREATE UNIQUE INDEX fm.stage_k ON stage (k)")  # one row per entity, in key order
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(final_sql)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("DETACH DATABASE fm")
+    finally:
+        conn.close()
+        with contextlib.suppress(OSError):
+            os.unlink(stage_path)
 
 
 class _FeastWriter:
@@ -865,5 +1040,8 @@ class _FeastWriter:
         self.online.online_write_batch(self.store.config, self.plan.fv, rows, progress=None)
         stats.entities_written += b.num_rows
 
-    def close(self, stats: _ViewStats) -> None:
+    def close(self, stats: _ViewStats) -> list[Callable[[], None]]:
+        return []
+
+    def abort(self) -> None:
         pass

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from core.fast_materialize import materialize_fast
 from core.feature_store import apply_definitions, open_store, raw_config
 from core.model_bundle import file_sha256
 from core.settings import Settings
@@ -80,7 +81,10 @@ def sync_online(settings: Settings, force: bool = False) -> str:
             return "up-to-date"
         log.info("sample entities missing from the online store (%s): reloading", missing)
     end = datetime.now(UTC)
-    store.materialize(start_date=EPOCH, end_date=end)
+    # Same result as `store.materialize` (tests prove it), streamed and >10x faster (docs/benchmarks.md).
+    # overwrite: this is a reload of changed tables, whose rows may carry the same timestamps as before.
+    stats = materialize_fast(store, None, EPOCH, end, overwrite=True)
+    log.info("materialized %s entities in %.1f s", stats.get("entities_written"), stats.get("seconds", 0))
     receipt_path.parent.mkdir(parents=True, exist_ok=True)
     receipt_path.write_text(
         json.dumps(

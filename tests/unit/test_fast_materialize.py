@@ -45,7 +45,9 @@ FEATURES = [
 # a tiny feature repo
 
 
-def feature_rows(n_entities: int, seed: int = 0, key: str = "driver_id", str_keys: bool = False) -> pd.DataFrame:
+def feature_rows(
+    n_entities: int, seed: int = 0, key: str = "driver_id", str_keys: bool = False
+) -> pd.DataFrame:
     """1-6 rows per entity over 10 days, nulls everywhere, some event-time ties (created decides)."""
     rng = np.random.default_rng(seed)
     counts = rng.integers(1, 7, n_entities)
@@ -81,7 +83,9 @@ def write_tables(data: Path) -> dict[str, Any]:
     d = feature_rows(400, seed=1)
     pq.write_table(pa.Table.from_pandas(d, preserve_index=False), data / "sorted.parquet", row_group_size=64)
     shuffled = d.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    pq.write_table(pa.Table.from_pandas(shuffled, preserve_index=False), data / "shuffled.parquet", row_group_size=97)
+    pq.write_table(
+        pa.Table.from_pandas(shuffled, preserve_index=False), data / "shuffled.parquet", row_group_size=97
+    )
     s = feature_rows(150, seed=2, key="shop_id", str_keys=True)
     pq.write_table(pa.Table.from_pandas(s, preserve_index=False), data / "shops.parquet")
     m = d.rename(columns={"f_str": "raw_str"})
@@ -103,7 +107,9 @@ def definitions(data: Path) -> list[Any]:
         )
 
     def view(name: str, entity: Entity, src: FileSource) -> FeatureView:
-        return FeatureView(name=name, entities=[entity], ttl=timedelta(0), schema=FEATURES, source=src, online=True)
+        return FeatureView(
+            name=name, entities=[entity], ttl=timedelta(0), schema=FEATURES, source=src, online=True
+        )
 
     return [
         driver,
@@ -158,8 +164,10 @@ def assert_same_reads(a: dict, b: dict) -> None:
         assert a[view].keys() == b[view].keys()
         for col in a[view]:
             va, vb = a[view][col], b[view][col]
-            same = [x == y or (isinstance(x, float) and isinstance(y, float) and np.isnan(x) and np.isnan(y))
-                    for x, y in zip(va, vb, strict=True)]
+            same = [
+                x == y or (isinstance(x, float) and isinstance(y, float) and np.isnan(x) and np.isnan(y))
+                for x, y in zip(va, vb, strict=True)
+            ]
             assert all(same), (view, col, [(x, y) for x, y, s in zip(va, vb, same, strict=True) if not s][:5])
 
 
@@ -228,7 +236,18 @@ def test_sorted_file_streams_in_bounded_pieces(repo) -> None:
 
 def test_timestamp_protos_are_protobufs_bytes() -> None:
     us = np.array(
-        [0, 1, 999_999, 1_000_000, 1_700_000_000_123_456, 1_700_000_000_000_000, -1, -1_500_000, -(10**15), 2**52],
+        [
+            0,
+            1,
+            999_999,
+            1_000_000,
+            1_700_000_000_123_456,
+            1_700_000_000_000_000,
+            -1,
+            -1_500_000,
+            -(10**15),
+            2**52,
+        ],
         dtype=np.int64,
     )
     rng = np.random.default_rng(0)
@@ -244,7 +263,9 @@ def test_timestamp_protos_are_protobufs_bytes() -> None:
 
 def test_timestamp_matches_feast_datetime_path() -> None:
     """Feast: pandas ns timestamp -> datetime (floored to us) -> Timestamp.FromDatetime."""
-    ns = pd.to_datetime(["2026-10-01 12:00:00.123456789", "1969-12-31 23:59:59.5", "2026-01-01"], utc=True, format="ISO8601")
+    ns = pd.to_datetime(
+        ["2026-10-01 12:00:00.123456789", "1969-12-31 23:59:59.5", "2026-01-01"], utc=True, format="ISO8601"
+    )
     for value, got in zip(ns, fm.timestamp_protos(ns.as_unit("ns").asi8 // 1000), strict=True):
         t = Timestamp()
         t.FromDatetime(value.to_pydatetime(warn=False))
@@ -254,8 +275,15 @@ def test_timestamp_matches_feast_datetime_path() -> None:
 def test_int64_entity_keys_are_feast_keys() -> None:
     values = [0, 1, -1, 255, 256, 10_000_001, 2**63 - 1, -(2**63), 2**40 + 7]
     plan = fm._Plan(
-        fv=None, source=None, join_keys=["user_id"], key_types=[ValueType.INT64], features=[],  # type: ignore[arg-type]
-        feature_types=[], ts="ts", created=None, key_version=3,
+        fv=None,
+        source=None,
+        join_keys=["user_id"],
+        key_types=[ValueType.INT64],
+        features=[],  # type: ignore[arg-type]
+        feature_types=[],
+        ts="ts",
+        created=None,
+        key_version=3,
     )
     got = fm._entity_keys(plan, pa.record_batch({"user_id": pa.array(values, pa.int64())}))
     for v, g in zip(values, got, strict=True):
