@@ -37,8 +37,11 @@ def versions() -> dict:
     out = {"python": platform.python_version()}
     for pkg in ("feast", "catboost", "fastapi", "uvicorn", "redis", "pandas", "pyarrow", "dvc"):
         out[pkg] = version(pkg)
-    for name, cmd in (("redis-server", ["redis-server", "--version"]), ("postgresql", ["psql", "--version"]),
-                      ("wrk", ["wrk", "--version"])):
+    for name, cmd in (
+        ("redis-server", ["redis-server", "--version"]),
+        ("postgresql", ["psql", "--version"]),
+        ("wrk", ["wrk", "--version"]),
+    ):
         try:
             text = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
             text = (text.stdout or text.stderr).strip().splitlines()[0]
@@ -63,7 +66,9 @@ def wait_http(url: str, timeout: float = 60.0, method: str = "GET", body: bytes 
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url, data=body, method=method, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(req, timeout=2) as r:
                 if r.status < 500:
                     return
@@ -83,8 +88,14 @@ class Server:
     def __enter__(self) -> Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,20 +110,47 @@ class Server:
         self._log.close()
 
 
-def wrk(url: str, ids_file: Path, mode: str, connections: int, seconds: int, batch: int = 1,
-        delay_ms: float = 0.0, threads: int = 2) -> dict:
+def wrk(
+    url: str,
+    ids_file: Path,
+    mode: str,
+    connections: int,
+    seconds: int,
+    batch: int = 1,
+    delay_ms: float = 0.0,
+    threads: int = 2,
+) -> dict:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (`apt-get install wrk`; make bench installs it)")
-    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-           "-s", str(WRK_SCRIPT), url, "--", str(ids_file), mode, str(batch), f"{delay_ms:.3f}"]
+    cmd = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(WRK_SCRIPT),
+        url,
+        "--",
+        str(ids_file),
+        mode,
+        str(batch),
+        f"{delay_ms:.3f}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
-    r = json.loads(line[len("WRKJSON "):])
+    r = json.loads(line[len("WRKJSON ") :])
     seconds_run = r["duration_us"] / 1e6
     r.update(
-        connections=connections, batch=batch, delay_ms=round(delay_ms, 3),
+        connections=connections,
+        batch=batch,
+        delay_ms=round(delay_ms, 3),
         rps=round(r["requests"] / seconds_run, 1),
-        **{k.replace("_us", "_ms"): round(r[k] / 1000, 3) for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")},
+        **{
+            k.replace("_us", "_ms"): round(r[k] / 1000, 3)
+            for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")
+        },
     )
     return r
 

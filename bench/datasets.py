@@ -26,7 +26,12 @@ def ensure_world(n_users: int) -> Path:
         return root / "features"
     log.info("building a %d-user world in %s (generate + ingest, once)", n_users, root)
     generate.generate(gen, root / "raw")
-    ingest.ingest(p.ingest, root / "features" / "game_ltv", root / "quarantine", root / "ingest.json",
-                  *ingest.find_inputs(root / "raw"))
+    ingest.ingest(
+        p.ingest,
+        root / "features" / "game_ltv",
+        root / "quarantine",
+        root / "ingest.json",
+        *ingest.find_inputs(root / "raw"),
+    )
     marker.write_text(json.dumps(spec))
     return root / "features"

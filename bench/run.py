@@ -32,7 +32,9 @@ log = logging.getLogger("bench")
 def run_scoring(args: argparse.Namespace) -> dict:
     from bench.scoring import bench_env, http_benchmark, inprocess_benchmark, prepare
 
-    env = bench_env(os.environ.get("REDIS_URL") or DEFAULT_REDIS, os.environ.get("DATABASE_URL") or DEFAULT_DB)
+    env = bench_env(
+        os.environ.get("REDIS_URL") or DEFAULT_REDIS, os.environ.get("DATABASE_URL") or DEFAULT_DB
+    )
     settings, ids_file = prepare(env)
     inproc = inprocess_benchmark(settings, ids_file, n=1000 if args.quick else 5000)
     levels = [8, 32] if args.quick else [8, 32, 64]
@@ -72,7 +74,9 @@ def headline(results: dict) -> dict:
         out["inprocess_p99_ms"] = s["inprocess"]["ours"]["p99_ms"]
     m = results.get("materialize", {}).get("u1000000")
     if m and "fast" in m and "feast_default" in m:
-        out["materialize_1m_speedup_vs_feast_default"] = round(m["feast_default"]["seconds"] / m["fast"]["seconds"], 1)
+        out["materialize_1m_speedup_vs_feast_default"] = round(
+            m["feast_default"]["seconds"] / m["fast"]["seconds"], 1
+        )
         out["materialize_1m_peak_rss_mb"] = m["fast"]["peak_rss_mb"]
     t = results.get("training_set")
     if t and "duckdb" in t and "seconds" in t["duckdb"]:
@@ -84,7 +88,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["scoring", "training_set", "materialize"], action="append")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--render-only", action="store_true", help="regenerate docs/benchmarks.md from results.json")
+    ap.add_argument(
+        "--render-only", action="store_true", help="regenerate docs/benchmarks.md from results.json"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("feast", "httpx", "urllib3"):

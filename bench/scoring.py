@@ -41,7 +41,9 @@ def prepare(env: dict[str, str], n_ids: int = 20_000) -> tuple[Settings, Path]:
     BENCH_DATA.mkdir(parents=True, exist_ok=True)
     state = sync_online(settings)
     log.info("bench online store: %s", state)
-    ids = pd.read_parquet(settings.features_dir / "game_ltv" / "user_profile.parquet", columns=["user_id"])["user_id"]
+    ids = pd.read_parquet(settings.features_dir / "game_ltv" / "user_profile.parquet", columns=["user_id"])[
+        "user_id"
+    ]
     ids_file = BENCH_DATA / "ids.txt"
     ids.sample(n=min(n_ids, len(ids)), random_state=7).astype(str).to_csv(ids_file, index=False, header=False)
     return settings, ids_file
@@ -70,31 +72,72 @@ def ladder(url: str, ids_file: Path, mode: str, batch: int, seconds: int, levels
     runs = []
     for c in levels:
         r = wrk(url, ids_file, mode, c, seconds, batch)
-        log.info("%s batch=%d c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms", mode, batch, c, r["rps"], r["p50_ms"], r["p99_ms"])
+        log.info(
+            "%s batch=%d c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms",
+            mode,
+            batch,
+            c,
+            r["rps"],
+            r["p50_ms"],
+            r["p99_ms"],
+        )
         runs.append(r)
     return runs
 
 
-def http_benchmark(env: dict[str, str], settings: Settings, ids_file: Path, seconds: int, levels: list[int],
-                   workers: int) -> dict:
+def http_benchmark(
+    env: dict[str, str], settings: Settings, ids_file: Path, seconds: int, levels: list[int], workers: int
+) -> dict:
     out: dict = {"feast_serve": {}, "ours": {}}
     warm = max(2, seconds // 5)
     for feast_workers in sorted({1, workers}):
         port = free_port()
         url = f"http://127.0.0.1:{port}/get-online-features"
-        cmd = [python(), "-m", "core.feast_cli", "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log",
-               "-w", str(feast_workers)]
+        cmd = [
+            python(),
+            "-m",
+            "core.feast_cli",
+            "serve",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--no-access-log",
+            "-w",
+            str(feast_workers),
+        ]
         with Server(cmd, env, BENCH_DATA / f"feast_serve_w{feast_workers}.log"):
-            wait_http(url, method="POST", body=b'{"feature_service":"game_ltv_v1","entities":{"user_id":[1]}}')
+            wait_http(
+                url, method="POST", body=b'{"feature_service":"game_ltv_v1","entities":{"user_id":[1]}}'
+            )
             wrk(url, ids_file, "feast", 8, warm)
             key = f"workers_{feast_workers}"
-            out["feast_serve"][key] = {f"batch_{b}": ladder(url, ids_file, "feast", b, seconds, levels) for b in (1, 10, 100)}
+            out["feast_serve"][key] = {
+                f"batch_{b}": ladder(url, ids_file, "feast", b, seconds, levels) for b in (1, 10, 100)
+            }
 
     _truncate_request_log(settings)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/models/game_ltv/predict"
-    cmd = [python(), "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1", "--port", str(port), "--workers",
-           str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    cmd = [
+        python(),
+        "-m",
+        "uvicorn",
+        "serving.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     served = 0
     with Server(cmd, env, BENCH_DATA / "ours.log"):
         wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -107,12 +150,20 @@ def http_benchmark(env: dict[str, str], settings: Settings, ids_file: Path, seco
         sat = max(r["rps"] for r in out["ours"]["batch_1"])
         target = sat / 2
         conns = 64
-        half = wrk(url, ids_file, "ours", conns, max(seconds, 15), 1, delay_ms=max(0.0, conns * 1000 / target - 1.0))
+        half = wrk(
+            url, ids_file, "ours", conns, max(seconds, 15), 1, delay_ms=max(0.0, conns * 1000 / target - 1.0)
+        )
         served += half["requests"] - half["non2xx"]
         half["target_rps"] = round(target, 1)
         out["ours"]["half_load"] = half
-        log.info("ours at half load (%.0f req/s target, %.0f achieved): p50 %.2f p99 %.2f p99.9 %.2f ms",
-                 target, half["rps"], half["p50_ms"], half["p99_ms"], half["p999_ms"])
+        log.info(
+            "ours at half load (%.0f req/s target, %.0f achieved): p50 %.2f p99 %.2f p99.9 %.2f ms",
+            target,
+            half["rps"],
+            half["p50_ms"],
+            half["p99_ms"],
+            half["p999_ms"],
+        )
     rows = _request_log_rows(settings)  # the server has flushed its request log on shutdown
     out["request_log"] = {"predictions_answered_2xx": served, "rows_logged": rows}
     return out
@@ -120,8 +171,12 @@ def http_benchmark(env: dict[str, str], settings: Settings, ids_file: Path, seco
 
 def _percentiles(ts: list[float]) -> dict:
     a = np.array(ts) * 1e3
-    return {"p50_ms": round(float(np.percentile(a, 50)), 4), "p99_ms": round(float(np.percentile(a, 99)), 4),
-            "p999_ms": round(float(np.percentile(a, 99.9)), 4), "n": len(a)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 4),
+        "p99_ms": round(float(np.percentile(a, 99)), 4),
+        "p999_ms": round(float(np.percentile(a, 99.9)), 4),
+        "n": len(a),
+    }
 
 
 def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> dict:
@@ -158,8 +213,12 @@ def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> di
         return store.get_online_features(features=service, entity_rows=[{"user_id": uid}]).to_dict()
 
     out = {}
-    for name, fn in (("reference_feast_plus_pandas", reference), ("ours", fast),
-                     ("features_only_feast", features_only_feast), ("features_only_ours", features_only_fast)):
+    for name, fn in (
+        ("reference_feast_plus_pandas", reference),
+        ("ours", fast),
+        ("features_only_feast", features_only_feast),
+        ("features_only_ours", features_only_fast),
+    ):
         for _ in range(300):
             fn(rng.choice(ids))
         ts = []
@@ -171,6 +230,7 @@ def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> di
         out[name] = _percentiles(ts)
         log.info("in-process %s: %s", name, out[name])
     sample = rng.sample(ids, 200)
-    out["identical_predictions"] = bool(np.allclose([reference(u) for u in sample], [fast(u) for u in sample],
-                                                    rtol=1e-12, atol=0))
+    out["identical_predictions"] = bool(
+        np.allclose([reference(u) for u in sample], [fast(u) for u in sample], rtol=1e-12, atol=0)
+    )
     return out

@@ -49,13 +49,17 @@ def run(features_root: Path, engines: tuple[str, ...] = ("duckdb", "file")) -> d
         for engine in engines:
             target = Path(tmp) / engine / "ts.parquet"
             target.parent.mkdir()
-            proc = subprocess.run([sys.executable, "-c", CHILD, engine, str(features_root), str(target)],
-                                  cwd=ROOT, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", CHILD, engine, str(features_root), str(target)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 out[engine] = {"error": proc.stderr.strip().splitlines()[-1][:300]}
                 continue
             line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-            out[engine] = json.loads(line[len("RESULT "):])
+            out[engine] = json.loads(line[len("RESULT ") :])
             frames[engine] = pd.read_parquet(target)
         if len(frames) == 2:
             a, b = frames.values()
