@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import BENCH_DATA, ROOT
+from bench.common import BENCH_DATA, ROOT, peak_rss_mb
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 START = datetime(2000, 1, 1, tzinfo=UTC)
@@ -143,8 +142,10 @@ def _options(store: Any, method: str) -> None:
             store.config.materialization_config.pull_latest_features = True
         elif name == "skip_dedup":
             store.config.online_store.skip_dedup = True
-        elif name == "polars":
+        elif name == "polars":  # needs polars importable (not a project dependency)
             store.config.batch_engine_config = {"type": "local", "backend": "polars"}
+            store.config._batch_engine = None
+            store._get_provider()._batch_engine = None
         else:
             raise ValueError(f"unknown Feast option {opt!r}")
 
@@ -180,7 +181,7 @@ def _child(feats: Path, online: str, method: str, end_iso: str, ids_file: Path, 
     if resolved == "feast_tuned":
         resolved = TUNED[online]
     _options(store, resolved)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mb()
     stats: dict[str, Any] = {}
     try:
         t0 = time.perf_counter()
@@ -189,7 +190,7 @@ def _child(feats: Path, online: str, method: str, end_iso: str, ids_file: Path, 
         else:  # "reference" too: Feast's defaults
             store.materialize(START, end)
         seconds = time.perf_counter() - t0
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_mb()
         reads = _read(store, ids)
     finally:
         store.teardown()  # Redis keys of this project / the SQLite file

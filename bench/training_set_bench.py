@@ -12,7 +12,8 @@ from pathlib import Path
 from bench.common import ROOT
 
 CHILD = r"""
-import json, resource, sys, time, hashlib
+import json, sys, time
+from bench.common import peak_rss_mb
 import pandas as pd
 from pathlib import Path
 import core.feature_store as cfs
@@ -36,7 +37,7 @@ seconds = time.perf_counter() - t
 df = df.sort_values("user_id").reset_index(drop=True)
 df.to_parquet(out)
 print("RESULT " + json.dumps({"seconds": round(seconds, 2), "rows": len(df),
-      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+      "peak_rss_mb": round(peak_rss_mb())}))
 """
 
 

@@ -1,70 +1,76 @@
 """Fast materialization into Feast's online store, byte-compatible with `FeatureStore.materialize`.
 
-    stats = materialize_fast(store)                      # every online feature view, all of history
-    stats = materialize_fast(store, ["user_activity"], start, end)
+    stats = materialize_fast(store)                                    # every online view, all history
+    stats = materialize_fast(store, ["user_activity"], start, end, overwrite=True)
 
-Feast stays the source of truth: the feature views, sources, project, online store and its layout come
-from the store's registry and config, values are converted by Feast's own `python_values_to_proto_values`
-(once per distinct value), keys by Feast's `serialize_entity_key` layout (checked byte for byte at run
-time), and the registry records the materialization interval (`apply_materialization`) exactly as
-`store.materialize` does, so `materialize_incremental` and `feast` commands keep working afterwards.
+Feast stays the source of truth: feature views, sources, project, online store and its layout come from
+the store's registry and config; values are converted by Feast's own `python_values_to_proto_values`
+(once per distinct value); keys follow Feast's `serialize_entity_key` (checked byte for byte at run
+time); the registry records the interval (`apply_materialization`) as `store.materialize` does, so
+`materialize_incremental` and the `feast` CLI keep working. Views this module does not handle are
+passed to `store.materialize` for the same interval (see "Scope").
 
-Where Feast's default materialize spends its time (cProfile, 1M users, 18.4M source rows; see
-`bench/materialize_bench.py` for the wall-clock numbers)
-----------------------------------------------------------------------------------------------
-Redis, 360 s under the profiler, 8 GB peak RSS:
+Where Feast's default materialize spends its time
+-------------------------------------------------
+cProfile of `store.materialize` on 1M users (997k profile rows, 17.4M activity rows; DuckDB offline
+store, local compute engine, pandas backend). Redis: 303 s under the profiler (153 s without), 8.7 GB
+peak RSS; SQLite: 385 s (272 s without), 8.3 GB:
 
-* 56% writing (`RedisOnlineStore.online_write_batch`, 202 s): redis-py packs and parses one HMGET and one
-  HSET per entity (70 s), `_redis_key`/`serialize_entity_key` per entity (32 s), `_mmh3` recomputed
-  for every feature of every entity (23 s, 13M calls), a Timestamp proto per entity;
-* 31% converting Arrow rows to protos (`_convert_arrow_to_proto`, 110 s): one `ValueProto` per cell via
-  `python_values_to_proto_values` (82 s), an `EntityKeyProto` per row (17 s);
-* 9% reading through Dask (`to_arrow`, 32 s) and pandas sort + drop_duplicates over *all* 17.4M
-  activity rows (the whole history is loaded into memory, hence the 8 GB);
-* SQLite: the same conversion, then one `conn.execute` of an upsert per feature per entity (13M).
+* writing, 62% (Redis) / 71% (SQLite): Redis: redis-py packs and parses an HMGET and an HSET per entity
+  (66 s), `_redis_key` -> `serialize_entity_key` per entity (26 s), `_mmh3` re-hashed for every
+  feature of every entity (22 s, 13M calls), a Timestamp proto per entity. SQLite: one
+  `conn.execute` of an upsert per feature per entity, 13M of them (173 s), in random key order into
+  three B-trees, plus `extract_text_and_num` and the datetime adapter per row;
+* converting Arrow rows to protos, 24-31% (`_convert_arrow_to_proto`, 90-95 s): a `ValueProto` per
+  cell through `python_values_to_proto_values` (68-70 s) and an `EntityKeyProto` per row (12-13 s);
+* reading, 3-5%: DuckDB returns *all* 18.4M rows in the window, pandas sorts and drop_duplicates them
+  (8 s): the whole history sits in memory, hence the 8+ GB.
 
-Feast's own options, measured (bench): `online_write_batch_size` only bounds the write batches
-(the whole source is still in memory); Redis `skip_dedup` saves the HMGET round (~20% of the writing);
-`pull_latest_features` moves the dedup into the Dask offline store (for Parquet it still reads and sorts
-everything); the polars backend is not installed (and would only speed up the dedup step, <10%). None
-comes near 10x, because the per-cell proto objects and per-entity Python round trips stay.
+Feast's own options (measured with bench/materialize_bench.py; numbers in the report / docs):
+`pull_latest_features` lets DuckDB keep the latest row per entity (less memory, a little less time);
+`online_write_batch_size` only bounds the write batches; Redis `skip_dedup` drops the HMGET round;
+the polars backend (not a project dependency) only replaces the pandas dedup. None touches the
+per-cell protos and per-row Python round trips that take 85-95% of the time, so none comes near 10x.
 
-What this module does instead (each part measured better than Feast's equivalent)
----------------------------------------------------------------------------------
-* **Read**: Parquet `FileSource`: `pyarrow` `iter_batches` per row group, window filter [start, end]
-  (inclusive, like Feast), latest row per entity per batch (a sort is skipped when the batch is already
-  sorted, which a vectorised check decides). Entities are *emitted* when no later row group can hold
-  them: the row groups' min-key statistics give that bound, so for a file sorted by entity (what
-  ingest writes) memory is O(one row group); for an unsorted file it degrades to O(entities), never to
-  O(rows), and the result is the same. PostgreSQL: `SELECT DISTINCT ON (keys) ... ORDER BY keys, ts
-  DESC, created DESC NULLS LAST` through a server-side cursor, converted like Feast's PostgreSQL retrieval job.
-  Other sources: Feast's own `pull_latest_from_table_or_query` (not memory-bounded).
-* **Encode**: each feature column is dictionary-encoded (Arrow) and only its distinct values go through
-  Feast's converter, then rows index the serialized bytes. Integer entity keys are Feast's key prefix
-  plus the little-endian value (verified against `serialize_entity_key` on every run; any other key type
-  uses `serialize_entity_key` itself). Timestamps are Timestamp protos built with numpy varints (tested
-  byte-identical to `Timestamp.SerializeToString`).
-* **Write, Redis**: Feast's layout exactly (key `_redis_key(project, key)`, fields `_mmh3(view:feature)`
-  and `_ts:view`), RESP commands written to one redis-py connection in pipelined chunks, one chunk in
-  flight while the next is encoded. Feast's dedup rule is kept (an entity whose stored `_ts:view` is
-  newer or equal is not overwritten) unless the store has `skip_dedup: true` or `overwrite=True`.
-  `key_ttl_seconds` is honoured (EXPIRE). Redis Cluster goes through Feast's `online_write_batch`.
-* **Write, SQLite**: Feast's table and rows exactly (`entity_key, feature_name, value, value_text,
-  event_ts, created_ts`, the same upsert), one `executemany` per chunk on a second connection with
-  `synchronous=OFF` for the load (a crash mid-load leaves the store to be re-materialized, which the
-  staleness receipt of `pipelines/materialize.py` does anyway).
-* Any other online store gets Feast's own `online_write_batch` with rows built by Feast's
-  `_convert_arrow_to_proto`, fed from the bounded, deduplicated reader.
+What this module does instead
+-----------------------------
+* Read, Parquet `FileSource`: `pyarrow` batches per row group, the window [start, end] (inclusive, as
+  Feast), the latest row per entity per batch (the sort is skipped when a vectorised check finds the
+  batch already ordered). An entity is released as soon as no later row can belong to it: later row
+  groups are bounded by their min-key statistics, later rows of the current row group by a suffix
+  minimum of its key column. For a file sorted by entity (what ingest writes) memory is O(batch);
+  unsorted input is still correct and degrades to O(entities), never O(rows).
+* Read, `PostgreSQLSource`: `SELECT DISTINCT ON (keys) ... ORDER BY keys DESC, ts DESC, created DESC
+  NULLS LAST` (a backward scan of the (id, ts) index that `publish_tables` creates) through a
+  server-side cursor, rows typed as Feast's PostgreSQL retrieval job types them. Any other source:
+  Feast's `pull_latest_from_table_or_query` (correct, not memory-bounded).
+* Encode: each column is dictionary-encoded by Arrow; only distinct values go through Feast's
+  converter, rows index the serialized bytes. INT64 keys are Feast's prefix + the little-endian value;
+  Timestamp protos are built with numpy varints (both tested byte-identical to Feast / protobuf).
+* Write, Redis: Feast's layout (key `_redis_key(project, key)`, fields `_mmh3("view:feature")` and
+  `_ts:view`), RESP built from per-value fragments and written on one redis-py connection in chunks,
+  replies parsed by hiredis, the next chunk encoded while Redis works. Feast's rule that a stored newer
+  or equal `_ts:view` is kept is honoured (one pipelined HGET per entity) unless the store says
+  `skip_dedup: true` or the caller `overwrite=True`; `key_ttl_seconds` -> EXPIRE. Redis Cluster (and any
+  other online store) gets Feast's own `online_write_batch` fed by the bounded reader.
+* Write, SQLite: Feast's table and rows (`entity_key, feature_name, value, value_text, event_ts,
+  created_ts`, Feast's upsert). Rows are staged compactly in a scratch SQLite file (one row per entity,
+  feature values as codes into a pool of distinct values) and expanded by SQLite itself in one
+  `INSERT ... SELECT ... ORDER BY entity_key`, so Feast's three B-trees are appended to in order
+  instead of hit at random; the load runs in a thread (SQLite releases the GIL) while the next view is
+  read. The load uses `synchronous=OFF` (a crash mid-load means re-materializing, which the receipt in
+  `pipelines/materialize.py` does anyway).
 
-Feature views this does not handle (stream/batch views with transformations or aggregations, on-demand
-views, field mappings, entity-less views, offline write-back, feature view versioning) are passed to
-`store.materialize` for the same interval, so the call always materializes everything asked for.
-
-Semantics and caveats
----------------------
-* Latest = greatest event timestamp, then greatest created timestamp (nulls lowest); an exact tie keeps
-  the row that comes last in the source (Feast's pandas sort is unstable there, so it is undefined).
-* TTL is not applied when materializing (Feast does not either); it applies at read time.
+Scope and semantics
+-------------------
+* Handled: plain `FeatureView`s with a batch source and at least one join key. Passed to Feast: stream
+  and batch feature views (transformations, aggregations), on-demand views, sources with a field
+  mapping, entity-less views, `offline=True` views, online feature view versioning.
+* Latest = greatest event timestamp, then greatest created timestamp (null lowest). An exact tie keeps
+  the row last in the source; Feast's pandas sort is unstable there, so Feast's choice is undefined.
+* Feast reads naive source timestamps as UTC, and so does this module; SQLite stores
+  `int(naive_utc.timestamp())` like Feast's sqlite3 adapter (local-time quirk included).
+* TTL is not applied when materializing (Feast does not either); it applies when reading.
 * Rows with a null join key are skipped (Feast fails on them).
 """
 
@@ -479,7 +485,7 @@ class _PostgresReader:
         p = self.plan
         q = '"{}"'.format
         order = (
-            [q(k) for k in p.join_keys]
+            [f"{q(k)} DESC" for k in p.join_keys]  # descending: a backward scan of an (id, ts) index
             + [f"{q(p.ts)} DESC"]
             + ([f"{q(p.created)} DESC NULLS LAST"] if p.created else [])
         )
@@ -828,46 +834,45 @@ class _RedisWriter:
     def write(self, b: pa.RecordBatch, stats: _ViewStats) -> None:
         if not b.num_rows:
             return
-        e = _encode(self.plan, b, texts=False, keys=False)
         project = self.project
         width = _fixed_width(self.plan, b)
         if width is None:
             keys = [_bulk(k + project) for k in _entity_keys(self.plan, b)]
         else:  # RESP bulk strings of the Redis keys, built in one pass
             keys = _entity_keys(self.plan, b, b"$%d\r\n" % (width + len(project)), project + b"\r\n")
+        if self.dedup:  # ask for the stored timestamps first: Redis answers while we encode
+            hget = b"*3\r\n$4\r\nHGET\r\n"
+            self._send(hget + (self.ts_field + hget).join(keys) + self.ts_field, len(keys))
+        e = _encode(self.plan, b, texts=False, keys=False)
         ts = timestamp_protos(e.ts_us, frame=self.ts_field)
         cols = [c.rows([f + _bulk(v) for v in c.pool]) for f, c in zip(self.fields, e.cols, strict=True)]
         cmds = list(map(b"".join, zip(keys, *cols, ts, strict=True)))  # HSET arguments per entity
         if self.dedup:
-            keep = self._newer(keys, e.ts_us, stats)
+            keep = self._newer(e.ts_us, stats)
             if len(keep) < e.n:
                 cmds, keys = [cmds[i] for i in keep], [keys[i] for i in keep]
-        if not cmds:
-            return
-        head = self.hset
-        if self.ttl:
-            expire = b"*3\r\n$6\r\nEXPIRE\r\n"
-            ttl = _bulk(str(int(self.ttl)).encode())
-            self._send(
-                b"".join(head + c + expire + k + ttl for c, k in zip(cmds, keys, strict=True)), 2 * len(cmds)
-            )
-        else:
-            self._send(head + head.join(cmds), len(cmds))
-        self._drain(keep=1)  # Redis works on this chunk while the next one is encoded
-        stats.entities_written += len(cmds)
+        if cmds:
+            head = self.hset
+            if self.ttl:
+                expire = b"*3\r\n$6\r\nEXPIRE\r\n"
+                ttl = _bulk(str(int(self.ttl)).encode())
+                buf = b"".join(head + c + expire + k + ttl for c, k in zip(cmds, keys, strict=True))
+                self._send(buf, 2 * len(cmds))
+            else:
+                self._send(head + head.join(cmds), len(cmds))
+            stats.entities_written += len(cmds)
+        self._drain(keep=1)  # Redis works on this chunk while the next one is read and encoded
 
-    def _newer(self, keys: list[bytes], ts_us: np.ndarray, stats: _ViewStats) -> Sequence[int]:
+    def _newer(self, ts_us: np.ndarray, stats: _ViewStats) -> Sequence[int]:
         """Feast's rule (skip_dedup: false): skip an entity whose stored _ts:view is >= the new one.
 
-        The HGETs queue behind the previous chunk's HSETs (entities differ between chunks anyway).
+        The HGETs (the last group in flight) queued behind the previous chunk's HSETs.
         """
-        hget = b"*3\r\n$4\r\nHGET\r\n"
-        self._send(hget + (self.ts_field + hget).join(keys) + self.ts_field, len(keys))
         n = self.in_flight.pop()
         self._drain(keep=0)
         prev = self._read(n)
         if not any(prev):
-            return range(len(keys))
+            return range(n)
         keep = []
         new_ns = (ts_us * 1000).tolist()
         for i, p in enumerate(prev):
@@ -909,7 +914,8 @@ class _SqliteWriter:
     """
 
     name = "sqlite"
-    POOL_LIMIT = 1_000_000
+    POOL_LIMIT = 1_000_000  # distinct values per segment: codes stay below 2**CODE_BITS
+    CODE_BITS, PER_SLOT = 21, 3
 
     def __init__(self, store: FeatureStore, plan: _Plan):
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -922,8 +928,13 @@ class _SqliteWriter:
         table = compute_table_id(store.project, plan.fv, False).replace('"', '""')
         self.plan = plan
         n = len(plan.features)
-        self.stage_sql = f"INSERT INTO stage VALUES ({', '.join('?' * (n + 3))})"
-        pick = " ".join(f"WHEN {j} THEN s.c{j}" for j in range(n))
+        self.slots = -(-n // self.PER_SLOT)  # feature codes packed PER_SLOT to an integer column
+        self.stage_sql = f"INSERT INTO stage VALUES ({', '.join('?' * (self.slots + 3))})"
+        mask, bits = (1 << self.CODE_BITS) - 1, self.CODE_BITS
+        pick = " ".join(
+            f"WHEN {j} THEN ((s.c{j // self.PER_SLOT} >> {bits * (j % self.PER_SLOT)}) & {mask})"
+            for j in range(n)
+        )
         cols = ["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"]
         self.final_sql = (
             f'INSERT INTO main."{table}" ({", ".join(cols)}) '
@@ -941,7 +952,7 @@ class _SqliteWriter:
         self.conn = sqlite3.connect(self.stage_path, isolation_level=None)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-32768"):
             self.conn.execute(f"PRAGMA {pragma}")
-        codes = ", ".join(f"c{j} INTEGER" for j in range(len(self.plan.features)))
+        codes = ", ".join(f"c{j} INTEGER" for j in range(self.slots))
         self.conn.execute(f"CREATE TABLE stage (k BLOB NOT NULL, ts INTEGER, cr INTEGER, {codes})")
         self.conn.execute("CREATE TABLE pool (code INTEGER PRIMARY KEY, v BLOB, tx TEXT)")
         self.conn.execute("CREATE TABLE names (i INTEGER PRIMARY KEY, name TEXT)")
@@ -949,6 +960,12 @@ class _SqliteWriter:
         self.codes: dict[bytes, int] = {}
 
     def write(self, b: pa.RecordBatch, stats: _ViewStats) -> None:
+        # a chunk adds at most rows * features codes: keep every code below 2**CODE_BITS
+        most = max(1, (2**self.CODE_BITS - self.POOL_LIMIT - 1) // max(1, len(self.plan.features)))
+        for off in range(0, b.num_rows, most):
+            self._write(b.slice(off, most), stats)
+
+    def _write(self, b: pa.RecordBatch, stats: _ViewStats) -> None:
         if not b.num_rows:
             return
         e = _encode(self.plan, b, texts=True)
@@ -960,14 +977,21 @@ class _SqliteWriter:
             created = [v if ok else None for v, ok in zip(conv, valid.tolist(), strict=True)]
         self.conn.execute("BEGIN")
         codes = [self._global_codes(c) for c in e.cols]
-        self.conn.executemany(self.stage_sql, zip(e.keys, ts, created, *codes, strict=False))
+        packed = [
+            functools.reduce(
+                np.bitwise_or,
+                [c << (self.CODE_BITS * i) for i, c in enumerate(codes[slot : slot + self.PER_SLOT])],
+            ).tolist()
+            for slot in range(0, len(codes), self.PER_SLOT)
+        ]
+        self.conn.executemany(self.stage_sql, zip(e.keys, ts, created, *packed, strict=False))
         self.conn.execute("COMMIT")
         stats.entities_written += e.n
         if len(self.codes) > self.POOL_LIMIT:
             self._hand_over()
             self._new_segment()
 
-    def _global_codes(self, col: _Col) -> list[int]:
+    def _global_codes(self, col: _Col) -> np.ndarray:
         """This chunk's codes in the segment's pool (same bytes -> same value_text: both from the proto)."""
         assert col.texts is not None
         known = self.codes
@@ -981,7 +1005,7 @@ class _SqliteWriter:
             local[i] = code
         if new:
             self.conn.executemany("INSERT INTO pool VALUES (?, ?, ?)", new)
-        return local[col.codes].tolist()
+        return local[col.codes]
 
     def _hand_over(self) -> None:
         self.conn.close()
@@ -1001,12 +1025,15 @@ class _SqliteWriter:
 
 def _sqlite_load(db_path: str, stage_path: str, final_sql: str) -> None:
     """Expand one staged segment into Feast's table, in entity-key order, in one transaction."""
+    t0 = time.perf_counter()
     conn = sqlite3.connect(db_path, timeout=600, isolation_level=None, check_same_thread=False)
     try:
         for pragma in ("synchronous=OFF", "cache_size=-131072"):
             conn.execute(f"PRAGMA {pragma}")
         conn.execute("ATTACH DATABASE ? AS fm", (stage_path,))
-        conn.execute("CREATE UNIQUE INDEX fm.stage_k ON stage (k)")  # one row per entity, in key order
+        # read the staged rows in key order from a covering index (not by rowid from the table)
+        cols = [r[1] for r in conn.execute("PRAGMA fm.table_info(stage)")]
+        conn.execute(f"CREATE INDEX fm.stage_k ON stage ({', '.join(cols)})")
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(final_sql)
@@ -1015,6 +1042,7 @@ def _sqlite_load(db_path: str, stage_path: str, final_sql: str) -> None:
             conn.execute("ROLLBACK")
             raise
         conn.execute("DETACH DATABASE fm")
+        log.debug("loaded %s into %s in %.1f s", stage_path, db_path, time.perf_counter() - t0)
     finally:
         conn.close()
         with contextlib.suppress(OSError):

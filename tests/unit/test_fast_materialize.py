@@ -213,6 +213,27 @@ def test_sqlite_reads_equal_feast_materialize(repo, window) -> None:
         fast_store.teardown()
 
 
+def test_sqlite_segments_and_code_packing(repo, monkeypatch) -> None:
+    """Tiny pools: many staged segments, each loaded on its own, and chunks split to keep codes small."""
+    root, data, ids = repo
+    monkeypatch.setattr(fm._SqliteWriter, "POOL_LIMIT", 40)
+    monkeypatch.setattr(fm._SqliteWriter, "CODE_BITS", 7)  # 128 codes: 14 rows per slice of 6 features
+    loads = []
+    real_load = fm._sqlite_load
+    monkeypatch.setattr(fm, "_sqlite_load", lambda *a: (loads.append(a[1]), real_load(*a)))
+    end = datetime.now(UTC)
+    feast_store = make_store(root, data, {"type": "sqlite"})
+    fast_store = make_store(root, data, {"type": "sqlite"})
+    try:
+        feast_store.materialize(datetime(1970, 1, 1, tzinfo=UTC), end)
+        fm.materialize_fast(fast_store, start=None, end=end, batch_rows=100)
+        assert len(loads) > 20
+        assert_same_reads(online_reads(feast_store, ids), online_reads(fast_store, ids))
+    finally:
+        feast_store.teardown()
+        fast_store.teardown()
+
+
 def test_sorted_file_streams_in_bounded_pieces(repo) -> None:
     """Sorted by entity: entities are released row group by row group, not all at the end."""
     root, data, ids = repo
