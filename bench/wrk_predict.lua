@@ -24,8 +24,13 @@ function request()
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 
+-- Pacing: an exponentially distributed think time per request (mean `pause`). A fixed delay would keep
+-- the connections in phase: they all start together, so they would fire in bursts of one request per
+-- connection, and the latency measured would be the queueing inside each burst. Random think times
+-- spread the arrivals out (close to Poisson arrivals at the target rate).
 function delay()
-  return pause
+  if pause <= 0 then return 0 end
+  return -math.log(1 - math.random()) * pause
 end
 
 function done(summary, latency, requests)

@@ -81,6 +81,8 @@ class ServingPredictor:
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """Same conversions as `feature_frame`, one CatBoost call for all rows."""
-        pool = Pool([_row_values(r, self.meta.features) for r in rows], cat_features=self._cats)
+        pool = Pool(
+            [_row_values(r, self.meta.features) for r in rows], cat_features=self._cats, thread_count=1
+        )
         raw = self.model.predict(pool, prediction_type="RawFormulaVal", thread_count=1)
         return np.asarray(self._link(np.asarray(raw, dtype=float)), dtype=float)
