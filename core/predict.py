@@ -26,10 +26,22 @@ def feature_frame(df: pd.DataFrame, features: list[FeatureSpec]) -> pd.DataFrame
 
 def predict(model: Any, meta: ModelMetadata, frame: pd.DataFrame) -> np.ndarray:
     pool = Pool(feature_frame(frame, meta.features), cat_features=meta.categorical_features)
-    pred = model.predict(pool, prediction_type=meta.prediction_type)
-    if meta.prediction_type == "Probability":
-        pred = pred[:, 1]
-    return np.asarray(pred, dtype=float)
+    return from_raw(model.predict(pool, prediction_type="RawFormulaVal"), meta)
+
+
+def from_raw(raw: Any, meta: ModelMetadata) -> np.ndarray:
+    """The model's output from CatBoost's raw scores: the calibration in metadata.extra when there is one
+    (Platt: sigmoid(a * raw + b)), else the prediction type's link (exp for Tweedie, sigmoid for Logloss).
+    tests/pipeline prove it equals CatBoost's own `predict(prediction_type=...)` without calibration."""
+    raw = np.asarray(raw, dtype=float)
+    cal = meta.extra.get("calibration")
+    if cal:
+        if cal.get("method") != "platt":
+            raise ValueError(f"model {meta.name}: unknown calibration method {cal.get('method')!r}")
+        return _sigmoid(cal["a"] * raw + cal["b"])
+    if meta.prediction_type not in LINKS:
+        raise ValueError(f"no link for prediction_type {meta.prediction_type!r}")
+    return np.asarray(LINKS[meta.prediction_type](raw), dtype=float)
 
 
 def _row_values(row: dict[str, Any], features: list[FeatureSpec]) -> list[Any]:
@@ -76,7 +88,6 @@ class ServingPredictor:
         md = self.model.get_metadata()
         for key in list(md.keys()):
             del md[key]
-        self._link = LINKS[meta.prediction_type]
         self._cats = [i for i, f in enumerate(meta.features) if f.categorical]
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
@@ -85,4 +96,15 @@ class ServingPredictor:
             [_row_values(r, self.meta.features) for r in rows], cat_features=self._cats, thread_count=1
         )
         raw = self.model.predict(pool, prediction_type="RawFormulaVal", thread_count=1)
-        return np.asarray(self._link(np.asarray(raw, dtype=float)), dtype=float)
+        return from_raw(raw, self.meta)
+
+    def explain_rows(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Reasons per row (core.explain) for models whose metadata asks for them."""
+        from core.explain import reasons, shap_values
+
+        values = [_row_values(r, self.meta.features) for r in rows]
+        shap = shap_values(self.model, Pool(values, cat_features=self._cats, thread_count=1))
+        return [
+            reasons(shap[i], [rows[i].get(f.name) for f in self.meta.features], self.meta)
+            for i in range(len(rows))
+        ]

@@ -8,6 +8,7 @@ from feast import FileSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 
 from core.settings import active_settings
+from pipelines.customer_risk import feature_spec as customer_risk
 from pipelines.game_ltv import schema as game_ltv
 
 _settings = active_settings()
@@ -28,3 +29,9 @@ def offline_source(model: str, table: str, timestamp_field: str):
 
 user_profile_source = offline_source("game_ltv", game_ltv.PROFILE_TABLE, game_ltv.EVENT_TIMESTAMP)
 user_activity_source = offline_source("game_ltv", game_ltv.ACTIVITY_TABLE, game_ltv.EVENT_TIMESTAMP)
+customer_profile_source = offline_source(
+    "customer_risk", customer_risk.PROFILE_TABLE, customer_risk.EVENT_TIMESTAMP
+)
+customer_transactions_source = offline_source(
+    "customer_risk", customer_risk.TRANSACTIONS_TABLE, customer_risk.EVENT_TIMESTAMP
+)

@@ -6,3 +6,10 @@ user = Entity(
     value_type=ValueType.INT64,
     description="A game user, from install on.",
 )
+
+customer = Entity(
+    name="customer",
+    join_keys=["customer_id"],
+    value_type=ValueType.INT64,
+    description="A fintech customer (account holder), from signup on.",
+)

@@ -1,4 +1,5 @@
 from feast import FeatureService
+from features.customer_risk import customer_profile, customer_transactions
 from features.game_ltv import user_activity, user_profile
 
 # The game_ltv model's contract: training asks for these historical features, serving for the online ones.
@@ -7,4 +8,11 @@ game_ltv_v1 = FeatureService(
     features=[user_profile, user_activity],
     description="7-day revenue of a just-installed game user",
     tags={"model": "game_ltv", "entity": "user"},
+)
+
+customer_risk_v1 = FeatureService(
+    name="customer_risk_v1",
+    features=[customer_profile, customer_transactions],
+    description="Probability that a customer is off-boarded (SUSPENDED) for risk, with reasons",
+    tags={"model": "customer_risk", "entity": "customer"},
 )

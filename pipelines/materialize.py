@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 # model -> (profile table whose latest row is the spot-check entity, join key, a feature service)
-MODELS = {"game_ltv": ("user_profile", "user_id", "game_ltv_v1")}
+MODELS = {
+    "game_ltv": ("user_profile", "user_id", "game_ltv_v1"),
+    "customer_risk": ("customer_profile", "customer_id", "customer_risk_v1"),
+}
 
 
 def _store_id(settings: Settings) -> str:
@@ -58,6 +61,17 @@ def sample_entities(settings: Settings) -> dict[str, int]:
     return out
 
 
+def present_views(store, settings: Settings) -> list[str]:
+    """The feature views of the models whose feature tables exist (a model not built yet is skipped)."""
+    views: list[str] = []
+    for model, (_, _, service) in MODELS.items():
+        if any((settings.features_dir / model).glob("*.parquet")):
+            views += [p.name for p in store.get_feature_service(service).feature_view_projections]
+        else:
+            log.info("no feature tables for %s under %s: not materialized", model, settings.features_dir)
+    return views
+
+
 def sync_online(settings: Settings, force: bool = False) -> str:
     store = open_store(settings)
     apply_definitions(store, settings)
@@ -83,8 +97,11 @@ def sync_online(settings: Settings, force: bool = False) -> str:
     end = datetime.now(UTC)
     # Same result as `store.materialize` (tests prove it), streamed and >10x faster (docs/benchmarks.md).
     # overwrite: this is a reload of changed tables, whose rows may carry the same timestamps as before.
-    stats = materialize_fast(store, None, EPOCH, end, overwrite=True)
-    log.info("materialized %s entities in %.1f s", stats.get("entities_written"), stats.get("seconds", 0))
+    views = present_views(store, settings)
+    stats = materialize_fast(store, views, EPOCH, end, overwrite=True)
+    log.info(
+        "materialized %s entities of %s in %.1f s", stats.get("entities_written"), views, stats.get("seconds", 0)
+    )
     receipt_path.parent.mkdir(parents=True, exist_ok=True)
     receipt_path.write_text(
         json.dumps(
@@ -96,13 +113,15 @@ def sync_online(settings: Settings, force: bool = False) -> str:
 
 
 def demo_curl(settings: Settings, port: int = 8000) -> str:
-    """A curl for a recently installed user (the brief's case), as pasted in a shell."""
-    ids = sample_entities(settings)
-    body = json.dumps({"entities": {"user_id": [ids["game_ltv"]]}})
-    return (
-        f"curl -s -X POST http://127.0.0.1:{port}/v1/models/game_ltv/predict "
-        f"-H 'Content-Type: application/json' -d '{body}'"
-    )
+    """A curl per model for a recent entity (for game_ltv, a just-installed user), as pasted in a shell."""
+    lines = []
+    for model, entity in sample_entities(settings).items():
+        body = json.dumps({"entities": {MODELS[model][1]: [entity]}})
+        lines.append(
+            f"curl -s -X POST http://127.0.0.1:{port}/v1/models/{model}/predict "
+            f"-H 'Content-Type: application/json' -d '{body}'"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -7,10 +7,12 @@ next start.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.explain import explains
 from core.model_bundle import ModelMetadata, find_bundles, load_bundle
 from core.predict import ServingPredictor
 from serving.batching import MicroBatcher
@@ -24,9 +26,11 @@ class LoadedModel:
     meta: ModelMetadata
     path: Path
     batcher: MicroBatcher[dict[str, Any], float] | None = None
+    explain_rows: Callable[[list[dict[str, Any]]], list[list[dict[str, Any]]]] | None = None
 
     def __post_init__(self) -> None:
         predictor = ServingPredictor(self.model, self.meta)
+        self.explain_rows = predictor.explain_rows if explains(self.meta) else None
         # Concurrent requests share one CatBoost call (see serving/batching.py).
         self.batcher = MicroBatcher(lambda rows: predictor.predict_rows(rows).tolist())
 

@@ -30,6 +30,13 @@ class PredictRequest(BaseModel):
     )
 
 
+class Reason(BaseModel):
+    feature: str
+    value: Scalar
+    contribution: float = Field(description="SHAP contribution to the raw score (log-odds for classifiers)")
+    text: str
+
+
 class Prediction(BaseModel):
     entity: dict[str, int | str]
     prediction: float
@@ -39,6 +46,12 @@ class Prediction(BaseModel):
     feature_timestamps: dict[str, datetime | None] = Field(description="feature view -> event time used")
     features_from_request: list[str] = Field(description="features whose value came from the request")
     missing_features: list[str] = Field(description="features in neither the request nor the store")
+    segment: str | None = Field(
+        default=None, description="the model's segment for this prediction (models that define segments)"
+    )
+    reasons: list[Reason] | None = Field(
+        default=None, description="strongest risk-raising features, in words (models that explain)"
+    )
 
 
 class PredictResponse(BaseModel):

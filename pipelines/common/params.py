@@ -7,12 +7,14 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from pipelines.customer_risk.params import CustomerRiskParams
 from pipelines.game_ltv.params import GameLtvParams
 
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     game_ltv: GameLtvParams
+    customer_risk: CustomerRiskParams
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

@@ -54,9 +54,23 @@ class RowValidator:
     def repaired(self, mask: pd.Series, code: str) -> None:
         self.repairs[code] += int(mask.sum())
 
+    def rejected(self) -> pd.Series:
+        """Rows rejected by the checks so far (e.g. to look for duplicates among the valid rows only)."""
+        bad = pd.Series(False, index=self.df.index)
+        for mask, _, _ in self._codes:
+            bad |= mask
+        return bad
+
     # --- typed parsing, each rejecting what does not parse ---
     def text(self, col: str) -> pd.Series:
         return self.df[col].astype("string").str.strip()
+
+    def required(self, col: str, missing_code: str | None = None) -> pd.Series:
+        """Free text that must not be empty (e.g. an external id); stripped, <NA> where missing."""
+        text = self.text(col)
+        empty = text.isna() | (text == "")
+        self.reject(empty, missing_code or f"missing_{col}", f"{col} is missing")
+        return text.mask(empty)
 
     def integer(
         self,
@@ -91,10 +105,19 @@ class RowValidator:
         return num.where(whole).astype("Int64")
 
     def number(
-        self, col: str, code: str, *, min_value: float | None = None, below_code: str | None = None
+        self,
+        col: str,
+        code: str,
+        *,
+        min_value: float | None = None,
+        below_code: str | None = None,
+        missing_code: str | None = None,
     ) -> pd.Series:
+        """A real number; empty is allowed (NaN) unless `missing_code` is given."""
         raw = self.text(col)
         empty = raw.isna() | (raw == "")
+        if missing_code is not None:
+            self.reject(empty, missing_code, f"{col} is missing")
         num = pd.to_numeric(raw.where(~empty), errors="coerce")
         self.reject(
             ~empty & (num.isna() | ~np.isfinite(num)),
@@ -109,25 +132,64 @@ class RowValidator:
             )
         return num.where(np.isfinite(num))
 
-    def timestamp(self, col: str, code: str) -> pd.Series:
+    def timestamp(self, col: str, code: str, *, missing_code: str | None = None) -> pd.Series:
+        """UTC timestamps (naive ones are taken as UTC). Empty values get `missing_code` if given, else `code`."""
         raw = self.df[col]
         if pd.api.types.is_datetime64_any_dtype(raw):
             ts = pd.to_datetime(raw, utc=True)
-            self.reject(ts.isna(), code, f"{col} is missing")
+            self.reject(ts.isna(), missing_code or code, f"{col} is missing")
             return ts
         text = raw.astype("string").str.strip()
+        empty = text.isna() | (text == "")
         ts = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        if missing_code is not None:
+            self.reject(empty, missing_code, f"{col} is missing")
         self.reject(
-            ts.isna(), code, lambda r: f"{col} is not an ISO-8601 timestamp: '" + r[col].astype(str) + "'"
+            ts.isna() & ~(empty if missing_code is not None else False),
+            code,
+            lambda r: f"{col} is not an ISO-8601 timestamp: '" + r[col].astype(str) + "'",
         )
         return ts
 
-    def category(self, col: str, allowed: frozenset[str], code: str, *, upper: bool = False) -> pd.Series:
-        raw = self.df[col].astype("string")
-        norm = raw.str.strip()
-        norm = norm.str.upper() if upper else norm.str.lower()
-        self.repaired(norm.notna() & (norm != raw), f"normalized_{col}")
-        bad = ~norm.isin(allowed)
+    def category(
+        self,
+        col: str,
+        allowed: frozenset[str] | tuple[str, ...],
+        code: str,
+        *,
+        upper: bool = False,
+        missing_code: str | None = None,
+        optional: bool = False,
+    ) -> pd.Series:
+        """A closed-set value, normalized (stripped; lower-case, or upper-case if `upper`) and the
+        normalizations counted as repairs. Empty values: <NA> if `optional`, else rejected with
+        `missing_code` if given, else with `code` like any unknown value.
+
+        The work is done once per distinct value (factorize, normalize the few uniques, map back): a
+        category column of millions of rows has only a handful of spellings."""
+        codes, uniques = pd.factorize(self.df[col], use_na_sentinel=True)
+        raw_u = pd.Series(np.asarray(uniques, dtype=object), dtype="string")
+        norm_u = raw_u.str.strip()
+        norm_u = norm_u.str.upper() if upper else norm_u.str.lower()
+        present = codes >= 0
+
+        def rows(per_unique: pd.Series, fill: object) -> pd.Series:
+            values = per_unique.to_numpy(dtype=object if fill is None else bool, na_value=fill)
+            out = np.full(len(codes), fill, dtype=values.dtype)
+            out[present] = values[codes[present]]
+            return pd.Series(out, index=self.df.index)
+
+        self.repaired(rows(norm_u.notna() & (norm_u != raw_u), False), f"normalized_{col}")
+        empty = rows(norm_u.isna() | (norm_u == ""), True)
+        known = rows(norm_u.isin(allowed), False)
+        norm = rows(norm_u, None).astype("string")
+        if optional or missing_code is not None:
+            if missing_code is not None and not optional:
+                self.reject(empty, missing_code, f"{col} is missing")
+            norm = norm.mask(empty)
+            bad = ~empty & ~known
+        else:
+            bad = ~known
         expected = ", ".join(sorted(allowed)) if len(allowed) <= 10 else f"one of {len(allowed)} known codes"
         self.reject(bad, code, lambda r: f"unknown {col} '" + r[col].astype(str) + f"' (expected {expected})")
         return norm
@@ -138,35 +200,60 @@ class RowValidator:
         self.repaired(empty, f"filled_{col}")
         return norm.mask(empty, fill)
 
-    def duplicates(self, key: list[str], parsed_ok: pd.Series) -> None:
-        """Exact duplicates: keep the first, quarantine the rest. Conflicting duplicates: quarantine all."""
+    def duplicates(
+        self,
+        key: list[str],
+        parsed_ok: pd.Series,
+        *,
+        keep_first_conflicting: bool = False,
+        conflicting_code: str = "conflicting_duplicate",
+    ) -> None:
+        """Exact duplicates: keep the first, quarantine the rest. Conflicting duplicates (same key, other
+        values): quarantine all of them, or with `keep_first_conflicting` keep the first row of the key
+        and quarantine the later ones (for ids that must be unique, e.g. transaction ids)."""
         cols = [c for c in self.df.columns if c != SOURCE_ROW]
         cand = self.df[parsed_ok]
         dup_key = cand.duplicated(key, keep=False)
         if not dup_key.any():
             return
+        cand = cand[dup_key]  # exact duplicates share the key: look only among these rows
         exact_later = cand.duplicated(cols, keep="first")
         group_variants = (
-            cand[dup_key]
-            .groupby(key, dropna=False)[cols]
-            .transform(lambda s: s.nunique(dropna=False))
-            .max(axis=1)
+            cand.groupby(key, dropna=False)[cols].transform(lambda s: s.nunique(dropna=False)).max(axis=1)
         )
         conflicting = pd.Series(False, index=self.df.index)
         conflicting.loc[group_variants.index] = group_variants > 1
-        exact = pd.Series(False, index=self.df.index)
-        exact.loc[exact_later.index] = exact_later & ~conflicting.loc[exact_later.index]
         name = "/".join(key)
 
         def keys(r: pd.DataFrame) -> pd.Series:
             return r[key].astype(str).agg("/".join, axis=1)
 
+        if keep_first_conflicting:
+            later = pd.Series(False, index=self.df.index)
+            later.loc[cand.index] = cand.duplicated(key, keep="first")
+            exact = pd.Series(False, index=self.df.index)
+            exact.loc[exact_later.index] = exact_later
+            self.reject(
+                exact,
+                "exact_duplicate",
+                lambda r: f"exact duplicate of an earlier row with {name} " + keys(r),
+            )
+            self.reject(
+                later & ~exact,
+                conflicting_code,
+                lambda r: (
+                    f"{name} " + keys(r) + " was already used by an earlier row (kept) with other values"
+                ),
+            )
+            return
+        exact = pd.Series(False, index=self.df.index)
+        exact.loc[exact_later.index] = exact_later & ~conflicting.loc[exact_later.index]
         self.reject(
             exact, "exact_duplicate", lambda r: f"exact duplicate of an earlier row with {name} " + keys(r)
         )
         self.reject(
             conflicting,
-            "conflicting_duplicate",
+            conflicting_code,
             lambda r: f"{name} " + keys(r) + " appears in several rows that disagree",
         )
 

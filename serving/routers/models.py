@@ -11,7 +11,9 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Response
+from starlette.concurrency import run_in_threadpool
 
+from core.explain import segment_of
 from serving.deps import ModelsDep, OnlineDep, RequestLogDep
 from serving.models import LoadedModel
 from serving.online import OnlineStoreUnavailable
@@ -129,11 +131,18 @@ async def predict_endpoint(
             }
         )
     preds = await m.predict(rows)
+    if m.explain_rows is not None:  # models whose metadata asks for reasons (core.explain)
+        why = m.explain_rows(rows) if len(rows) <= 20 else await run_in_threadpool(m.explain_rows, rows)
+        for i, w in enumerate(why):
+            extras[i]["reasons"] = w
     request_id = str(uuid.uuid4())
+    segmented = bool(m.meta.extra.get("segments"))
     latency_ms = (time.perf_counter() - started) * 1000
     for i, entity_id in enumerate(ids):
         p = float(preds[i])
         extras[i]["prediction"] = p
+        if segmented:
+            extras[i]["segment"] = segment_of(p, m.meta)
         request_log.log(
             PredictionRecord(
                 request_id=request_id,

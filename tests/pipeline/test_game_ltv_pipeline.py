@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from catboost import Pool
 
 from core.model_bundle import load_bundle
 from core.predict import predict
@@ -181,4 +182,11 @@ def test_pandas_free_serving_prediction_equals_batch_prediction(world):
     ts.loc[ts.index[1], "country"] = pd.NA
     served = ServingPredictor(model, meta).predict_rows(rows)
     np.testing.assert_allclose(served, predict(model, meta, ts), rtol=1e-13, atol=0)
+    # and both equal CatBoost's own answer for the model's prediction type
+    from core.predict import feature_frame
+
+    pool = Pool(feature_frame(ts, meta.features), cat_features=meta.categorical_features)
+    np.testing.assert_allclose(
+        served, model.predict(pool, prediction_type=meta.prediction_type), rtol=1e-12, atol=0
+    )
     assert model.get_metadata()["params"], "the loaded model itself keeps its metadata"

@@ -1,0 +1,71 @@
+"""Segments and plain-language reasons for a model's predictions, shared by batch scoring and the API.
+
+A model opts in through its metadata (core.model_bundle), so serving needs no model-specific code:
+
+* ``extra["segments"]``: ``[{"name": "Low", "min": 0.0}, {"name": "Medium", "min": 0.08}, ...]``; a
+  prediction belongs to the last segment whose ``min`` it reaches.
+* ``extra["reasons"]``: feature name -> phrase template with ``{value}``; ``extra["max_reasons"]``.
+  Reasons are the features with the largest positive SHAP contributions (CatBoost's exact TreeSHAP, in
+  raw-score units) for this row, among those that have a phrase, phrased with the row's own value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from catboost import Pool
+
+from core.model_bundle import ModelMetadata
+
+
+def segment_of(prediction: float, meta: ModelMetadata) -> str | None:
+    segments = meta.extra.get("segments")
+    if not segments:
+        return None
+    name = None
+    for s in sorted(segments, key=lambda s: s["min"]):
+        if prediction >= s["min"]:
+            name = s["name"]
+    return name
+
+
+def explains(meta: ModelMetadata) -> bool:
+    return bool(meta.extra.get("reasons"))
+
+
+def shap_values(model: Any, pool: Pool) -> np.ndarray:
+    """(rows, features) SHAP contributions; CatBoost's last column (the expected value) is dropped."""
+    shap = model.get_feature_importance(data=pool, type="ShapValues", thread_count=1)
+    return np.asarray(shap)[:, :-1]
+
+
+def _phrase(template: str, value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    try:
+        return template.format(value=value)
+    except (ValueError, TypeError):  # a numeric format for a text value: say it plainly
+        return template.replace("{value", "{0").format(value) if "{" in template else template
+
+
+def reasons(contrib: np.ndarray, values: list[Any], meta: ModelMetadata) -> list[dict[str, Any]]:
+    """The row's strongest risk-raising features, each with its value, contribution and phrase."""
+    phrases: dict[str, str] = meta.extra.get("reasons") or {}
+    k = int(meta.extra.get("max_reasons", 3))
+    out: list[dict[str, Any]] = []
+    for j in np.argsort(-contrib):
+        if len(out) >= k or contrib[j] <= 0:
+            break
+        f = meta.features[j]
+        template = phrases.get(f.name)
+        if template is None:
+            continue
+        text = _phrase(template, values[j])
+        if text is None:
+            continue
+        out.append(
+            {"feature": f.name, "value": values[j], "contribution": round(float(contrib[j]), 4), "text": text}
+        )
+    return out

@@ -1,0 +1,39 @@
+from datetime import timedelta
+
+import feast.types
+from data_sources import customer_profile_source, customer_transactions_source
+from entities import customer
+from feast import FeatureView, Field
+
+from pipelines.customer_risk import feature_spec as spec
+
+
+def _fields(features: list[spec.Feature]) -> list[Field]:
+    return [
+        Field(name=f.name, dtype=getattr(feast.types, f.dtype), description=f.description) for f in features
+    ]
+
+
+# Attributes declared at signup. ttl=0: they never expire.
+customer_profile = FeatureView(
+    name="customer_profile",
+    entities=[customer],
+    ttl=timedelta(0),
+    schema=_fields(spec.PROFILE_FEATURES),
+    source=customer_profile_source,
+    online=True,
+    tags={"model": "customer_risk"},
+)
+
+# As-of snapshots of trailing-window transaction aggregates (pipelines/customer_risk/features.py). A
+# snapshot describes the windows ending at its own time, so it goes stale: Feast serves nothing older
+# than the ttl (the features stage writes one every week, and one at each extraction).
+customer_transactions = FeatureView(
+    name="customer_transactions",
+    entities=[customer],
+    ttl=timedelta(days=14),
+    schema=_fields(spec.TRANSACTION_FEATURES),
+    source=customer_transactions_source,
+    online=True,
+    tags={"model": "customer_risk"},
+)

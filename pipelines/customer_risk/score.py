@@ -1,0 +1,109 @@
+"""Score the unlabeled customers: probability, segment, reasons; and the off-boarding list.
+
+Outputs (``--out``): ``predictions.parquet`` (every unlabeled customer: probability, segment, reasons,
+off-boarding decision and rule) and ``offboarding.csv`` (the customers to off-board, riskiest first, with
+`reasons`: the rule that put them there and the strongest contributions, in words).
+
+Off-boarding (params customer_risk.offboarding): a customer in the candidate segment (High) is off-boarded
+when transaction evidence backs the model (any of the evidence rules), or on the model alone above
+`always_above`. High customers without such evidence go to enhanced review instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from catboost import Pool
+
+from core.explain import reasons, segment_of, shap_values
+from core.model_bundle import load_bundle
+from core.predict import feature_frame, predict
+from pipelines.common.params import load_params
+from pipelines.customer_risk import feature_spec as F
+from pipelines.customer_risk import schema as S
+from pipelines.customer_risk.params import OffboardingParams
+
+log = logging.getLogger(__name__)
+
+
+def decide(frame: pd.DataFrame, p: OffboardingParams) -> tuple[pd.Series, pd.Series]:
+    """(offboard, rule text) per row of `frame` (probability, segment and the evidence features)."""
+    hits = []
+    evidence = []
+    for r in p.evidence:
+        hit = (frame[r.feature].fillna(0) >= r.at_least).to_numpy()
+        evidence.append(hit)
+        hits.append(np.where(hit, r.text, ""))
+    rule = pd.Series(
+        ["evidence: " + "; ".join(t for t in row if t) if any(row) else "" for row in zip(*hits, strict=True)]
+        if hits
+        else [""] * len(frame),
+        index=frame.index,
+        dtype=object,
+    )
+    any_evidence = np.logical_or.reduce(evidence) if evidence else np.zeros(len(frame), bool)
+    candidate = frame["segment"] == p.segment
+    by_model = frame["probability"] >= p.always_above
+    offboard = candidate & (any_evidence | by_model)
+    rule = rule.where(~(by_model & (rule == "")), f"model alone: probability >= {p.always_above:g}")
+    return offboard, rule.where(offboard, "")
+
+
+def score(scoring_set: Path, model_dir: Path, p: OffboardingParams) -> pd.DataFrame:
+    df = pd.read_parquet(scoring_set)
+    model, meta = load_bundle(model_dir)
+    prob = predict(model, meta, df)
+    X = feature_frame(df, meta.features)
+    shap = shap_values(model, Pool(X, cat_features=meta.categorical_features))
+    values = X.astype(object).where(X.notna(), None).to_numpy()
+    out = df[[S.ID, F.EVENT_TIMESTAMP]].rename(columns={F.EVENT_TIMESTAMP: "as_of"}).copy()
+    out["probability"] = prob
+    out["segment"] = [segment_of(v, meta) for v in prob]
+    why = [reasons(shap[i], list(values[i]), meta) for i in range(len(df))]
+    out["top_reasons"] = [" | ".join(r["text"] for r in w) for w in why]
+    out["reasons_json"] = [json.dumps(w, default=str) for w in why]
+    for r in p.evidence:
+        out[r.feature] = df[r.feature].to_numpy()
+    out["offboard"], out["offboard_rule"] = decide(out, p)
+    out["review"] = (out["segment"] == p.segment) & ~out["offboard"]
+    out["model_version"] = meta.version
+    return out.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def offboarding_list(pred: pd.DataFrame) -> pd.DataFrame:
+    off = pred[pred["offboard"]].copy()
+    off["reasons"] = off["offboard_rule"] + "; " + off["top_reasons"]
+    return off[[S.ID, "probability", "segment", "offboard_rule", "reasons", "as_of", "model_version"]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scoring-set", type=Path, required=True)
+    ap.add_argument("--model-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    p = load_params(args.params).customer_risk.offboarding
+    pred = score(args.scoring_set, args.model_dir, p)
+    args.out.mkdir(parents=True, exist_ok=True)
+    pred.to_parquet(args.out / "predictions.parquet", index=False)
+    off = offboarding_list(pred)
+    off.to_csv(args.out / "offboarding.csv", index=False)
+    log.info(
+        "scored %d customers: %s; off-boarding %d, enhanced review %d (capacity %d)",
+        len(pred),
+        pred["segment"].value_counts().to_dict(),
+        len(off),
+        int(pred["review"].sum()),
+        p.review_capacity,
+    )
+
+
+if __name__ == "__main__":
+    main()
