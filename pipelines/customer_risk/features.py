@@ -64,6 +64,11 @@ def snapshot_times(
 def transaction_snapshots(customers: pd.DataFrame, tx: pd.DataFrame, snaps: pd.DataFrame) -> pd.DataFrame:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    started = time.perf_counter()
+
+    def step(name: str) -> None:
+        log.info("features: %s done (%.1f s)", name, time.perf_counter() - started)
+
     con.register("customers_in", customers)
     con.register("tx_in", tx)
     con.register("snaps_in", snaps)
@@ -94,6 +99,7 @@ def transaction_snapshots(customers: pd.DataFrame, tx: pd.DataFrame, snaps: pd.D
             ) AS passthrough
         FROM base o
     """)
+    step("per-transaction flags")
     w = F.WINDOWS_DAYS
     parts = []
     for name, days in w.items():
@@ -134,6 +140,7 @@ def transaction_snapshots(customers: pd.DataFrame, tx: pd.DataFrame, snaps: pd.D
         LEFT JOIN tx ON tx.cid = s.{S.ID} AND tx.ts < s.t AND tx.ts >= s.t - INTERVAL 90 DAY
         GROUP BY s.{S.ID}, s.t
     """)
+    step("window aggregates")
     # Dormancy: the longest silence (between completed transactions, or from the lookback start / signup)
     # in [t - lookback - recent, t - recent). Gaps come from consecutive completed transactions.
     look = F.DORMANCY_LOOKBACK_DAYS + F.RECENT_DAYS
@@ -157,12 +164,14 @@ def transaction_snapshots(customers: pd.DataFrame, tx: pd.DataFrame, snaps: pd.D
         SELECT cid, t, greatest(coalesce(max(epoch(gap)) / 86400.0, 0), 0) AS dormant_days_before_recent
         FROM gaps GROUP BY cid, t
     """)
+    step("dormancy")
     con.execute(f"""
         CREATE TEMP TABLE last_tx AS
         SELECT s.{S.ID} AS cid, s.t, d.ts AS last_ts
         FROM snaps_in s ASOF LEFT JOIN (SELECT cid, ts FROM tx WHERE ok) d
           ON d.cid = s.{S.ID} AND d.ts < s.t
     """)
+    step("last activity")
     out = con.execute(f"""
         SELECT a.cid AS {S.ID}, a.t AS {F.EVENT_TIMESTAMP},
             a.* EXCLUDE (cid, t, attempts_30d, pass_base_eur, hr_eur, transfer_eur, crypto_eur, cash_eur, volume_eur,

@@ -92,7 +92,8 @@ class EvidenceRule(_P):
 
 class OffboardingParams(_P):
     segment: str = Field(description="customers in this segment are candidates")
-    evidence: list[EvidenceRule] = Field(description="a candidate is off-boarded when any of these holds")
+    evidence: list[EvidenceRule] = Field(description="transaction evidence that can back the model")
+    min_evidence: int = Field(ge=1, description="a candidate is off-boarded when this many rules hold")
     always_above: float = Field(
         gt=0, le=1, description="off-boarded on the model alone from this probability"
     )

@@ -289,16 +289,15 @@ def segments_section(
     for t in thresholds:
         above = pred["probability"] >= t
         flagged = prob >= t
+        net = float((pred.loc[above, "probability"] * o.loss_if_missed_eur - o.review_cost_eur).sum())
         rows.append(
             {
-                "threshold": t,
-                "customers above (to score)": int(above.sum()),
-                "expected risky among them": round(float(pred.loc[above, "probability"].sum()), 1),
-                "expected loss avoided minus review cost (EUR)": round(
-                    float((pred.loc[above, "probability"] * o.loss_if_missed_eur - o.review_cost_eur).sum())
-                ),
-                "precision (CV)": round(float(y[flagged].mean()) if flagged.any() else float("nan"), 3),
-                "recall (CV)": round(float(y[flagged].sum() / max(y.sum(), 1)), 3),
+                "threshold": f"{t:g}",
+                "customers above (to score)": f"{int(above.sum()):,}",
+                "expected risky among them": f"{pred.loc[above, 'probability'].sum():,.0f}",
+                "expected loss avoided minus review cost (EUR)": f"{net:,.0f}",
+                "precision (CV)": f"{y[flagged].mean():.2f}" if flagged.any() else "-",
+                "recall (CV)": f"{y[flagged].sum() / max(y.sum(), 1):.2f}",
             }
         )
     prof = pred.copy()
@@ -334,11 +333,11 @@ def segments_section(
             "What each threshold would mean on the customers to score (expected counts from the calibrated "
             "probabilities) and on the labeled ones (cross-validated precision and recall):",
             "",
-            _table(pd.DataFrame(rows), ".3f"),
+            _table(pd.DataFrame(rows)),
             "",
             "**Segment profiles** (customers to score; medians):",
             "",
-            _table(table, ".3f"),
+            _table(table, ".2f"),
             "",
         ]
     )
@@ -346,24 +345,28 @@ def segments_section(
 
 def offboarding_section(pred: pd.DataFrame, off: pd.DataFrame, p: CustomerRiskParams) -> str:
     o = p.offboarding
-    rules = "\n".join(f"  - `{r.feature}` ≥ {r.at_least:g}: {r.text}" for r in o.evidence)
-    by_rule = off["offboard_rule"].str.split(": ", n=1).str[0].value_counts()
+    rules = "\n".join(f"- `{r.feature}` ≥ {r.at_least:g}: {r.text}" for r in o.evidence)
     examples = off.head(6)[[S.ID, "probability", "reasons"]]
+    flag_counts = {
+        r.text: int((pred.loc[pred["offboard"], r.feature].fillna(0) >= r.at_least).sum()) for r in o.evidence
+    }
     reviewed = int(pred["review"].sum())
     return "\n".join(
         [
             "## 7. Off-boarding",
             "",
-            f"A customer is off-boarded when it is in the **{o.segment}** segment and at least one piece of "
-            f"transaction evidence backs the model:\n\n{rules}\n\nor when the model alone is very sure "
-            f"(probability ≥ {o.always_above:g}). {o.segment} customers without such evidence go to enhanced "
-            "review instead of off-boarding: the model raises the question, the evidence answers it.",
+            f"A customer is off-boarded when it is in the **{o.segment}** segment and independent transaction "
+            f"evidence backs the model: at least {o.min_evidence} of these red flags, or one when the probability "
+            f"is {o.always_above:g} or more:\n\n{rules}\n\nOther {o.segment} customers go to enhanced review: "
+            "the model raises the question, the evidence answers it. Off-boarding is the decision to propose; "
+            "each case still gets a compliance sign-off.",
             "",
-            f"**{len(off)} customers to off-board** ({by_rule.get('evidence', 0)} with evidence, "
-            f"{by_rule.get('model alone', 0)} on the model alone), {reviewed} to review, out of {len(pred):,} "
-            f"scored. Mean probability on the list: {off['probability'].mean():.2f}. The full list with reasons "
-            "is `data/outputs/customer_risk/offboarding.csv`; every customer's probability, segment and reasons "
-            "are in `predictions.parquet`. Examples:",
+            f"**{len(off)} customers to off-board** and {reviewed} to review ({o.segment} without enough evidence), "
+            f"out of {len(pred):,} scored; review capacity is {o.review_capacity} per cycle. Mean probability on "
+            f"the list: {off['probability'].mean():.2f}. Red flags on the list: "
+            + ", ".join(f"{t} ({n})" for t, n in flag_counts.items())
+            + ". The full list with reasons is `data/outputs/customer_risk/offboarding.csv`; every customer's "
+            "probability, segment and reasons are in `predictions.parquet`. Examples:",
             "",
             _table(examples, ".3f"),
             "",

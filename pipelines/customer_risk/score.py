@@ -6,7 +6,7 @@ off-boarding decision and rule) and ``offboarding.csv`` (the customers to off-bo
 
 Off-boarding (params customer_risk.offboarding): a customer in the candidate segment (High) is off-boarded
 when transaction evidence backs the model (any of the evidence rules), or on the model alone above
-`always_above`. High customers without such evidence go to enhanced review instead.
+`always_above` and one rule holds. Other High customers go to enhanced review instead.
 """
 
 from __future__ import annotations
@@ -32,26 +32,27 @@ log = logging.getLogger(__name__)
 
 
 def decide(frame: pd.DataFrame, p: OffboardingParams) -> tuple[pd.Series, pd.Series]:
-    """(offboard, rule text) per row of `frame` (probability, segment and the evidence features)."""
-    hits = []
-    evidence = []
-    for r in p.evidence:
-        hit = (frame[r.feature].fillna(0) >= r.at_least).to_numpy()
-        evidence.append(hit)
-        hits.append(np.where(hit, r.text, ""))
-    rule = pd.Series(
-        ["evidence: " + "; ".join(t for t in row if t) if any(row) else "" for row in zip(*hits, strict=True)]
-        if hits
-        else [""] * len(frame),
-        index=frame.index,
-        dtype=object,
-    )
-    any_evidence = np.logical_or.reduce(evidence) if evidence else np.zeros(len(frame), bool)
-    candidate = frame["segment"] == p.segment
-    by_model = frame["probability"] >= p.always_above
-    offboard = candidate & (any_evidence | by_model)
-    rule = rule.where(~(by_model & (rule == "")), f"model alone: probability >= {p.always_above:g}")
-    return offboard, rule.where(offboard, "")
+    """(offboard, rule text) per row of `frame` (probability, segment and the evidence features).
+
+    A customer of the candidate segment is off-boarded when at least `min_evidence` evidence rules hold,
+    or one does and the probability reaches `always_above`: the model raises the question, independent
+    transaction evidence answers it."""
+    hits = np.column_stack([(frame[r.feature].fillna(0) >= r.at_least).to_numpy() for r in p.evidence])
+    n = hits.sum(axis=1)
+    candidate = (frame["segment"] == p.segment).to_numpy()
+    sure = (frame["probability"] >= p.always_above).to_numpy()
+    offboard = candidate & ((n >= p.min_evidence) | ((n >= 1) & sure))
+    texts = [r.text for r in p.evidence]
+    rule = [
+        (
+            f"{p.segment} risk (p={prob:.2f}) and {k} red flag{'s' if k > 1 else ''}: "
+            + "; ".join(t for t, h in zip(texts, row, strict=True) if h)
+        )
+        if off
+        else ""
+        for off, k, prob, row in zip(offboard, n, frame["probability"], hits, strict=True)
+    ]
+    return pd.Series(offboard, index=frame.index), pd.Series(rule, index=frame.index, dtype=object)
 
 
 def score(scoring_set: Path, model_dir: Path, p: OffboardingParams) -> pd.DataFrame:

@@ -177,8 +177,13 @@ def test_outputs_carry_segments_reasons_and_rules(risk_world: RiskWorld):
     assert len(off) > 0 and off["reasons"].str.len().gt(20).all()
     assert set(off[S.ID]) == set(pred.loc[pred["offboard"], S.ID])
     assert (pred.loc[pred["offboard"], "segment"] == risk_world.params.offboarding.segment).all()
-    ev = pred.loc[pred["offboard"] & pred["offboard_rule"].str.startswith("evidence")]
-    assert len(ev) > 0
+    rules = pred.loc[pred["offboard"], "offboard_rule"]
+    assert rules.str.contains("red flag").all() and (pred.loc[~pred["offboard"], "offboard_rule"] == "").all()
+    o = risk_world.params.offboarding
+    flags = sum((pred[r.feature].fillna(0) >= r.at_least).astype(int) for r in o.evidence)
+    backed = (flags >= o.min_evidence) | ((flags >= 1) & (pred["probability"] >= o.always_above))
+    assert (pred["offboard"] == ((pred["segment"] == o.segment) & backed)).all()
+    assert (pred["review"] == ((pred["segment"] == o.segment) & ~backed)).all()
     first = json.loads(pred.loc[pred["offboard"], "reasons_json"].iloc[0])
     assert first and all(r["contribution"] > 0 and r["text"] for r in first)
 
@@ -283,3 +288,39 @@ def test_batch_job_scores_a_list_and_a_csv_of_ids_in_the_background(risk_world: 
     assert (
         client.post("/v1/models/customer_risk/batch", json={"entities": {"user_id": [1]}}).status_code == 422
     )
+
+
+def test_report_is_generated_with_every_section_and_its_plots(risk_world: RiskWorld, tmp_path):
+    from pipelines.customer_risk.report import build_report
+
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps(risk_world.metrics))
+    out = tmp_path / "reports" / "customer_risk.md"
+    build_report(
+        metrics,
+        risk_world.root / "ingest.json",
+        risk_world.clean,
+        risk_world.root / "q",
+        risk_world.training_set,
+        risk_world.unlabeled,
+        risk_world.model_dir,
+        risk_world.outputs,
+        risk_world.root / "plots",
+        risk_world.params,
+        out,
+    )
+    text = out.read_text()
+    for heading in (
+        "Data and its quality",
+        "Exploration",
+        "Model choice and tuning",
+        "Results",
+        "Feature importance",
+        "Risk segments",
+        "Off-boarding",
+        "Assumptions and limitations",
+    ):
+        assert f". {heading}" in text, heading
+    assert f"{risk_world.metrics['roc_auc']:.3f}" in text and "customers to off-board" in text
+    assert (out.parent / "customer_risk" / "exploration.png").stat().st_size > 10_000
+    assert (out.parent / "customer_risk" / "tuning.png").exists()
