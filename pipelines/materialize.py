@@ -100,7 +100,10 @@ def sync_online(settings: Settings, force: bool = False) -> str:
     views = present_views(store, settings)
     stats = materialize_fast(store, views, EPOCH, end, overwrite=True)
     log.info(
-        "materialized %s entities of %s in %.1f s", stats.get("entities_written"), views, stats.get("seconds", 0)
+        "materialized %s entities of %s in %.1f s",
+        stats.get("entities_written"),
+        views,
+        stats.get("seconds", 0),
     )
     receipt_path.parent.mkdir(parents=True, exist_ok=True)
     receipt_path.write_text(
