@@ -1,0 +1,127 @@
+"""Detectors and their evaluation on small hand-made series with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.api_anomaly.detectors import iqr_scores, seasonal_scores
+from pipelines.api_anomaly.evaluation import choose_threshold, event_metrics, point_metrics, predicted_events
+
+KEYS = ["country", "os"]
+DAYS = pd.date_range("2026-02-01", periods=70, freq="D", tz="UTC")
+
+
+def series(
+    level: float, weekend: float = 0.6, noise: float = 0.02, seed: int = 0, country="DE", os="android"
+):
+    rng = np.random.default_rng(seed)
+    weekday = np.where(DAYS.dayofweek >= 5, weekend, 1.0)
+    count = np.round(level * weekday * np.exp(rng.normal(0, noise, len(DAYS))))
+    return pd.DataFrame({"date": DAYS, "country": country, "os": os, "count": count})
+
+
+def test_a_weekly_pattern_hides_a_weekday_drop_from_iqr_but_not_from_the_seasonal_detector():
+    df = series(100_000)
+    s = seasonal_scores(df, KEYS).dropna(subset=["score"])
+    assert len(s) > 40 and s["score"].abs().max() < 4, "weekends are expected"
+    day = DAYS[50]  # a Monday
+    assert day.dayofweek == 0
+    df.loc[df["date"] == day, "count"] *= 0.7
+    iqr = iqr_scores(df, KEYS).set_index("date")
+    assert abs(iqr.loc[day, "score"]) < 0.5, "the weekly swing makes the IQR band wide enough to hide it"
+    assert seasonal_scores(df, KEYS).set_index("date").loc[day, "score"] < -8
+
+
+def test_a_drop_of_25_percent_is_found_with_its_size_and_sign():
+    df = series(100_000, seed=1)
+    day = DAYS[50]
+    df.loc[df["date"] == day, "count"] *= 0.75
+    s = seasonal_scores(df, KEYS).set_index("date")
+    assert s.loc[day, "score"] < -8  # 2% noise: a 25% drop is > 10 sigma
+    assert s.loc[day, "expected"] == pytest.approx(df.set_index("date").loc[day, "count"] / 0.75, rel=0.05)
+    assert s.loc[day, "lower"] > s.loc[day, "count"]
+    others = s.drop(index=[day])["score"].dropna()
+    assert others.abs().max() < 4
+
+
+def test_noise_floor_scales_with_volume_so_small_segments_are_not_alarmed_by_poisson_noise():
+    rng = np.random.default_rng(3)
+    weekday = np.where(DAYS.dayofweek >= 5, 0.6, 1.0)
+    df = pd.DataFrame({"date": DAYS, "country": "MT", "os": "ios", "count": rng.poisson(30 * weekday)})
+    s = seasonal_scores(df, KEYS).dropna(subset=["score"])
+    assert (s["score"].abs() > 4).sum() == 0
+    assert (s["log_scale"] >= 1 / np.sqrt(30) * 0.9).all()
+
+
+def test_only_the_past_is_used_a_future_spike_does_not_move_earlier_scores():
+    df = series(50_000, seed=4)
+    base = seasonal_scores(df, KEYS).set_index("date")
+    spiked = df.copy()
+    spiked.loc[spiked["date"] == DAYS[60], "count"] *= 5
+    after = seasonal_scores(spiked, KEYS).set_index("date")
+    pd.testing.assert_series_equal(base.loc[: DAYS[59], "score"], after.loc[: DAYS[59], "score"])
+    assert after.loc[DAYS[60], "score"] > 20
+
+
+def test_holidays_are_neither_scored_nor_used_as_baseline():
+    df = series(100_000, seed=5)
+    hol_day = DAYS[45]
+    df.loc[df["date"] == hol_day, "count"] *= 0.4
+    holidays = pd.DataFrame({"date": [hol_day], "country": ["DE"]})
+    s = seasonal_scores(df, KEYS, holidays=holidays).set_index("date")
+    assert np.isnan(s.loc[hol_day, "score"]) and s.loc[hol_day, "holiday"]
+    assert s.loc[DAYS[46] :, "score"].abs().max() < 4
+
+
+def test_missing_days_are_gaps_not_zeros():
+    df = series(80_000, seed=6)
+    df = df[~df["date"].isin(DAYS[40:43])]
+    s = seasonal_scores(df, KEYS)
+    assert not s["date"].isin(DAYS[40:43]).any()
+    assert s.dropna(subset=["score"])["score"].abs().max() < 4
+
+
+def _labeled(scores: pd.DataFrame, anomalous_days: dict[pd.Timestamp, int]) -> pd.DataFrame:
+    s = scores.copy()
+    s["anomaly_id"] = s["date"].map(anomalous_days)
+    s["is_anomaly"] = s["anomaly_id"].notna()
+    return s
+
+
+def test_event_and_point_metrics_on_a_known_case():
+    s = pd.DataFrame({"date": DAYS[:10], "country": "DE", "os": "ios"})
+    s["score"] = [0, 0, 9, 9, 0, 0, 5, 0, 0, 9]
+    s = _labeled(s, {DAYS[2]: 1, DAYS[3]: 1, DAYS[6]: 2, DAYS[7]: 2, DAYS[8]: 3})
+    # threshold 6: flags days 2,3 (event 1) and 9 (a false alarm); events 2 and 3 missed
+    ev = event_metrics(s, 6.0, KEYS)
+    assert (ev["true_events"], ev["detected_events"], ev["predicted_events"]) == (3, 1, 2)
+    assert ev["precision"] == 0.5 and ev["recall"] == pytest.approx(1 / 3)
+    pt = point_metrics(s, 6.0)
+    assert pt["precision"] == pytest.approx(2 / 3) and pt["recall"] == pytest.approx(2 / 5)
+    runs = predicted_events(s, 4.0, KEYS)
+    assert list(runs["days"]) == [2, 1, 1] and list(runs["hit"]) == [True, True, False]
+    t, curve = choose_threshold(s, KEYS, grid=np.array([4.0, 6.0, 10.0]))
+    assert t == 4.0 and curve.set_index("threshold").loc[10.0, "recall"] == 0
+
+
+def test_the_hierarchy_finds_a_country_wide_drop_hidden_in_noisy_segments_and_spares_the_unaffected():
+    from pipelines.api_anomaly.detectors import hierarchical_scores
+
+    oses = ["android", "ios", "web", "windows", "macos", "other"]
+    frames = [series(3_000, noise=0.10, seed=10 + i, country="PT", os=o) for i, o in enumerate(oses)]
+    frames.append(series(200_000, noise=0.02, seed=30, country="US", os="android"))
+    df = pd.concat(frames, ignore_index=True)
+    day = DAYS[55]
+    hit = (df["country"] == "PT") & (df["date"] == day) & (df["os"] != "other")
+    df.loc[hit, "count"] = np.round(df.loc[hit, "count"] * 0.7)
+    plain = seasonal_scores(df, KEYS).set_index(["date", "country", "os"])
+    hier = hierarchical_scores(df, KEYS).set_index(["date", "country", "os"])
+    pt = [(day, "PT", o) for o in oses[:-1]]
+    assert (plain.loc[pt, "score"].abs() < 4.5).any(), "alone, some segments stay within their noise"
+    assert (hier.loc[pt, "score"] < -4.5).sum() > (plain.loc[pt, "score"] < -4.5).sum()
+    assert (hier.loc[pt, "country_score"] < -4.5).all()
+    untouched = hier.loc[(day, "PT", "other"), "score"]
+    assert abs(untouched) <= 2 * abs(plain.loc[(day, "PT", "other"), "score"]) + 1e-9
+    assert hier.drop(index=[*pt, (day, "PT", "other")])["score"].abs().max() < 4.5
