@@ -68,6 +68,50 @@ class SeasonalConfig:
     band_z: float = 3.0  # the band reported as lower/upper (the decision uses the tuned threshold)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFrame]:
+    """The baseline of every segment as of each date, from the days strictly before it (y: dates x
+    segments of log1p counts, NaN = missing or holiday). Returns wide frames: `level`, `mad` (residual
+    scale before the noise floor), `n_history`, and `effect_<weekday>` for the seven weekdays, so the
+    expectation for any date is level + effect of its weekday (what the online store serves)."""
+    weekly = y.rolling(7, center=True, min_periods=4).median()
+    dev = y - weekly
+    # E_j(d): median over the previous `weeks` weeks of the deviation j days back (j = 1..7)
+    e = {
+        j: pd.concat([dev.shift(j + 7 * k) for k in range(cfg.weeks)])
+        .groupby(level=0)
+        .median()
+        .reindex(y.index)
+        for j in range(1, 8)
+    }
+    dow = y.index.dayofweek.to_numpy()
+    effects = {}
+    for w, name in enumerate(WEEKDAYS):
+        # the weekday-w day closest before d lies j days back, j in 1..7
+        j = (dow - w) % 7
+        j[j == 0] = 7
+        eff = pd.DataFrame(np.nan, index=y.index, columns=y.columns)
+        for jj in range(1, 8):
+            rows = j == jj
+            eff.loc[rows] = e[jj].loc[rows].to_numpy()
+        effects[f"effect_{name}"] = eff.fillna(0.0)
+    today = np.stack([effects[f"effect_{WEEKDAYS[w]}"].to_numpy()[i] for i, w in enumerate(dow)])
+    effect_today = pd.DataFrame(today, index=y.index, columns=y.columns)
+    deseason = y - effect_today
+    level = deseason.shift(1).rolling(cfg.level_days, min_periods=max(3, cfg.level_days // 2)).median()
+    resid_hist = (y - (level + effect_today)).shift(1)
+    mad = resid_hist.abs().rolling(cfg.mad_days, min_periods=cfg.min_history // 2).median() * MAD_TO_SD
+    n_history = y.notna().shift(1, fill_value=False).rolling(cfg.mad_days + 7, min_periods=1).sum()
+    return {"level": level, "mad": mad, "n_history": n_history, "effect_today": effect_today, **effects}
+
+
+def noise_floor(log_expected: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
+    """Poisson noise on the log scale: sd(log count) ~ 1 / sqrt(count)."""
+    return 1.0 / np.sqrt(np.clip(np.expm1(log_expected), 1.0, None))
+
+
 def seasonal_scores(
     df: pd.DataFrame,
     keys: list[str],
@@ -79,31 +123,11 @@ def seasonal_scores(
     holidays for the first key (the country): excluded from the baseline and never scored."""
     counts = dense_grid(df, keys, date)
     y = np.log1p(counts)
-    hol = pd.DataFrame(False, index=y.index, columns=y.columns)
-    if holidays is not None and len(holidays):
-        first = y.columns.get_level_values(0)
-        for d, c in holidays[[date, keys[0]]].itertuples(index=False):
-            if d in hol.index:
-                hol.loc[d, first == c] = True
-    clean = y.mask(hol)  # holidays feed nothing
-    # weekday effect: deviation of each day from a centered weekly median, then per weekday the median of
-    # the previous `weeks` same-weekday deviations (shifted by 7 days: only strictly earlier weeks)
-    weekly = clean.rolling(7, center=True, min_periods=4).median()
-    dev = clean - weekly
-    effect = dev.shift(7).copy()
-    eff_parts = [dev.shift(7 * k) for k in range(1, cfg.weeks + 1)]
-    effect = pd.concat(eff_parts).groupby(level=0).median().reindex(y.index)
-    effect = effect.fillna(0.0)
-    deseason = clean - effect
-    level = deseason.shift(1).rolling(cfg.level_days, min_periods=max(3, cfg.level_days // 2)).median()
-    expected = level + effect
-    resid_hist = (clean - expected).shift(1)
-    mad = resid_hist.abs().rolling(cfg.mad_days, min_periods=cfg.min_history // 2).median() * MAD_TO_SD
-    floor = 1.0 / np.sqrt(np.expm1(expected).clip(lower=1.0))
-    scale = np.maximum(mad, floor)
-    n_hist = y.notna().shift(1).rolling(cfg.mad_days + 7, min_periods=1).sum()
-    score = (y - expected) / scale
-    score = score.mask(hol | (n_hist < cfg.min_history))
+    hol = holiday_mask(y, holidays, keys[0], date)
+    st = seasonal_state(y.mask(hol), cfg)  # holidays feed nothing
+    expected = st["level"] + st["effect_today"]
+    scale = np.maximum(st["mad"], noise_floor(expected))
+    score = ((y - expected) / scale).mask(hol | (st["n_history"] < cfg.min_history))
     out = _long(
         {
             "count": counts,
@@ -120,6 +144,18 @@ def seasonal_scores(
     )
     out["holiday"] = out["holiday"].astype(bool)
     return out[out["count"].notna()].reset_index(drop=True)
+
+
+def holiday_mask(
+    y: pd.DataFrame, holidays: pd.DataFrame | None, key: str, date: str = "date"
+) -> pd.DataFrame:
+    hol = pd.DataFrame(False, index=y.index, columns=y.columns)
+    if holidays is not None and len(holidays):
+        first = y.columns.get_level_values(0)
+        for d, c in holidays[[date, key]].itertuples(index=False):
+            if d in hol.index:
+                hol.loc[d, first == c] = True
+    return hol
 
 
 def hierarchical_scores(

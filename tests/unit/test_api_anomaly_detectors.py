@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.api_anomaly.detectors import iqr_scores, seasonal_scores
+from pipelines.api_anomaly.detectors import SeasonalConfig, iqr_scores, seasonal_scores
 from pipelines.api_anomaly.evaluation import choose_threshold, event_metrics, point_metrics, predicted_events
 
 KEYS = ["country", "os"]
@@ -125,3 +125,17 @@ def test_the_hierarchy_finds_a_country_wide_drop_hidden_in_noisy_segments_and_sp
     untouched = hier.loc[(day, "PT", "other"), "score"]
     assert abs(untouched) <= 2 * abs(plain.loc[(day, "PT", "other"), "score"]) + 1e-9
     assert hier.drop(index=[*pt, (day, "PT", "other")])["score"].abs().max() < 4.5
+
+
+def test_the_state_holds_every_weekday_so_any_date_can_be_checked_later():
+    from pipelines.api_anomaly.detectors import WEEKDAYS, seasonal_state
+
+    df = series(100_000, weekend=0.6, noise=0.01, seed=8)
+    y = np.log1p(df.set_index("date")[["count"]])
+    st = seasonal_state(y, SeasonalConfig())
+    last = y.index[-1]
+    eff = {w: st[f"effect_{w}"].loc[last, "count"] for w in WEEKDAYS}
+    assert eff["sat"] - eff["mon"] == pytest.approx(np.log(0.6), abs=0.03)
+    assert eff["sun"] - eff["wed"] == pytest.approx(np.log(0.6), abs=0.03)
+    expected_sat = np.expm1(st["level"].loc[last, "count"] + eff["sat"])
+    assert expected_sat == pytest.approx(60_000, rel=0.03)
