@@ -29,12 +29,12 @@ materialize: venv
 	python -m pipelines.materialize
 
 curl: venv
-	@python -m pipelines.materialize --print-curl
+	@python -m pipelines.materialize --print-curl --port $(PORT)
 
 demo: repro materialize
 	@echo ""
 	@echo "API starting on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs). In another shell:"
-	@python -m pipelines.materialize --print-curl
+	@python -m pipelines.materialize --print-curl --port $(PORT)
 	@echo ""
 	uvicorn serving.app:app --host $(HOST) --port $(PORT) --log-level warning
 

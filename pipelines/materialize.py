@@ -130,13 +130,14 @@ def demo_curl(settings: Settings, port: int = 8000) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true")
-    ap.add_argument("--print-curl", action="store_true", help="print a curl for the demo and exit")
+    ap.add_argument("--print-curl", action="store_true", help="print a curl per model for the demo and exit")
+    ap.add_argument("--port", type=int, default=8000, help="the API's port in the printed curl")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("feast").setLevel(logging.WARNING)  # Feast prints its own progress
     settings = Settings()
     if args.print_curl:
-        print(demo_curl(settings))
+        print(demo_curl(settings, args.port))
         return
     print(f"online store ({settings.online_store}): {sync_online(settings, force=args.force)}")
 

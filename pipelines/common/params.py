@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from pipelines.api_anomaly.params import ApiAnomalyParams
 from pipelines.customer_risk.params import CustomerRiskParams
 from pipelines.game_ltv.params import GameLtvParams
 
@@ -15,6 +16,7 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     game_ltv: GameLtvParams
     customer_risk: CustomerRiskParams
+    api_anomaly: ApiAnomalyParams
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

@@ -8,7 +8,7 @@ Codes are stable identifiers (counted in the stage's metrics); messages say what
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +80,11 @@ class RowValidator:
         required: bool = True,
         min_value: int | None = None,
         negative_code: str | None = None,
+        max_value: int | None = None,
+        above_code: str | None = None,
     ) -> pd.Series:
+        """A whole number. Values beyond the int64 range are rejected (with `above_code` if given, else
+        `code`), as are values above `max_value` when given; neither is returned."""
         raw = self.df[col]
         if pd.api.types.is_integer_dtype(raw):  # typed input (Parquet): no text round trip
             num = raw.astype("Int64")
@@ -94,6 +98,13 @@ class RowValidator:
             self.reject(
                 ~empty & ~whole, code, lambda r: f"{col} is not a whole number: '" + r[col].astype(str) + "'"
             )
+            huge = whole & (num.abs() >= 2.0**63)  # would wrap around in int64
+            self.reject(
+                huge,
+                above_code or code,
+                lambda r: f"{col} is out of the integer range: " + r[col].astype(str),
+            )
+            whole &= ~huge
         if required:
             self.reject(empty, f"missing_{col}", f"{col} is missing")
         if min_value is not None:
@@ -102,6 +113,12 @@ class RowValidator:
                 negative_code or code,
                 lambda r: f"{col} is below {min_value}: " + r[col].astype(str),
             )
+        if max_value is not None:
+            above = whole & (num > max_value)
+            self.reject(
+                above, above_code or code, lambda r: f"{col} is above {max_value:,}: " + r[col].astype(str)
+            )
+            whole &= ~above
         return num.where(whole).astype("Int64")
 
     def number(
@@ -160,10 +177,13 @@ class RowValidator:
         upper: bool = False,
         missing_code: str | None = None,
         optional: bool = False,
+        aliases: Mapping[str, str] | None = None,
     ) -> pd.Series:
         """A closed-set value, normalized (stripped; lower-case, or upper-case if `upper`) and the
         normalizations counted as repairs. Empty values: <NA> if `optional`, else rejected with
-        `missing_code` if given, else with `code` like any unknown value.
+        `missing_code` if given, else with `code` like any unknown value. `aliases` maps other
+        spellings (keys in the normalized form, e.g. ``"iphone os"``) to allowed values; those are
+        counted as ``mapped_<col>`` repairs instead of ``normalized_<col>``.
 
         The work is done once per distinct value (factorize, normalize the few uniques, map back): a
         category column of millions of rows has only a handful of spellings."""
@@ -171,6 +191,11 @@ class RowValidator:
         raw_u = pd.Series(np.asarray(uniques, dtype=object), dtype="string")
         norm_u = raw_u.str.strip()
         norm_u = norm_u.str.upper() if upper else norm_u.str.lower()
+        mapped_u = pd.Series(False, index=norm_u.index)
+        if aliases:
+            alias_u = norm_u.map(dict(aliases)).astype("string")
+            mapped_u = alias_u.notna().astype(bool)
+            norm_u = alias_u.fillna(norm_u)
         present = codes >= 0
 
         def rows(per_unique: pd.Series, fill: object) -> pd.Series:
@@ -179,7 +204,10 @@ class RowValidator:
             out[present] = values[codes[present]]
             return pd.Series(out, index=self.df.index)
 
-        self.repaired(rows(norm_u.notna() & (norm_u != raw_u), False), f"normalized_{col}")
+        changed = (norm_u.notna() & (norm_u != raw_u)).fillna(False).astype(bool)
+        self.repaired(rows(changed & ~mapped_u, False), f"normalized_{col}")
+        if aliases:
+            self.repaired(rows(mapped_u, False), f"mapped_{col}")
         empty = rows(norm_u.isna() | (norm_u == ""), True)
         known = rows(norm_u.isin(allowed), False)
         norm = rows(norm_u, None).astype("string")
@@ -207,12 +235,18 @@ class RowValidator:
         *,
         keep_first_conflicting: bool = False,
         conflicting_code: str = "conflicting_duplicate",
+        values: pd.DataFrame | None = None,
     ) -> None:
         """Exact duplicates: keep the first, quarantine the rest. Conflicting duplicates (same key, other
         values): quarantine all of them, or with `keep_first_conflicting` keep the first row of the key
-        and quarantine the later ones (for ids that must be unique, e.g. transaction ids)."""
-        cols = [c for c in self.df.columns if c != SOURCE_ROW]
-        cand = self.df[parsed_ok]
+        and quarantine the later ones (for ids that must be unique, e.g. transaction ids).
+
+        Rows are compared on their raw text, or on `values` when given (the parsed, normalized columns,
+        same index as the raw frame, holding the `key` columns): then ``' us'`` and ``'US'`` are the
+        same key, and rows that differ only in formatting are exact duplicates."""
+        frame = self.df if values is None else values
+        cols = [c for c in frame.columns if c != SOURCE_ROW]
+        cand = frame[parsed_ok]
         dup_key = cand.duplicated(key, keep=False)
         if not dup_key.any():
             return
@@ -226,7 +260,7 @@ class RowValidator:
         name = "/".join(key)
 
         def keys(r: pd.DataFrame) -> pd.Series:
-            return r[key].astype(str).agg("/".join, axis=1)
+            return frame.loc[r.index, key].astype(str).agg("/".join, axis=1)
 
         if keep_first_conflicting:
             later = pd.Series(False, index=self.df.index)

@@ -77,7 +77,10 @@ def transaction_snapshots(customers: pd.DataFrame, tx: pd.DataFrame, snaps: pd.D
     con.execute(f"""
         CREATE TEMP TABLE tx AS
         WITH base AS (
-            SELECT {S.ID} AS cid, {S.TIMESTAMP} AS ts, {S.AMOUNT_EUR} AS eur, type,
+            SELECT {S.ID} AS cid, {S.TIMESTAMP} AS ts, {S.AMOUNT_EUR} AS eur,
+                   -- sums in integer cents: exact whatever the order DuckDB's threads add them in, so
+                   -- the feature table (and the model version) reproduce byte for byte
+                   CAST(round({S.AMOUNT_EUR} * 100) AS BIGINT) AS cents, type,
                    status = '{S.COMPLETED}' AS ok, status = '{S.DECLINED}' AS declined,
                    status = '{S.REVERSED}' AS reversed,
                    type IN {_in(S.INBOUND_TYPES)} AS is_in, type IN {_in(S.OUTBOUND_TYPES)} AS is_out,
@@ -107,8 +110,8 @@ def transaction_snapshots(customers: pd.DataFrame, tx: pd.DataFrame, snaps: pd.D
         parts += [
             f"count(tx.ts) FILTER (WHERE {inw} AND tx.ok) AS tx_count_{name}",
             f"count(DISTINCT CAST(tx.ts AS DATE)) FILTER (WHERE {inw} AND tx.ok) AS active_days_{name}",
-            f"coalesce(sum(tx.eur) FILTER (WHERE {inw} AND tx.ok AND tx.is_in), 0) AS inflow_eur_{name}",
-            f"coalesce(sum(tx.eur) FILTER (WHERE {inw} AND tx.ok AND tx.is_out), 0) AS outflow_eur_{name}",
+            f"coalesce(sum(tx.cents) FILTER (WHERE {inw} AND tx.ok AND tx.is_in) / 100.0, 0) AS inflow_eur_{name}",
+            f"coalesce(sum(tx.cents) FILTER (WHERE {inw} AND tx.ok AND tx.is_out) / 100.0, 0) AS outflow_eur_{name}",
             f"count(tx.ts) FILTER (WHERE {inw} AND tx.declined) AS declined_count_{name}",
         ]
     recent = f"tx.ts >= s.t - INTERVAL {F.RECENT_DAYS} DAY"
@@ -120,19 +123,19 @@ def transaction_snapshots(customers: pd.DataFrame, tx: pd.DataFrame, snaps: pd.D
             count(tx.ts) FILTER (WHERE tx.ts >= s.t - INTERVAL 30 DAY) AS attempts_30d,
             count(tx.ts) FILTER (WHERE tx.reversed) AS reversed_count_90d,
             max(tx.eur) FILTER (WHERE tx.ok) AS max_tx_eur_90d,
-            avg(tx.eur) FILTER (WHERE tx.ok) AS mean_tx_eur_90d,
+            sum(tx.cents) FILTER (WHERE tx.ok) / 100.0 / nullif(count(tx.ts) FILTER (WHERE tx.ok), 0) AS mean_tx_eur_90d,
             count(tx.ts) FILTER (WHERE tx.near_thr AND tx.ts >= s.t - INTERVAL 30 DAY) AS near_threshold_count_30d,
             count(tx.ts) FILTER (WHERE tx.near_thr) AS near_threshold_count_90d,
-            coalesce(sum(tx.eur) FILTER (WHERE tx.passthrough), 0) AS passthrough_eur_90d,
-            coalesce(sum(tx.eur) FILTER (WHERE tx.ok AND tx.type IN ('transfer_out', 'crypto_buy')), 0)
+            coalesce(sum(tx.cents) FILTER (WHERE tx.passthrough) / 100.0, 0) AS passthrough_eur_90d,
+            coalesce(sum(tx.cents) FILTER (WHERE tx.ok AND tx.type IN ('transfer_out', 'crypto_buy')) / 100.0, 0)
                 AS pass_base_eur,
-            coalesce(sum(tx.eur) FILTER (WHERE tx.ok AND tx.transfer AND tx.high_risk), 0) AS hr_eur,
-            coalesce(sum(tx.eur) FILTER (WHERE tx.ok AND tx.transfer), 0) AS transfer_eur,
+            coalesce(sum(tx.cents) FILTER (WHERE tx.ok AND tx.transfer AND tx.high_risk) / 100.0, 0) AS hr_eur,
+            coalesce(sum(tx.cents) FILTER (WHERE tx.ok AND tx.transfer) / 100.0, 0) AS transfer_eur,
             count(tx.ts) FILTER (WHERE tx.ok AND tx.transfer AND tx.high_risk) AS high_risk_corridor_count_90d,
             count(DISTINCT tx.cp) FILTER (WHERE tx.ok) AS counterparty_countries_90d,
-            coalesce(sum(tx.eur) FILTER (WHERE tx.ok AND tx.crypto), 0) AS crypto_eur,
-            coalesce(sum(tx.eur) FILTER (WHERE tx.ok AND tx.cash), 0) AS cash_eur,
-            coalesce(sum(tx.eur) FILTER (WHERE tx.ok), 0) AS volume_eur,
+            coalesce(sum(tx.cents) FILTER (WHERE tx.ok AND tx.crypto) / 100.0, 0) AS crypto_eur,
+            coalesce(sum(tx.cents) FILTER (WHERE tx.ok AND tx.cash) / 100.0, 0) AS cash_eur,
+            coalesce(sum(tx.cents) FILTER (WHERE tx.ok) / 100.0, 0) AS volume_eur,
             count(tx.ts) FILTER (WHERE tx.ok) AS done_90d,
             count(tx.ts) FILTER (WHERE tx.ok AND tx.night) AS night_90d,
             count(tx.ts) FILTER (WHERE tx.ok AND {recent}) AS recent_tx_count

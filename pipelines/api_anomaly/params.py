@@ -1,0 +1,91 @@
+"""The api_anomaly section of params.yaml. Every knob of every api_anomaly stage is declared here."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipelines.api_anomaly import schema as S
+
+
+class _P(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+WARMUP_DAYS = 14  # no anomaly starts in the first two weeks: every detector has some history first
+
+
+class GenerateParams(_P):
+    seed: int
+    start: date = Field(description="first day of the log")
+    end: date = Field(description="last day of the log (inclusive); later end = longer period")
+    n_countries: int = Field(ge=10, le=230, description="countries in the log, Zipf-spread volumes")
+    os: list[str] = Field(min_length=2, description="operating systems (canonical values, schema.OS_VALUES)")
+    daily_requests: int = Field(gt=0, description="total requests per day over all segments at `start`")
+    zipf_exponent: float = Field(gt=0, description="country volume ~ rank^-exponent")
+    evaluation_days: int = Field(gt=0, description="the last N days: the window detection is evaluated on")
+    earlier_anomalies_per_week: float = Field(
+        ge=0, description="anomalies planted per week before the evaluation window (threshold tuning)"
+    )
+    evaluation_anomalies: int = Field(ge=0, description="anomalies planted in the evaluation window")
+    hard_share: float = Field(
+        ge=0, le=1, description="share of hard anomalies; the rest split obvious/moderate"
+    )
+    label_min_effect: float = Field(
+        gt=0, lt=1, description="a point is labeled anomalous when the anomaly moves it by at least this much"
+    )
+    n_launches: int = Field(ge=0, description="segments that start mid-period and ramp up (not anomalies)")
+    defect_rate: float = Field(ge=0, lt=0.2, description="share of rows spoiled on purpose (defects.csv)")
+
+    @field_validator("os")
+    @classmethod
+    def _known_os(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(S.OS_VALUES))
+        if unknown:
+            raise ValueError(f"unknown os {unknown}: expected values of {list(S.OS_VALUES)}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"os lists a value twice: {v}")
+        if not {S.ANDROID, S.IOS} <= set(v):
+            raise ValueError("os must include android and ios (every country has them)")
+        return v
+
+    @model_validator(mode="after")
+    def _period_fits(self) -> GenerateParams:
+        days = (self.end - self.start).days + 1
+        if days < WARMUP_DAYS + 14 + self.evaluation_days:
+            raise ValueError(
+                f"the period ({days} days) must hold {WARMUP_DAYS} warm-up days, at least 14 earlier days "
+                f"with anomalies and the {self.evaluation_days}-day evaluation window"
+            )
+        return self
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+class IngestParams(_P):
+    raw_dir: str = Field(description="folder with api_counts.csv|.parquet")
+    start: date | None = Field(description="first day of the export's period; earlier rows are quarantined")
+    end: date | None = Field(description="last day of the export's period; later rows are quarantined")
+    max_count: int = Field(
+        gt=0, description="hard ceiling: no country/OS makes more requests in a day (absurd above)"
+    )
+    max_ratio_to_median: float = Field(
+        gt=1, description="absurd: a count above this many times its segment's median day"
+    )
+    median_floor: float = Field(
+        gt=0, description="a segment's median is taken as at least this (tiny segments jump a lot)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IngestParams:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"ingest period: start {self.start} is after end {self.end}")
+        return self
+
+
+class ApiAnomalyParams(_P):
+    generate: GenerateParams
+    ingest: IngestParams
