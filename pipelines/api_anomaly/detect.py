@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.api_anomaly import schema as S
 from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores
 from pipelines.api_anomaly.evaluation import choose_threshold, event_metrics, point_metrics
+from pipelines.common.params import load_params
 
 log = logging.getLogger(__name__)
 KEYS = ["country", "os"]
@@ -140,21 +142,27 @@ def run(
 
 def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--counts", type=Path, required=True)
-    ap.add_argument("--labels", type=Path)
-    ap.add_argument("--holidays", type=Path)
+    ap.add_argument("--counts", type=Path, required=True, help="ingestion's clean api_counts.parquet")
+    ap.add_argument(
+        "--raw", type=Path, help="raw folder: labels.parquet (evaluation) and holidays.csv, if there"
+    )
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--evaluation-days", type=int, default=14)
-    ap.add_argument("--warmup-days", type=int, default=14)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    p = load_params(args.params).api_anomaly.detect
     counts = pd.read_parquet(args.counts)
-    labels = pd.read_parquet(args.labels) if args.labels and args.labels.exists() else None
-    holidays = load_holidays(args.holidays) if args.holidays and args.holidays.exists() else None
-    metrics, anomalies, scores, curves = run(
-        counts, labels, holidays, args.evaluation_days, args.warmup_days, SeasonalConfig()
+    labels_path = args.raw / S.LABELS_FILE if args.raw else None
+    holidays_path = args.raw / S.HOLIDAYS_FILE if args.raw else None
+    labels = pd.read_parquet(labels_path) if labels_path and labels_path.exists() else None
+    holidays = (
+        load_holidays(holidays_path, p.holiday_min_effect)
+        if holidays_path and holidays_path.exists()
+        else None
     )
+    cfg = SeasonalConfig(weeks=p.weeks, level_days=p.level_days, mad_days=p.mad_days)
+    metrics, anomalies, scores, curves = run(counts, labels, holidays, p.evaluation_days, p.warmup_days, cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     anomalies.to_csv(args.out / "anomalies.csv", index=False)
     scores.to_parquet(args.out / "scores.parquet", index=False)

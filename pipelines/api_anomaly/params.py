@@ -86,6 +86,20 @@ class IngestParams(_P):
         return self
 
 
+class DetectParams(_P):
+    evaluation_days: int = Field(
+        gt=0, description="the last days, where detectors are evaluated, never tuned"
+    )
+    warmup_days: int = Field(ge=7, description="history before the first tuning day (detectors need it)")
+    level_days: int = Field(ge=3, description="seasonal detector: recent level = median of these days")
+    weeks: int = Field(ge=2, description="seasonal detector: weekday effects from these many weeks")
+    mad_days: int = Field(ge=7, description="seasonal detector: residual scale from these days")
+    holiday_min_effect: float = Field(
+        ge=0, lt=1, description="calendar holidays with a smaller expected dip are ordinary days"
+    )
+
+
 class ApiAnomalyParams(_P):
     generate: GenerateParams
     ingest: IngestParams
+    detect: DetectParams
