@@ -12,6 +12,9 @@ A model opts in through its metadata (core.model_bundle), so serving needs no mo
 from __future__ import annotations
 
 import math
+import re
+from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,16 +22,18 @@ from catboost import Pool
 
 from core.model_bundle import ModelMetadata
 
+_FIELD = re.compile(r"\{value(?::[^}]*)?\}")
 
-def segment_of(prediction: float, meta: ModelMetadata) -> str | None:
-    segments = meta.extra.get("segments")
+
+def segmenter(meta: ModelMetadata) -> Callable[[float], str | None] | None:
+    """prediction -> segment name (the last segment whose `min` it reaches), or None when the model has
+    no segments. Built once per model; the bounds are sorted here, not per prediction."""
+    segments = sorted(meta.extra.get("segments") or [], key=lambda s: s["min"])
     if not segments:
         return None
-    name = None
-    for s in sorted(segments, key=lambda s: s["min"]):
-        if prediction >= s["min"]:
-            name = s["name"]
-    return name
+    bounds = [float(s["min"]) for s in segments]
+    names = [str(s["name"]) for s in segments]
+    return lambda p: names[i - 1] if (i := bisect_right(bounds, p)) else None
 
 
 def explains(meta: ModelMetadata) -> bool:
@@ -46,8 +51,8 @@ def _phrase(template: str, value: Any) -> str | None:
         return None
     try:
         return template.format(value=value)
-    except (ValueError, TypeError):  # a numeric format for a text value: say it plainly
-        return template.replace("{value", "{0").format(value) if "{" in template else template
+    except (ValueError, TypeError):  # a numeric format ("{value:.0f}") for a text value: say it plainly
+        return _FIELD.sub(str(value), template)
 
 
 def reasons(contrib: np.ndarray, values: list[Any], meta: ModelMetadata) -> list[dict[str, Any]]:

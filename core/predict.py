@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from catboost import Pool
 
+from core.explain import reasons, shap_values
 from core.model_bundle import FeatureSpec, ModelMetadata
 
 
@@ -29,19 +30,24 @@ def predict(model: Any, meta: ModelMetadata, frame: pd.DataFrame) -> np.ndarray:
     return from_raw(model.predict(pool, prediction_type="RawFormulaVal"), meta)
 
 
-def from_raw(raw: Any, meta: ModelMetadata) -> np.ndarray:
-    """The model's output from CatBoost's raw scores: the calibration in metadata.extra when there is one
+def output_link(meta: ModelMetadata) -> Callable[[np.ndarray], np.ndarray]:
+    """Raw CatBoost scores -> the model's output: the calibration in metadata.extra when there is one
     (Platt: sigmoid(a * raw + b)), else the prediction type's link (exp for Tweedie, sigmoid for Logloss).
-    tests/pipeline prove it equals CatBoost's own `predict(prediction_type=...)` without calibration."""
-    raw = np.asarray(raw, dtype=float)
+    Resolved once per model; tests/pipeline prove it equals CatBoost's own `predict(prediction_type=...)`
+    without calibration."""
     cal = meta.extra.get("calibration")
     if cal:
         if cal.get("method") != "platt":
             raise ValueError(f"model {meta.name}: unknown calibration method {cal.get('method')!r}")
-        return _sigmoid(cal["a"] * raw + cal["b"])
+        a, b = float(cal["a"]), float(cal["b"])
+        return lambda raw: _sigmoid(a * raw + b)
     if meta.prediction_type not in LINKS:
-        raise ValueError(f"no link for prediction_type {meta.prediction_type!r}")
-    return np.asarray(LINKS[meta.prediction_type](raw), dtype=float)
+        raise ValueError(f"model {meta.name}: no link for prediction_type {meta.prediction_type!r}")
+    return LINKS[meta.prediction_type]
+
+
+def from_raw(raw: Any, meta: ModelMetadata) -> np.ndarray:
+    return np.asarray(output_link(meta)(np.asarray(raw, dtype=float)), dtype=float)
 
 
 def _row_values(row: dict[str, Any], features: list[FeatureSpec]) -> list[Any]:
@@ -81,8 +87,7 @@ class ServingPredictor:
     """
 
     def __init__(self, model: Any, meta: ModelMetadata) -> None:
-        if meta.prediction_type not in LINKS:
-            raise ValueError(f"no serving link for prediction_type {meta.prediction_type!r}")
+        self._link = output_link(meta)  # fails at load, not on the first request
         self.meta = meta
         self.model = model.copy()
         md = self.model.get_metadata()
@@ -96,12 +101,10 @@ class ServingPredictor:
             [_row_values(r, self.meta.features) for r in rows], cat_features=self._cats, thread_count=1
         )
         raw = self.model.predict(pool, prediction_type="RawFormulaVal", thread_count=1)
-        return from_raw(raw, self.meta)
+        return np.asarray(self._link(np.asarray(raw, dtype=float)), dtype=float)
 
     def explain_rows(self, rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
         """Reasons per row (core.explain) for models whose metadata asks for them."""
-        from core.explain import reasons, shap_values
-
         values = [_row_values(r, self.meta.features) for r in rows]
         shap = shap_values(self.model, Pool(values, cat_features=self._cats, thread_count=1))
         return [

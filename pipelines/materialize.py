@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from core.cli import configure_logging
 from core.fast_materialize import materialize_fast
 from core.feature_store import apply_definitions, open_store, raw_config
 from core.model_bundle import file_sha256
@@ -133,7 +134,7 @@ def main() -> None:
     ap.add_argument("--print-curl", action="store_true", help="print a curl per model for the demo and exit")
     ap.add_argument("--port", type=int, default=8000, help="the API's port in the printed curl")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     logging.getLogger("feast").setLevel(logging.WARNING)  # Feast prints its own progress
     settings = Settings()
     if args.print_curl:

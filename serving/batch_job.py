@@ -16,7 +16,9 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -25,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from core.explain import explains, segment_of
+from core.cli import configure_logging
+from core.explain import explains, segmenter
 from core.model_bundle import find_bundles, load_bundle
 from core.predict import ServingPredictor
 from core.settings import Settings
@@ -63,16 +66,18 @@ def create_job(jobs_dir: Path, settings: Settings, model: str, join_key: str, id
     return job_id
 
 
-def start_job(job_dir: Path) -> Any:
-    import subprocess
-
-    log_file = open(job_dir / "job.log", "w")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "serving.batch_job", "--job-dir", str(job_dir)],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def start_job(job_dir: Path) -> subprocess.Popen:
+    """Start the job's process. The parent closes its copy of the log file at once, and a daemon thread
+    waits for the child, so finished jobs leave neither open files nor zombies in the API process."""
+    with open(job_dir / "job.log", "w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.batch_job", "--job-dir", str(job_dir)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    threading.Thread(target=proc.wait, name=f"batch-job-{job_dir.name}", daemon=True).start()
+    return proc
 
 
 def _load_model(models_dir: Path, name: str) -> tuple[Any, Any]:
@@ -95,6 +100,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     try:
         model, meta = _load_model(settings.models_dir, status["model"])
         predictor = ServingPredictor(model, meta)
+        segment = segmenter(meta)
         online = OnlineFeatures(open_store(settings))
         key = status["join_key"]
         ids = pd.read_parquet(job_dir / IDS_FILE)[key].tolist()
@@ -110,7 +116,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
                     {
                         key: entity_id,
                         "prediction": float(p),
-                        "segment": segment_of(float(p), meta),
+                        "segment": segment(float(p)) if segment else None,
                         "found_in_online_store": any(v is not None for v in e.values.values()),
                         "reasons": " | ".join(r["text"] for r in w) if w else None,
                         "reasons_json": json.dumps(w, default=str) if w is not None else None,
@@ -143,7 +149,7 @@ def main() -> None:
     ap.add_argument("--ids", type=Path, help="CSV (join key column or one id per line) or Parquet")
     ap.add_argument("--out", type=Path, help="folder for the results (default data/outputs/batch/<job>)")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     if args.job_dir:
         status = run_job(args.job_dir)
     else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.explain import explains
+from core.explain import explains, segmenter
 from core.model_bundle import ModelMetadata, find_bundles, load_bundle
 from core.predict import ServingPredictor
 from serving.batching import MicroBatcher
@@ -27,10 +27,12 @@ class LoadedModel:
     path: Path
     batcher: MicroBatcher[dict[str, Any], float] | None = None
     explain_rows: Callable[[list[dict[str, Any]]], list[list[dict[str, Any]]]] | None = None
+    segment: Callable[[float], str | None] | None = None  # for models with segments (core.explain)
 
     def __post_init__(self) -> None:
         predictor = ServingPredictor(self.model, self.meta)
         self.explain_rows = predictor.explain_rows if explains(self.meta) else None
+        self.segment = segmenter(self.meta)
         # Concurrent requests share one CatBoost call (see serving/batching.py).
         self.batcher = MicroBatcher(lambda rows: predictor.predict_rows(rows).tolist())
 

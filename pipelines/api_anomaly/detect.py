@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.cli import configure_logging
 from pipelines.api_anomaly import schema as S
 from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores
-from pipelines.api_anomaly.evaluation import choose_threshold, event_metrics, point_metrics
+from pipelines.api_anomaly.evaluation import choose_threshold, detectability, event_metrics, point_metrics
 from pipelines.common.params import load_params
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,14 @@ def run(
             e["f1"],
             pt["f1"],
         )
+    if labels is not None and {"expected_count", "effect", "count_true"} <= set(labels.columns):
+        sds = detectability(labels, KEYS, eval_start)
+        metrics["evaluated_events_effect_in_noise_sd"] = {
+            "under_3": int((sds < 3).sum()),
+            "under_4": int((sds < 4).sum()),
+            "median": round(float(sds.median()), 2),
+            "events": len(sds),
+        }
     strong = frames["seasonal"]
     threshold = metrics.get("threshold", 5.0)
     ev = strong[(strong["date"] >= eval_start) & (strong["score"].abs() >= threshold)]
@@ -150,7 +159,7 @@ def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     p = load_params(args.params).api_anomaly.detect
     counts = pd.read_parquet(args.counts)
     labels_path = args.raw / S.LABELS_FILE if args.raw else None

@@ -77,3 +77,18 @@ def choose_threshold(
     curve = pd.DataFrame(rows)
     best = curve.sort_values(["f1", "threshold"], ascending=[False, False]).iloc[0]
     return float(best["threshold"]), curve
+
+
+def detectability(labels: pd.DataFrame, keys: list[str], since: pd.Timestamp) -> pd.Series:
+    """Per planted anomaly active from `since`: its strongest day's effect in noise standard deviations of
+    its segment, |log effect| / sd(log realized noise on the segment's ordinary days). A ceiling for any
+    detector that looks at one segment and one day: about 3 or less cannot be told from noise. Needs the
+    generator's columns (`expected_count`, `effect`, `count_true`)."""
+    ok = labels["expected_count"] > 0
+    lab = labels[ok]
+    noise = np.log((lab["count_true"] + 0.5) / (lab["expected_count"] * lab["effect"]))
+    sd = noise[~lab["is_anomaly"]].groupby([lab.loc[~lab["is_anomaly"], k] for k in keys]).std()
+    hit = lab[lab["is_anomaly"] & (lab["date"] >= since)]
+    seg_sd = sd.reindex(pd.MultiIndex.from_frame(hit[keys])).to_numpy()
+    sds = np.abs(np.log(hit["effect"].to_numpy())) / seg_sd
+    return pd.Series(sds, index=hit.index).groupby(hit["anomaly_id"]).max().rename("effect_in_noise_sd")

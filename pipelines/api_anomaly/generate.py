@@ -86,6 +86,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.cli import configure_logging
 from pipelines.api_anomaly import schema as S
 from pipelines.api_anomaly.params import WARMUP_DAYS, GenerateParams
 from pipelines.common.geo import ISO_3166_ALPHA2
@@ -1076,7 +1077,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     generate(load_params(args.params).api_anomaly.generate, args.out)
 
 

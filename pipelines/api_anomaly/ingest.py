@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.cli import configure_logging
 from pipelines.api_anomaly import schema as S
 from pipelines.api_anomaly.params import IngestParams
 from pipelines.common.geo import ISO_3166_ALPHA2
@@ -279,7 +280,7 @@ def main() -> None:
     ap.add_argument("--raw", type=Path, default=None, help="override params: your own raw folder")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     ingest(load_params(args.params).api_anomaly.ingest, args.clean, args.quarantine, args.metrics, args.raw)
 
 

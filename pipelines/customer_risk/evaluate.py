@@ -20,6 +20,7 @@ import pandas as pd
 from catboost import Pool
 from sklearn.metrics import precision_recall_curve
 
+from core.cli import configure_logging
 from core.explain import shap_values
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
@@ -118,7 +119,7 @@ def main() -> None:
     ap.add_argument("--plots", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     high = load_params(args.params).customer_risk.segments.high
     out = evaluate(args.training_set, args.model_dir, args.oracle, args.plots, high)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from core.cli import configure_logging
 from pipelines.common.params import load_params
 from pipelines.customer_risk import feature_spec as F
 from pipelines.customer_risk import schema as S
@@ -259,7 +260,7 @@ def main() -> None:
     ap.add_argument("--features", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     build(args.clean, args.features, load_params(args.params).customer_risk.features)
 
 

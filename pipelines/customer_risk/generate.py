@@ -53,6 +53,7 @@ from scipy.optimize import brentq
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from core.cli import configure_logging
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
@@ -1533,7 +1534,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     generate(load_params(args.params).customer_risk.generate, args.out)
 
 

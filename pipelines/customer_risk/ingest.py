@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from core.cli import configure_logging
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.validation import RowValidator, read_raw
@@ -433,7 +434,7 @@ def main() -> None:
     ap.add_argument("--raw", type=Path, default=None, help="override params: your own raw folder")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     ingest(load_params(args.params).customer_risk.ingest, args.clean, args.quarantine, args.metrics, args.raw)
 
 

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from core.cli import configure_logging
 from core.model_bundle import load_metadata
 from pipelines.common.params import load_params
 from pipelines.customer_risk import feature_spec as F
@@ -456,7 +457,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/reports/customer_risk.md"))
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     build_report(
         args.metrics,
         args.ingest_metrics,

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from catboost import Pool
 
-from core.explain import reasons, segment_of, shap_values
+from core.cli import configure_logging
+from core.explain import reasons, segmenter, shap_values
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
 from pipelines.common.params import load_params
@@ -64,7 +65,9 @@ def score(scoring_set: Path, model_dir: Path, p: OffboardingParams) -> pd.DataFr
     values = X.astype(object).where(X.notna(), None).to_numpy()
     out = df[[S.ID, F.EVENT_TIMESTAMP]].rename(columns={F.EVENT_TIMESTAMP: "as_of"}).copy()
     out["probability"] = prob
-    out["segment"] = [segment_of(v, meta) for v in prob]
+    segment = segmenter(meta)
+    assert segment is not None, f"model {meta.version} has no segments in its metadata"
+    out["segment"] = [segment(v) for v in prob]
     why = [reasons(shap[i], list(values[i]), meta) for i in range(len(df))]
     out["top_reasons"] = [" | ".join(r["text"] for r in w) for w in why]
     out["reasons_json"] = [json.dumps(w, default=str) for w in why]
@@ -89,7 +92,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     p = load_params(args.params).customer_risk.offboarding
     pred = score(args.scoring_set, args.model_dir, p)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,12 @@ from catboost import CatBoostClassifier, Pool
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
 from core.predict import feature_frame
 from pipelines.common.params import load_params
@@ -79,7 +81,6 @@ def tune(X: pd.DataFrame, y: np.ndarray, specs: list[FeatureSpec], p: TrainParam
     """Optuna search; returns the best trial's params, its median best iteration, and every trial."""
     folds = list(StratifiedKFold(p.tune_folds, shuffle=True, random_state=p.seed).split(X, y))
     pools = [(_pool(X.iloc[a], y[a], specs), _pool(X.iloc[b], y[b], specs), y[b]) for a, b in folds]
-    from sklearn.metrics import average_precision_score
 
     def objective(trial: optuna.Trial) -> float:
         tp = {
@@ -277,7 +278,7 @@ def main() -> None:
     ap.add_argument("--oracle", type=Path, default=None, help="generator's oracle.parquet (optional)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     train(args.training_set, args.model_dir, load_params(args.params).customer_risk, args.oracle)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from core.cli import configure_logging
 from core.settings import Settings
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
@@ -55,7 +56,7 @@ def main() -> None:
     ap.add_argument("--unlabeled-out", type=Path, required=True, help="unlabeled scoring set (.parquet)")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     labeled, unlabeled = build(Settings(), load_params(args.params).customer_risk.training_set, args.features)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     labeled.to_parquet(args.out, index=False)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from core.cli import configure_logging
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
 from pipelines.common.ltv_metrics import cumulative_gain, deciles, ltv_metrics
@@ -130,7 +131,7 @@ def main() -> None:
     ap.add_argument("--plots", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     params = load_params(args.params).game_ltv
     evaluate(
         args.training_set,

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.special import expit, logit
 
+from core.cli import configure_logging
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
 from pipelines.game_ltv import schema as S
@@ -457,7 +458,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--n-users", type=int, default=None, help="override params (e.g. for a quick try)")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     p = load_params(args.params).game_ltv.generate
     if args.n_users:
         p = p.model_copy(update={"n_users": args.n_users})

@@ -19,6 +19,7 @@ import pandas as pd
 from catboost import CatBoostRegressor, Pool
 from sklearn.dummy import DummyRegressor
 
+from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
 from core.predict import feature_frame
 from core.settings import Settings
@@ -117,7 +118,7 @@ def main() -> None:
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     params = load_params(args.params).game_ltv
     run(Settings(), args.training_set, args.model_dir, params.training_set, params.train)
 

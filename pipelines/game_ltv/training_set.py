@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.cli import configure_logging
 from core.settings import Settings
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
@@ -61,7 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     settings = Settings()
     df = build_training_set(settings, load_params(args.params).game_ltv.training_set, args.features)
     args.out.parent.mkdir(parents=True, exist_ok=True)

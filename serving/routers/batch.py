@@ -64,6 +64,17 @@ def _job(settings: Settings, job_id: str) -> BatchJob:
     )
 
 
+def _whole(v: object) -> bool:
+    """An int, a float without a fraction (CSV columns with gaps are read as floats), or digits."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    if isinstance(v, float):
+        return v.is_integer()
+    return isinstance(v, str) and v.strip().lstrip("-").isdigit()
+
+
 @router.post(
     "/v1/models/{name}/batch",
     status_code=202,
@@ -101,10 +112,10 @@ async def submit_batch(name: str, request: Request, models: ModelsDep, settings:
     if not 1 <= len(ids) <= MAX_BATCH_IDS:
         raise HTTPException(422, f"a batch holds 1 to {MAX_BATCH_IDS:,} ids; got {len(ids)}")
     if m.meta.join_key_types.get(key) == "int":
-        try:
-            ids = [int(i) for i in ids]
-        except (TypeError, ValueError) as e:
-            raise HTTPException(422, f"{key} must be integers: {e}") from e
+        bad = next((i for i in ids if not _whole(i)), None)
+        if bad is not None:
+            raise HTTPException(422, f"{key} must be whole numbers; got {bad!r}")
+        ids = [int(i) for i in ids]
     jobs_dir = _jobs_dir(settings)
     job_id = batch_job.create_job(jobs_dir, settings, name, key, ids)
     batch_job.start_job(jobs_dir / job_id)

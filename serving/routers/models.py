@@ -13,7 +13,6 @@ import orjson
 from fastapi import APIRouter, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
-from core.explain import segment_of
 from serving.deps import ModelsDep, OnlineDep, RequestLogDep
 from serving.models import LoadedModel
 from serving.online import OnlineStoreUnavailable
@@ -136,13 +135,12 @@ async def predict_endpoint(
         for i, w in enumerate(why):
             extras[i]["reasons"] = w
     request_id = str(uuid.uuid4())
-    segmented = bool(m.meta.extra.get("segments"))
     latency_ms = (time.perf_counter() - started) * 1000
     for i, entity_id in enumerate(ids):
         p = float(preds[i])
         extras[i]["prediction"] = p
-        if segmented:
-            extras[i]["segment"] = segment_of(p, m.meta)
+        if m.segment is not None:
+            extras[i]["segment"] = m.segment(p)
         request_log.log(
             PredictionRecord(
                 request_id=request_id,

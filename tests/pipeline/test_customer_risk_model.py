@@ -288,6 +288,12 @@ def test_batch_job_scores_a_list_and_a_csv_of_ids_in_the_background(risk_world: 
     assert (
         client.post("/v1/models/customer_risk/batch", json={"entities": {"user_id": [1]}}).status_code == 422
     )
+    fraction = client.post(
+        "/v1/models/customer_risk/batch",
+        content=b"customer_id\n50000001\n1.5\n",
+        headers={"Content-Type": "text/csv"},
+    )
+    assert fraction.status_code == 422 and "whole numbers" in fraction.json()["detail"], fraction.text
 
 
 def test_report_is_generated_with_every_section_and_its_plots(risk_world: RiskWorld, tmp_path):

@@ -139,3 +139,29 @@ def test_the_state_holds_every_weekday_so_any_date_can_be_checked_later():
     assert eff["sun"] - eff["wed"] == pytest.approx(np.log(0.6), abs=0.03)
     expected_sat = np.expm1(st["level"].loc[last, "count"] + eff["sat"])
     assert expected_sat == pytest.approx(60_000, rel=0.03)
+
+
+def test_detectability_measures_each_event_in_its_segments_noise():
+    from pipelines.api_anomaly.evaluation import detectability
+
+    rng = np.random.default_rng(11)
+    n = len(DAYS)
+    labels = pd.DataFrame(
+        {
+            "date": DAYS,
+            "country": "DE",
+            "os": "ios",
+            "expected_count": 1e6,
+            "effect": 1.0,
+            "is_anomaly": False,
+            "anomaly_id": pd.array([pd.NA] * n, dtype="Int64"),
+        }
+    )
+    labels.loc[60:61, ["effect", "is_anomaly", "anomaly_id"]] = [0.7, True, 7]
+    labels.loc[5, ["effect", "is_anomaly", "anomaly_id"]] = [0.5, True, 3]  # before the window: not counted
+    labels["count_true"] = np.round(
+        labels["expected_count"] * labels["effect"] * np.exp(rng.normal(0, 0.1, n))
+    )
+    sds = detectability(labels, KEYS, DAYS[50])
+    assert list(sds.index) == [7]
+    assert sds.loc[7] == pytest.approx(abs(np.log(0.7)) / 0.1, rel=0.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.explain import reasons, segment_of
+from core.explain import reasons, segmenter
 from core.model_bundle import FeatureSpec, ModelMetadata
 from core.predict import from_raw
 
@@ -37,7 +37,9 @@ def test_segments_are_half_open_intervals_from_each_lower_bound():
     meta = _meta(
         segments=[{"name": "High", "min": 0.35}, {"name": "Low", "min": 0.0}, {"name": "Medium", "min": 0.08}]
     )
-    assert [segment_of(p, meta) for p in (0.0, 0.0799, 0.08, 0.3499, 0.35, 1.0)] == [
+    segment = segmenter(meta)
+    assert segment is not None
+    assert [segment(p) for p in (0.0, 0.0799, 0.08, 0.3499, 0.35, 1.0)] == [
         "Low",
         "Low",
         "Medium",
@@ -45,7 +47,8 @@ def test_segments_are_half_open_intervals_from_each_lower_bound():
         "High",
         "High",
     ]
-    assert segment_of(0.5, _meta()) is None
+    assert segmenter(_meta()) is None
+    assert segmenter(_meta(segments=[{"name": "Low", "min": 0.1}]))(0.05) is None, "below every bound"
 
 
 def test_reasons_are_the_strongest_positive_contributions_with_a_phrase_and_a_value():
@@ -78,3 +81,9 @@ def test_from_raw_applies_the_link_or_the_calibration():
     np.testing.assert_allclose(from_raw(raw, cal), 1 / (1 + np.exp(-(0.5 * raw - 1.0))))
     with pytest.raises(ValueError, match="unknown calibration"):
         from_raw(raw, _meta(calibration={"method": "isotonic"}))
+
+
+def test_a_numeric_phrase_with_a_text_value_says_the_value_plainly():
+    meta = _meta(reasons={"declined_count_30d": "{value:.0f} declined transactions in 30 days"})
+    got = reasons(np.array([0.0, 1.0, 0.0, 0.0]), ["basic", "many", 0.1, 3.0], meta)
+    assert [r["text"] for r in got] == ["many declined transactions in 30 days"]
