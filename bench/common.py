@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
@@ -152,6 +153,40 @@ def wrk(
             for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")
         },
     )
+    return r
+
+
+def cpu_snapshot(pgid: int | None) -> tuple[float, float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat, all cores), and the CPU seconds
+    used so far by the live processes of process group `pgid` (a server and its workers)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    total = sum(fields) / tick
+    busy = total - (fields[3] + fields[4]) / tick  # minus idle and iowait
+    group = 0.0
+    if pgid is not None:
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            f = stat[stat.rindex(")") + 2 :].split()
+            if int(f[2]) == pgid:  # field 5: process group
+                group += (int(f[11]) + int(f[12])) / tick  # utime + stime
+    return busy, total, group
+
+
+def with_cpu(run: Callable[[], dict], pgid: int | None) -> dict:
+    """Run one measurement and add where the CPU went meanwhile: `machine_busy_share` (both cores, the
+    load generator and the databases included) and `server_cpu_ms_per_request` (the server's processes)."""
+    b0, t0, g0 = cpu_snapshot(pgid)
+    r = run()
+    b1, t1, g1 = cpu_snapshot(pgid)
+    r["machine_busy_share"] = round((b1 - b0) / max(t1 - t0, 1e-9), 3)
+    if pgid is not None and r.get("requests"):
+        r["server_cpu_ms_per_request"] = round((g1 - g0) * 1000 / r["requests"], 3)
     return r
 
 

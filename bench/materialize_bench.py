@@ -167,10 +167,11 @@ def _child(feats: Path, online: str, method: str, end_iso: str, ids_file: Path, 
     """Measure one method (or build the reference) in this fresh process; write reads and figures."""
     import logging
 
+    from core.cli import configure_logging
     from core.fast_materialize import materialize_fast
     from core.feature_store import apply_definitions, open_store
 
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(logging.WARNING)
     end = datetime.fromisoformat(end_iso)
     ids = json.loads(ids_file.read_text())
     work = out_json.parent / f"store-{uuid.uuid4().hex[:8]}"

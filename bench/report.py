@@ -55,6 +55,14 @@ NOTES = """
 """
 
 
+def _share(r: dict) -> str:
+    return f"{r['machine_busy_share']:.0%}" if "machine_busy_share" in r else "-"
+
+
+def _cpu(r: dict) -> str:
+    return f"{r['server_cpu_ms_per_request']:.3f}" if "server_cpu_ms_per_request" in r else "-"
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
@@ -140,13 +148,23 @@ def render(res: dict) -> str:
             out += [
                 "Paced runs (batch 1, 64 connections with random think times), by share of our saturation rate:",
                 "",
-                "| share of saturation | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms |",
-                "| --- | --- | --- | --- | --- | --- | --- |",
+                "| share of saturation | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms "
+                "| machine busy | server CPU ms / request |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             ]
+            sat_run = max(http["ours"]["batch_1"], key=lambda r: r["rps"])
             out += [
                 f"| {r['share_of_saturation']:.0%} | {_fmt(r['target_rps'])} | {_fmt(r['rps'])} | {r['p50_ms']:.2f} | "
-                f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} |"
-                for r in http["ours"]["paced"]
+                f"{r['p99_ms']:.2f} | {r['p999_ms']:.2f} | {r['max_ms']:.2f} | {_share(r)} | {_cpu(r)} |"
+                for r in [
+                    *http["ours"]["paced"],
+                    {**sat_run, "share_of_saturation": 1.0, "target_rps": "closed loop"},
+                ]
+            ]
+            out += [
+                "",
+                "Machine busy: both cores, load generator and databases included (`/proc/stat`); server CPU: the "
+                "API's processes (`/proc/<pid>/stat` of its process group). The last row is the saturation run.",
             ]
         out += [
             "",

@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 
 from bench.common import ROOT, machine, versions
+from core.cli import configure_logging
 
 RESULTS = ROOT / "bench" / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -92,7 +93,7 @@ def main() -> None:
         "--render-only", action="store_true", help="regenerate docs/benchmarks.md from results.json"
     )
     args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     for noisy in ("feast", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.common import BENCH_DATA, ROOT, Server, free_port, python, wait_http, wrk
+from bench.common import BENCH_DATA, ROOT, Server, free_port, python, wait_http, with_cpu, wrk
 from core.settings import Settings
 
 log = logging.getLogger("bench.scoring")
@@ -69,10 +70,12 @@ def _truncate_request_log(settings: Settings) -> None:
             conn.commit()
 
 
-def ladder(url: str, ids_file: Path, mode: str, batch: int, seconds: int, levels: list[int]) -> list[dict]:
+def ladder(
+    url: str, ids_file: Path, mode: str, batch: int, seconds: int, levels: list[int], pgid: int | None = None
+) -> list[dict]:
     runs = []
     for c in levels:
-        r = wrk(url, ids_file, mode, c, seconds, batch)
+        r = with_cpu(lambda c=c: wrk(url, ids_file, mode, c, seconds, batch), pgid)
         log.info(
             "%s batch=%d c=%d: %.0f req/s p50 %.2f ms p99 %.2f ms",
             mode,
@@ -140,12 +143,14 @@ def http_benchmark(
         "warning",
     ]
     served = 0
-    with Server(cmd, env, BENCH_DATA / "ours.log"):
+    with Server(cmd, env, BENCH_DATA / "ours.log") as server:
+        assert server.proc is not None
+        pgid = server.proc.pid  # started in its own session: the workers share its process group
         wait_http(f"http://127.0.0.1:{port}/readyz")
         warm_run = wrk(url, ids_file, "ours", 8, warm)
         served += (warm_run["requests"] - warm_run["non2xx"]) * 1
         for b in (1, 10, 100):
-            runs = ladder(url, ids_file, "ours", b, seconds, levels)
+            runs = ladder(url, ids_file, "ours", b, seconds, levels, pgid)
             served += sum((r["requests"] - r["non2xx"]) * b for r in runs)
             out["ours"][f"batch_{b}"] = runs
         sat = max(r["rps"] for r in out["ours"]["batch_1"])
@@ -157,26 +162,25 @@ def http_benchmark(
         paced = []
         for share in PACED_SHARES:  # open-ish loop: exponential think times, see wrk_predict.lua
             rate = sat * share
-            r = wrk(
-                url,
-                ids_file,
-                "ours",
-                conns,
-                max(seconds, 15),
-                1,
-                delay_ms=max(0.0, conns * 1000 / rate - 1.0),
+            delay = max(0.0, conns * 1000 / rate - 1.0)
+            r = with_cpu(
+                lambda delay=delay: wrk(url, ids_file, "ours", conns, max(seconds, 15), 1, delay_ms=delay),
+                pgid,
             )
             served += r["requests"] - r["non2xx"]
             r.update(target_rps=round(rate, 1), share_of_saturation=share)
             paced.append(r)
             log.info(
-                "ours paced at %.0f%% of saturation (%.0f req/s target, %.0f achieved): p50 %.2f p99 %.2f p99.9 %.2f ms",
+                "ours paced at %.0f%% of saturation (%.0f req/s target, %.0f achieved): p50 %.2f p99 %.2f p99.9 %.2f ms;"
+                " machine %.0f%% busy, server %.3f ms CPU per request",
                 share * 100,
                 rate,
                 r["rps"],
                 r["p50_ms"],
                 r["p99_ms"],
                 r["p999_ms"],
+                r["machine_busy_share"] * 100,
+                r.get("server_cpu_ms_per_request", float("nan")),
             )
         out["ours"]["paced"] = paced
         out["ours"]["half_load"] = next(r for r in paced if r["share_of_saturation"] == 0.5)
@@ -246,6 +250,9 @@ def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> di
     def features_only_feast(uid: int) -> object:
         return store.get_online_features(features=service, entity_rows=[{"user_id": uid}]).to_dict()
 
+    # As in the API after start-up (serving/app.py): long-lived objects out of the cyclic GC's sight.
+    gc.collect()
+    gc.freeze()
     out = {}
     for name, fn in (
         ("reference_feast_plus_pandas", reference),
