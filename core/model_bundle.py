@@ -1,4 +1,6 @@
-"""A trained model is a folder: `model.cbm` (CatBoost) + `metadata.json`. Serving knows models only so.
+"""A model is a folder with `metadata.json`; serving knows models only so. Its `kind` says what else:
+`catboost` (the default) adds the trained `model.cbm`; `band` (core/band.py) needs nothing more, its
+state is in the feature store and its threshold in the metadata.
 
 metadata.json: name, version, task, label, entity, join_keys, feature_service, features (ordered, with
 Feast dtype and whether categorical), prediction_type, params, training_data_hash, metrics, created_at.
@@ -42,6 +44,7 @@ class ModelMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     join_key_types: dict[str, str] = field(default_factory=dict)  # join key -> "int" | "str"
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "catboost"  # "catboost" | "band"
 
     @property
     def feature_names(self) -> list[str]:
@@ -86,15 +89,22 @@ def load_metadata(folder: Path) -> ModelMetadata:
 
 
 def load_bundle(folder: Path) -> tuple[Any, ModelMetadata]:
+    """(model, metadata); the model is None for kinds without a trained artefact."""
     from catboost import CatBoost
 
     meta = load_metadata(folder)
+    if meta.kind != "catboost":
+        return None, meta
     model = CatBoost()
     model.load_model(str(folder / MODEL_FILE))
     return model, meta
 
 
 def find_bundles(models_dir: Path) -> list[Path]:
-    return sorted(
-        p.parent for p in Path(models_dir).glob(f"*/{METADATA_FILE}") if (p.parent / MODEL_FILE).exists()
-    )
+    """Model folders: a metadata.json, and a model.cbm unless the metadata names another kind."""
+    out = []
+    for p in Path(models_dir).glob(f"*/{METADATA_FILE}"):
+        kind = json.loads(p.read_text()).get("kind", "catboost")
+        if kind != "catboost" or (p.parent / MODEL_FILE).exists():
+            out.append(p.parent)
+    return sorted(out)

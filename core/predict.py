@@ -111,3 +111,15 @@ class ServingPredictor:
             reasons(shap[i], [rows[i].get(f.name) for f in self.meta.features], self.meta)
             for i in range(len(rows))
         ]
+
+
+def make_predictor(model: Any, meta: ModelMetadata) -> Any:
+    """The serving predictor of a model's kind: `predict_rows(rows)` -> one float per row, and optionally
+    `explain_rows` (reasons) and `details` (extra fields per row, e.g. a band's bounds)."""
+    if meta.kind == "catboost":
+        return ServingPredictor(model, meta)
+    if meta.kind == "band":
+        from core.band import BandPredictor
+
+        return BandPredictor(meta)
+    raise ValueError(f"model {meta.name}: unknown kind {meta.kind!r}")

@@ -8,6 +8,7 @@ from feast import FileSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 
 from core.settings import active_settings
+from pipelines.api_anomaly import schema as api_anomaly
 from pipelines.customer_risk import feature_spec as customer_risk
 from pipelines.game_ltv import schema as game_ltv
 
@@ -34,4 +35,7 @@ customer_profile_source = offline_source(
 )
 customer_transactions_source = offline_source(
     "customer_risk", customer_risk.TRANSACTIONS_TABLE, customer_risk.EVENT_TIMESTAMP
+)
+segment_baseline_source = offline_source(
+    "api_anomaly", api_anomaly.BASELINE_TABLE, api_anomaly.EVENT_TIMESTAMP
 )

@@ -13,3 +13,10 @@ customer = Entity(
     value_type=ValueType.INT64,
     description="A fintech customer (account holder), from signup on.",
 )
+
+traffic_segment = Entity(
+    name="traffic_segment",
+    join_keys=["segment"],
+    value_type=ValueType.STRING,
+    description="One daily API-traffic series: '<country>:<os>', e.g. 'US:android'.",
+)

@@ -1,4 +1,5 @@
 from feast import FeatureService
+from features.api_anomaly import segment_baseline
 from features.customer_risk import customer_profile, customer_transactions
 from features.game_ltv import user_activity, user_profile
 
@@ -15,4 +16,11 @@ customer_risk_v1 = FeatureService(
     features=[customer_profile, customer_transactions],
     description="Probability that a customer is off-boarded (SUSPENDED) for risk, with reasons",
     tags={"model": "customer_risk", "entity": "customer"},
+)
+
+api_anomaly_v1 = FeatureService(
+    name="api_anomaly_v1",
+    features=[segment_baseline],
+    description="Expected band of a (country, os) traffic series for a day: is a count anomalous?",
+    tags={"model": "api_anomaly", "entity": "traffic_segment"},
 )

@@ -33,6 +33,7 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 MODELS = {
     "game_ltv": ("user_profile", "user_id", "game_ltv_v1"),
     "customer_risk": ("customer_profile", "customer_id", "customer_risk_v1"),
+    "api_anomaly": ("segment_baseline", "segment", "api_anomaly_v1"),
 }
 
 
@@ -52,13 +53,14 @@ def _fingerprint(settings: Settings) -> dict[str, str]:
     return fp
 
 
-def sample_entities(settings: Settings) -> dict[str, int]:
+def sample_entities(settings: Settings) -> dict[str, int | str]:
     out = {}
     for model, (table, key, _) in MODELS.items():
         path = settings.features_dir / model / f"{table}.parquet"
         if path.exists():
             t = pd.read_parquet(path, columns=[key, "event_timestamp"])
-            out[model] = int(t[key].iloc[t["event_timestamp"].to_numpy().argmax()])  # the latest install
+            latest = t[key].iloc[t["event_timestamp"].to_numpy().argmax()]  # e.g. the latest install
+            out[model] = latest.item() if hasattr(latest, "item") else latest
     return out
 
 
@@ -120,12 +122,28 @@ def demo_curl(settings: Settings, port: int = 8000) -> str:
     """A curl per model for a recent entity (for game_ltv, a just-installed user), as pasted in a shell."""
     lines = []
     for model, entity in sample_entities(settings).items():
-        body = json.dumps({"entities": {MODELS[model][1]: [entity]}})
+        request: dict = {"entities": {MODELS[model][1]: [entity]}}
+        if model == "api_anomaly":  # a real-time check needs the day and the count: half the expected
+            request = _band_example(settings)
+        body = json.dumps(request)
         lines.append(
             f"curl -s -X POST http://127.0.0.1:{port}/v1/models/{model}/predict "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
     return "\n".join(lines)
+
+
+def _band_example(settings: Settings) -> dict:
+    from core.band import band_check
+
+    t = pd.read_parquet(settings.features_dir / "api_anomaly" / "segment_baseline.parquet")
+    row = t[t["event_timestamp"] == t["event_timestamp"].max()].sort_values("level").iloc[-1]
+    day = row["event_timestamp"]
+    half = round(band_check(row.to_dict(), day, 0, 1.0, 1.0)["expected"] / 2)
+    return {
+        "entities": {"country": [row["country"]], "os": [row["os"]]},
+        "features": {"date": [day.strftime("%Y-%m-%d")], "count": [half]},
+    }
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from core.settings import Settings
 from serving.models import ModelRegistry
 from serving.online import OnlineFeatures
 from serving.request_log import RequestLogWriter
-from serving.routers import batch, health, models
+from serving.routers import anomalies, batch, health, models
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(batch.router)
+    app.include_router(anomalies.router)
     return app
 
 

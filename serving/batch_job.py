@@ -2,7 +2,7 @@
 
 The API (`POST /v1/models/{name}/batch`) writes the ids and the settings into a job folder and starts
 `python -m serving.batch_job <folder>`; the real-time path never waits for it. The job reads online
-features through Feast in chunks, predicts with the same ServingPredictor as the API, adds segments and
+features through Feast in chunks, predicts with the same predictor as the API (core.predict.make_predictor), adds segments and
 reasons for models that define them, and keeps `status.json` current (state, progress, error). Results:
 `results.csv` (entity, prediction, segment, reasons as text) and `results.parquet` (reasons as JSON).
 
@@ -30,7 +30,7 @@ import pandas as pd
 from core.cli import configure_logging
 from core.explain import explains, segmenter
 from core.model_bundle import find_bundles, load_bundle
-from core.predict import ServingPredictor
+from core.predict import make_predictor
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     write_status(job_dir, state="running", pid=os.getpid())
     try:
         model, meta = _load_model(settings.models_dir, status["model"])
-        predictor = ServingPredictor(model, meta)
+        predictor = make_predictor(model, meta)
         segment = segmenter(meta)
         online = OnlineFeatures(open_store(settings))
         key = status["join_key"]

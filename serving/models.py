@@ -1,4 +1,4 @@
-"""Loaded models: every folder under models/ with a metadata.json and a model.cbm, loaded once at startup.
+"""Loaded models: every model folder under models/ (core.model_bundle), loaded once at startup.
 
 Adding a model needs no change here: a new folder (written by its DVC train stage) is picked up at the
 next start.
@@ -14,7 +14,7 @@ from typing import Any
 
 from core.explain import explains, segmenter
 from core.model_bundle import ModelMetadata, find_bundles, load_bundle
-from core.predict import ServingPredictor
+from core.predict import make_predictor
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,12 @@ class LoadedModel:
     batcher: MicroBatcher[dict[str, Any], float] | None = None
     explain_rows: Callable[[list[dict[str, Any]]], list[list[dict[str, Any]]]] | None = None
     segment: Callable[[float], str | None] | None = None  # for models with segments (core.explain)
+    details: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None  # extra fields per row
 
     def __post_init__(self) -> None:
-        predictor = ServingPredictor(self.model, self.meta)
+        predictor = make_predictor(self.model, self.meta)
         self.explain_rows = predictor.explain_rows if explains(self.meta) else None
+        self.details = getattr(predictor, "details", None)
         self.segment = segmenter(self.meta)
         # Concurrent requests share one CatBoost call (see serving/batching.py).
         self.batcher = MicroBatcher(lambda rows: predictor.predict_rows(rows).tolist())

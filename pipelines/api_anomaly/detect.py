@@ -5,7 +5,9 @@ Windows (from the data's last date backwards): the evaluation window (`evaluatio
 warm-up (`warmup_days`, the history the detectors need to score at all). Each detector scores a day from the days before it, so the scores in
 both windows are what a daily job would have produced.
 
-Outputs: `metrics/api_anomaly.json` (point- and event-level precision/recall/F1 for every detector side
+Outputs: the detector's state per segment and day (`--features`: the Feast view `segment_baseline`), the
+band model (`--model`: metadata.json of kind "band" with the tuned threshold, served by the API),
+`metrics/api_anomaly.json` (point- and event-level precision/recall/F1 for every detector side
 by side; top-level `event_f1`, `event_precision`, `event_recall` of the stronger detector and
 `iqr_event_f1`), `data/outputs/api_anomaly/anomalies.csv` (the stronger detector's anomalies in the
 evaluation window: observed, expected, band, score, kind, wider event), `scores.parquet` (all scored rows of
@@ -15,22 +17,44 @@ both windows, for the report) and the threshold curves.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from core.band import STATE_FIELDS
 from core.cli import configure_logging
+from core.model_bundle import METADATA_FILE, FeatureSpec, ModelMetadata, file_sha256
 from pipelines.api_anomaly import schema as S
-from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores
+from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores, state_frame
 from pipelines.api_anomaly.evaluation import choose_threshold, detectability, event_metrics, point_metrics
 from pipelines.common.params import load_params
 
 log = logging.getLogger(__name__)
 KEYS = ["country", "os"]
 DETECTORS = ("iqr", "seasonal")  # baseline, stronger
+# anomalies.csv (and GET /v1/anomalies): one row per anomalous (date, country, os) of the evaluated weeks;
+# `lower`/`upper` is the decision band, `score` the signed evidence (hierarchy included), `segment_score`
+# the series' own; on generated data also whether a planted anomaly is there (`planted`, `planted_kind`)
+ANOMALY_COLUMNS = [
+    "date",
+    "country",
+    "os",
+    "count",
+    "expected",
+    "lower",
+    "upper",
+    "score",
+    "segment_score",
+    "kind",
+    "whole_country",
+    "whole_os",
+]
 
 
 def windows(dates: pd.Series, evaluation_days: int, warmup_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -144,9 +168,62 @@ def run(
         }
     strong = frames["seasonal"]
     threshold = metrics.get("threshold", 5.0)
-    ev = strong[(strong["date"] >= eval_start) & (strong["score"].abs() >= threshold)]
+    ev = strong[(strong["date"] >= eval_start) & (strong["score"].abs() >= threshold)].copy()
+    # the interval reported is the decision band: outside it (at the segment level) is anomalous
+    ev["lower"] = np.expm1(ev["log_expected"] - threshold * ev["log_scale"]).clip(lower=0)
+    ev["upper"] = np.expm1(ev["log_expected"] + threshold * ev["log_scale"])
     anomalies = describe(ev, threshold, level_shift_days)
+    cols = [*ANOMALY_COLUMNS, *(c for c in ("is_anomaly", "true_kind") if labels is not None)]
+    anomalies = (
+        anomalies[cols]
+        .rename(columns={"is_anomaly": "planted", "true_kind": "planted_kind"})
+        .sort_values(
+            ["date", "score"], key=lambda c: c.abs() if c.name == "score" else c, ascending=[True, False]
+        )
+        .reset_index(drop=True)
+    )
     return metrics, anomalies, pd.concat([f.assign(detector=n) for n, f in frames.items()]), curves
+
+
+def feature_table(counts: pd.DataFrame, holidays: pd.DataFrame | None, cfg: SeasonalConfig) -> pd.DataFrame:
+    """The Feast view `segment_baseline`: each segment's state as of each day, through the day after the
+    data (what a real-time check of "today" reads once materialized)."""
+    st = state_frame(counts, KEYS, cfg, holidays, extend_days=1)
+    st.insert(0, S.SEGMENT_KEY, st[S.COUNTRY] + ":" + st[S.OS])
+    st["n_history"] = st["n_history"].astype("int64")
+    return st.rename(columns={S.DATE: S.EVENT_TIMESTAMP})
+
+
+def band_model(metrics: dict, cfg: SeasonalConfig, features_path: Path, counts_path: Path) -> ModelMetadata:
+    """The real-time check's model folder: kind "band" (core/band.py), state from `api_anomaly_v1`."""
+    threshold = float(metrics.get("threshold", 5.0))
+    fingerprint = json.dumps(
+        {"state": file_sha256(features_path), "threshold": threshold, "cfg": asdict(cfg)}, sort_keys=True
+    )
+    state_specs = [FeatureSpec(f, "Int64" if f == "n_history" else "Float64", False) for f in STATE_FIELDS]
+    return ModelMetadata(
+        name="api_anomaly",
+        version=f"api_anomaly-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}",
+        task="anomaly",
+        label=S.COUNT,
+        entity="traffic_segment",
+        join_keys=[S.SEGMENT_KEY],
+        join_key_types={S.SEGMENT_KEY: "str"},
+        feature_service="api_anomaly_v1",
+        features=[FeatureSpec(S.DATE, "String", True), FeatureSpec(S.COUNT, "Float64", False), *state_specs],
+        prediction_type="AnomalyScore",  # signed: residual / scale on log counts; |score| >= threshold
+        params=asdict(cfg),
+        training_data_hash=file_sha256(counts_path),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        metrics={k: metrics[k] for k in ("event_f1", "event_precision", "event_recall") if k in metrics},
+        extra={
+            "threshold": threshold,
+            "band_z": threshold,  # the band shown is the decision band: outside it = anomalous
+            "entity_parts": list(KEYS),  # requests may send country + os instead of "US:android"
+            "request_features": [S.DATE, S.COUNT],
+        },
+        kind="band",
+    )
 
 
 def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
@@ -157,6 +234,8 @@ def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
     )
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--features", type=Path, required=True, help="feature table segment_baseline.parquet")
+    ap.add_argument("--model", type=Path, required=True, help="model folder of the real-time band check")
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
     configure_logging()
@@ -170,15 +249,34 @@ def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
         if holidays_path and holidays_path.exists()
         else None
     )
-    cfg = SeasonalConfig(weeks=p.weeks, level_days=p.level_days, mad_days=p.mad_days)
+    cfg = SeasonalConfig(
+        weeks=p.weeks,
+        level_days=p.level_days,
+        mad_days=p.mad_days,
+        mask_z=p.mask_z,
+        max_mask_days=p.max_mask_days,
+    )
     metrics, anomalies, scores, curves = run(counts, labels, holidays, p.evaluation_days, p.warmup_days, cfg)
     args.out.mkdir(parents=True, exist_ok=True)
-    anomalies.to_csv(args.out / "anomalies.csv", index=False)
+    anomalies.assign(date=anomalies["date"].dt.strftime("%Y-%m-%d")).to_csv(
+        args.out / S.OUTPUT_ANOMALIES, index=False, float_format="%.6g"
+    )
     scores.to_parquet(args.out / "scores.parquet", index=False)
     for name, c in curves.items():
         c.to_csv(args.out / f"threshold_curve_{name}.csv", index=False)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    args.features.parent.mkdir(parents=True, exist_ok=True)
+    feature_table(counts, holidays, cfg).to_parquet(args.features, index=False)
+    meta = band_model(metrics, cfg, args.features, args.counts)
+    args.model.mkdir(parents=True, exist_ok=True)
+    (args.model / METADATA_FILE).write_text(meta.to_json())
+    log.info(
+        "model %s (threshold %.2f) and feature table %s written",
+        meta.version,
+        meta.extra["threshold"],
+        args.features,
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ chosen on earlier weeks by `pipelines.api_anomaly.evaluation.choose_threshold`.
   de-seasonalized previous `level_days`) + the weekday's effect (median over the previous `weeks` weeks
   of that weekday's deviation from its week's median); scale = the larger of the MAD of the recent
   residuals and the Poisson noise floor at that volume (on the log scale 1/sqrt(count)). score =
-  residual / scale. Days in a known holiday calendar neither score as anomalies nor feed the baseline.
+  residual / scale. Days in a known holiday calendar do not feed the baseline, and score only as a spike
+  above the ordinary band or a drop deeper than any holiday explains.
 
 Both are vectorized over segments with pandas rolling windows over a dense (segment x date) grid.
 """
@@ -23,7 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.band import STATE_FIELDS, WEEKDAYS, noise_floor
+
 MAD_TO_SD = 1.4826
+HOLIDAY_MAX_DIP = 0.85  # the deepest traffic dip a public holiday explains (85% fewer requests)
 
 
 def dense_grid(df: pd.DataFrame, keys: list[str], date: str = "date", count: str = "count") -> pd.DataFrame:
@@ -62,13 +66,12 @@ def iqr_scores(
 @dataclass(frozen=True)
 class SeasonalConfig:
     weeks: int = 4  # weekday effects from the previous 4 weeks
-    level_days: int = 7  # recent level: median of the previous 7 de-seasonalized days
+    level_days: int = 5  # recent level: median of the previous 5 de-seasonalized days
     mad_days: int = 28  # residual scale from the previous 28 days
     min_history: int = 14  # days of history before a segment is scored
     band_z: float = 3.0  # the band reported as lower/upper (the decision uses the tuned threshold)
-
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    mask_z: float | None = 3.5  # days scoring beyond this stop feeding the baseline (None: never) ...
+    max_mask_days: int = 14  # ... for at most this many days in a row; a longer run is the new normal
 
 
 def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFrame]:
@@ -76,7 +79,8 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
     segments of log1p counts, NaN = missing or holiday). Returns wide frames: `level`, `mad` (residual
     scale before the noise floor), `n_history`, and `effect_<weekday>` for the seven weekdays, so the
     expectation for any date is level + effect of its weekday (what the online store serves)."""
-    weekly = y.rolling(7, center=True, min_periods=4).median()
+    # each day's deviation from the median of its own trailing week (days t-6..t): nothing after t
+    weekly = y.rolling(7, min_periods=4).median()
     dev = y - weekly
     # E_j(d): median over the previous `weeks` weeks of the deviation j days back (j = 1..7)
     e = {
@@ -101,15 +105,75 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
     effect_today = pd.DataFrame(today, index=y.index, columns=y.columns)
     deseason = y - effect_today
     level = deseason.shift(1).rolling(cfg.level_days, min_periods=max(3, cfg.level_days // 2)).median()
+    # while recent days are excluded (an anomaly being masked, a holiday run) the last level holds
+    level = level.ffill(limit=cfg.max_mask_days)
     resid_hist = (y - (level + effect_today)).shift(1)
     mad = resid_hist.abs().rolling(cfg.mad_days, min_periods=cfg.min_history // 2).median() * MAD_TO_SD
     n_history = y.notna().shift(1, fill_value=False).rolling(cfg.mad_days + 7, min_periods=1).sum()
     return {"level": level, "mad": mad, "n_history": n_history, "effect_today": effect_today, **effects}
 
 
-def noise_floor(log_expected: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
-    """Poisson noise on the log scale: sd(log count) ~ 1 / sqrt(count)."""
-    return 1.0 / np.sqrt(np.clip(np.expm1(log_expected), 1.0, None))
+def baseline(
+    df: pd.DataFrame,
+    keys: list[str],
+    cfg: SeasonalConfig = SeasonalConfig(),
+    holidays: pd.DataFrame | None = None,
+    date: str = "date",
+    extend_days: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    """(counts, holiday mask, state) on the dense (dates x segments) grid, the grid extended by
+    `extend_days` empty days so that the state for the days after the data (what a real-time check of
+    tomorrow needs) exists too. The state is `seasonal_state` after the anomaly-masking pass."""
+    counts = dense_grid(df, keys, date)
+    if extend_days:
+        idx = counts.index
+        counts = counts.reindex(pd.date_range(idx[0], idx[-1] + pd.Timedelta(days=extend_days), freq="D"))
+    y = np.log1p(counts)
+    hol = holiday_mask(y, holidays, keys[0], date)
+    st = seasonal_state(y.mask(hol), cfg)  # holidays feed nothing
+    if cfg.mask_z is not None:
+        # Second pass: anomalous days no longer feed the baseline, so a spike or a drop does not drag the
+        # expectation after it (nor make its recovery look like an anomaly). Still causal: a day's first-
+        # pass score uses only the days before it, and the second pass at day d only flags before d.
+        _, _, first = _score(y, st, cfg)
+        st = seasonal_state(y.mask(hol | anomaly_mask(first, cfg)), cfg)
+    return counts, hol, st
+
+
+def _score(
+    y: pd.DataFrame, st: dict[str, pd.DataFrame], cfg: SeasonalConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    expected = st["level"] + st["effect_today"]
+    scale = np.maximum(st["mad"], noise_floor(expected))
+    score = ((y - expected) / scale).mask(st["n_history"] < cfg.min_history)
+    return expected, scale, score
+
+
+def anomaly_mask(score: pd.DataFrame, cfg: SeasonalConfig) -> pd.DataFrame:
+    """Days with |score| >= mask_z, except from the (max_mask_days+1)-th day of a run on: a shift that lasts
+    longer is the segment's new level and is learned."""
+    hit = score.abs().ge(cfg.mask_z).to_numpy()
+    length = np.zeros(hit.shape, dtype=int)  # length of the run of flagged days ending at each day
+    for i in range(len(hit)):
+        length[i] = np.where(hit[i], (length[i - 1] if i else 0) + 1, 0)
+    return pd.DataFrame(hit & (length <= cfg.max_mask_days), index=score.index, columns=score.columns)
+
+
+def state_frame(
+    df: pd.DataFrame,
+    keys: list[str],
+    cfg: SeasonalConfig = SeasonalConfig(),
+    holidays: pd.DataFrame | None = None,
+    date: str = "date",
+    extend_days: int = 1,
+) -> pd.DataFrame:
+    """The baseline state of every segment as of the start of each day (from the days before it), long:
+    one row per (keys..., date) with `STATE_FIELDS`; rows without enough history are left out. This is
+    what the feature store holds, and what `core.band.band_check` turns into an expected band for any date."""
+    _, _, st = baseline(df, keys, cfg, holidays, date, extend_days)
+    out = _long({f: st[f] for f in STATE_FIELDS}, keys, date)
+    ok = out["level"].notna() & out["mad"].notna() & (out["n_history"] >= cfg.min_history)
+    return out[ok].reset_index(drop=True)
 
 
 def seasonal_scores(
@@ -120,14 +184,15 @@ def seasonal_scores(
     date: str = "date",
 ) -> pd.DataFrame:
     """Robust seasonal baseline per segment. `holidays`: optional (date, <keys[0]>) rows of known public
-    holidays for the first key (the country): excluded from the baseline and never scored."""
-    counts = dense_grid(df, keys, date)
+    holidays for the first key (the country): excluded from the baseline, and scored only for spikes above
+    the ordinary band or drops deeper than any holiday's."""
+    counts, hol, st = baseline(df, keys, cfg, holidays, date)
     y = np.log1p(counts)
-    hol = holiday_mask(y, holidays, keys[0], date)
-    st = seasonal_state(y.mask(hol), cfg)  # holidays feed nothing
-    expected = st["level"] + st["effect_today"]
-    scale = np.maximum(st["mad"], noise_floor(expected))
-    score = ((y - expected) / scale).mask(hol | (st["n_history"] < cfg.min_history))
+    expected, scale, score = _score(y, st, cfg)
+    # A holiday only lowers traffic, and never by more than HOLIDAY_MAX_DIP: on a holiday a count above the
+    # ordinary band is still a spike, and one far below even a holiday's dip is still an outage.
+    on_holiday = score.where(score > 0, np.minimum(0.0, score - np.log(1 - HOLIDAY_MAX_DIP) / scale))
+    score = score.where(~hol, on_holiday)
     out = _long(
         {
             "count": counts,

@@ -97,6 +97,11 @@ class DetectParams(_P):
     holiday_min_effect: float = Field(
         ge=0, lt=1, description="calendar holidays with a smaller expected dip are ordinary days"
     )
+    mask_z: float | None = Field(
+        gt=0,
+        description="seasonal detector: days scoring beyond this stop feeding the baseline (null: never)",
+    )
+    max_mask_days: int = Field(ge=1, description="... for at most this many days in a row (then: new normal)")
 
 
 class ApiAnomalyParams(_P):

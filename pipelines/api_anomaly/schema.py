@@ -39,6 +39,19 @@ RAW_COLUMNS = [DATE, COUNTRY, OS, COUNT]
 KEY = [DATE, COUNTRY, OS]
 SEGMENT = [COUNTRY, OS]  # a time series: one country and one OS
 
+# --- feature store and outputs ---------------------------------------------------------------------------
+# The Feast entity `traffic_segment` has one join key, "<country>:<os>" (e.g. "US:android"): the platform's
+# online path reads single-key entities, and a segment is one series.
+SEGMENT_KEY = "segment"
+EVENT_TIMESTAMP = "event_timestamp"  # the day a baseline state applies to (built from the days before it)
+BASELINE_TABLE = "segment_baseline"  # data/features/api_anomaly/segment_baseline.parquet
+OUTPUT_ANOMALIES = "anomalies.csv"  # data/outputs/api_anomaly/: the detector's anomalies (GET /v1/anomalies)
+
+
+def segment_id(country: str, os: str) -> str:
+    return f"{country}:{os}"
+
+
 # --- operating systems ---------------------------------------------------------------------------------
 ANDROID, IOS, WEB, WINDOWS, MACOS, OTHER = "android", "ios", "web", "windows", "macos", "other"
 OS_VALUES = (ANDROID, IOS, WEB, WINDOWS, MACOS, OTHER)  # canonical: lower-case

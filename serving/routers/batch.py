@@ -92,6 +92,13 @@ async def submit_batch(name: str, request: Request, models: ModelsDep, settings:
     m = models.get(name)
     if m is None:
         raise HTTPException(404, f"model {name!r} not found; loaded models: {models.names()}")
+    needs = m.meta.extra.get("request_features")
+    if needs:
+        raise HTTPException(
+            422,
+            f"model {name!r} needs {needs} per row from the request; batch jobs score stored features "
+            f"only. Use POST /v1/models/{name}/predict",
+        )
     key = m.meta.join_keys[0]
     body = await request.body()
     if request.headers.get("content-type", "").startswith("text/csv"):

@@ -47,14 +47,24 @@ def get_model(name: str, models: ModelsDep) -> ModelInfo:
 def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any], dict[str, list[Any]]]:
     meta = m.meta
     keys = meta.join_keys
-    if set(body.entities) != set(keys):
+    entities = body.entities
+    parts = meta.extra.get("entity_parts")  # a composite key sent as its parts, e.g. country + os
+    if parts and set(entities) == set(parts):
+        n = {len(entities[k]) for k in parts}
+        if len(n) != 1:
+            raise HTTPException(422, f"entities {parts} must have the same number of values")
+        entities = {
+            keys[0]: [":".join(map(str, vals)) for vals in zip(*(entities[k] for k in parts), strict=True)]
+        }
+    if set(entities) != set(keys):
+        alt = f" (or its parts {parts})" if parts else ""
         raise HTTPException(
             422,
-            f"entities must have exactly the join key(s) {keys} of model "
+            f"entities must have exactly the join key(s) {keys}{alt} of model "
             f"{meta.name!r}; got {sorted(body.entities)}",
         )
     key = keys[0]
-    ids = body.entities[key]
+    ids = entities[key]
     if not 1 <= len(ids) <= MAX_BATCH:
         raise HTTPException(422, f"entities.{key} must hold 1 to {MAX_BATCH} ids; got {len(ids)}")
     want = meta.join_key_types.get(key)
@@ -63,6 +73,9 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
         raise HTTPException(422, f"entities.{key} must be integers; got {bad!r}")
     sent = body.features or {}
     specs = {f.name: f for f in meta.features}
+    for name in meta.extra.get("request_features", []):
+        if name not in sent or any(v is None for v in sent[name]):
+            raise HTTPException(422, f"model {meta.name!r} needs features.{name} for every entity")
     unknown = sorted(set(sent) - set(specs))
     if unknown:
         raise HTTPException(
@@ -134,11 +147,14 @@ async def predict_endpoint(
         why = m.explain_rows(rows) if len(rows) <= 20 else await run_in_threadpool(m.explain_rows, rows)
         for i, w in enumerate(why):
             extras[i]["reasons"] = w
+    if m.details is not None:  # kind-specific fields, e.g. a band model's expected band and verdict
+        for i, d in enumerate(m.details(rows)):
+            extras[i].update(d)
     request_id = str(uuid.uuid4())
     latency_ms = (time.perf_counter() - started) * 1000
     for i, entity_id in enumerate(ids):
         p = float(preds[i])
-        extras[i]["prediction"] = p
+        extras[i]["prediction"] = p if math.isfinite(p) else None
         if m.segment is not None:
             extras[i]["segment"] = m.segment(p)
         request_log.log(

@@ -65,14 +65,19 @@ def test_only_the_past_is_used_a_future_spike_does_not_move_earlier_scores():
     assert after.loc[DAYS[60], "score"] > 20
 
 
-def test_holidays_are_neither_scored_nor_used_as_baseline():
+def test_a_holiday_dip_is_expected_but_a_holiday_spike_or_outage_is_not():
+    """A holiday's -60% is no anomaly and does not drag the days after it; on a holiday a spike above the
+    ordinary band, or a drop deeper than any holiday explains (85%), still is one."""
     df = series(100_000, seed=5)
-    hol_day = DAYS[45]
-    df.loc[df["date"] == hol_day, "count"] *= 0.4
-    holidays = pd.DataFrame({"date": [hol_day], "country": ["DE"]})
+    dip, spike, outage = DAYS[45], DAYS[52], DAYS[59]
+    df.loc[df["date"] == dip, "count"] *= 0.4
+    df.loc[df["date"] == spike, "count"] *= 3
+    df.loc[df["date"] == outage, "count"] *= 0.02
+    holidays = pd.DataFrame({"date": [dip, spike, outage], "country": ["DE"] * 3})
     s = seasonal_scores(df, KEYS, holidays=holidays).set_index("date")
-    assert np.isnan(s.loc[hol_day, "score"]) and s.loc[hol_day, "holiday"]
-    assert s.loc[DAYS[46] :, "score"].abs().max() < 4
+    assert s.loc[dip, "holiday"] and s.loc[dip, "score"] == 0
+    assert s.loc[DAYS[46] : DAYS[51], "score"].abs().max() < 4
+    assert s.loc[spike, "score"] > 8 and s.loc[outage, "score"] < -8
 
 
 def test_missing_days_are_gaps_not_zeros():
@@ -165,3 +170,30 @@ def test_detectability_measures_each_event_in_its_segments_noise():
     sds = detectability(labels, KEYS, DAYS[50])
     assert list(sds.index) == [7]
     assert sds.loc[7] == pytest.approx(abs(np.log(0.7)) / 0.1, rel=0.2)
+
+
+def test_anomalous_days_stop_feeding_the_baseline_so_the_recovery_is_not_an_anomaly():
+    """A 3-day outage at 10%: without the masking pass the level drops with it and the return to normal
+    scores as a spike; with it, only the outage days are anomalous."""
+    df = series(100_000, seed=5)
+    out = DAYS[40:43]
+    df.loc[df["date"].isin(out), "count"] *= 0.1
+    masked = seasonal_scores(df, KEYS, SeasonalConfig(mask_z=3.0)).set_index("date")["score"]
+    plain = seasonal_scores(df, KEYS, SeasonalConfig(mask_z=None)).set_index("date")["score"]
+    assert (masked.loc[out] < -8).all()
+    after = DAYS[43:50]
+    assert masked.loc[after].abs().max() < 3, "back to normal is normal"
+    assert plain.loc[after].max() > 4, "an unmasked baseline drags and flags the recovery"
+
+
+def test_a_shift_longer_than_max_mask_days_becomes_the_new_normal():
+    from pipelines.api_anomaly.detectors import anomaly_mask
+
+    score = pd.DataFrame({"s": [0, 5, 5, 5, 5, 0, -6]}, dtype=float)
+    m = anomaly_mask(score, SeasonalConfig(mask_z=3.0, max_mask_days=3))["s"].tolist()
+    assert m == [False, True, True, True, False, False, True]
+    df = series(100_000, seed=6)
+    df.loc[df["date"] >= DAYS[30], "count"] *= 1.5  # a permanent +50% shift
+    s = seasonal_scores(df, KEYS, SeasonalConfig(mask_z=3.0, max_mask_days=7)).set_index("date")["score"]
+    assert (s.loc[DAYS[30:34]] > 4).all(), "flagged while new"
+    assert s.loc[DAYS[50:]].abs().max() < 4, "learned once it has lasted"

@@ -1,0 +1,394 @@
+"""Write docs/reports/api_anomaly.md (and its plots) for an operations engineer: what happened, where,
+when and how sure. Sections: the data and its quality, the method, the evaluation of both detectors side
+by side, where the anomalies are (heatmap), the strongest ones with their expected band, and limitations.
+Every figure is read from a stage output (ingest metrics, detect metrics and outputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from core.cli import configure_logging
+from pipelines.api_anomaly import schema as S
+from pipelines.common.params import load_params
+
+log = logging.getLogger(__name__)
+KEYS = [S.COUNTRY, S.OS]
+
+DEFECT_EXPLAINED = {
+    "exact_duplicate": "the same row twice (an export retried): one kept",
+    "conflicting_duplicate": "two different counts for one (date, country, os): both quarantined, none can be trusted",
+    "invalid_country": "not an ISO 3166-1 alpha-2 code",
+    "unknown_os": "an OS spelling that maps to none of the canonical values",
+    "negative_count": "a count below zero",
+    "absurd_count": "above the hard ceiling, or far above the series' median day",
+    "missing_count": "empty count",
+    "non_numeric_count": "a count that is not a whole number",
+    "bad_date": "not a calendar date",
+    "out_of_period": "dated outside the export's period",
+}
+REPAIR_EXPLAINED = {
+    "mapped_os": "OS spelled another way ('Android', 'iPhone OS', 'Win') mapped to its canonical value",
+    "normalized_country": "lower-case or padded country code upper-cased",
+    "normalized_os": "OS case or whitespace normalized",
+}
+
+
+def _table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    return df.to_markdown(index=False, floatfmt=floatfmt)
+
+
+def quality_section(ingest: dict, quarantine: pd.DataFrame) -> str:
+    rows = [
+        {
+            "defect": k,
+            "rows": v,
+            "what it is": DEFECT_EXPLAINED.get(k, ""),
+            "example": quarantine.loc[quarantine["reason_code"] == k, "reason"]
+            .head(1)
+            .str.slice(0, 90)
+            .tolist()[0]
+            if (quarantine["reason_code"] == k).any()
+            else "",
+        }
+        for k, v in sorted(ingest["by_reason"].items(), key=lambda kv: -kv[1])
+    ]
+    rep = [
+        {"repair": k, "rows": v, "what it is": REPAIR_EXPLAINED.get(k, "")}
+        for k, v in ingest["repaired"].items()
+    ]
+    md = ingest["missing_days"]
+    clean = ingest["clean"]
+    return "\n".join(
+        [
+            "## 1. The data and its quality",
+            "",
+            f"The export `{ingest['input']}` covers {ingest['period']['start']} to {ingest['period']['end']}: "
+            f"{ingest['rows_in']:,} rows in, {ingest['rows_ok']:,} kept, **{ingest['quarantined']:,} quarantined** "
+            f"with their reason (`data/quarantine/api_anomaly/`). The clean table has {clean['rows']:,} rows: "
+            f"{clean['segments']:,} series (country x OS) in {clean['countries']} countries.",
+            "",
+            "**Quarantined rows** (none is silently dropped):",
+            "",
+            _table(pd.DataFrame(rows)),
+            "",
+            "**Repaired rows** (kept, value corrected):",
+            "",
+            _table(pd.DataFrame(rep)),
+            "",
+            f"**Missing days:** {md['segment_days']} series-days have no row ({md['segments_with_gaps']} series; "
+            f"{md['by_cause'].get('absent', 0)} absent from the export, {md['by_cause'].get('quarantined', 0)} "
+            f"whose only row was quarantined), and {md['country_days']} country-days have no row for any OS. "
+            "They are listed in `data/clean/api_anomaly/missing_days.csv`. The detectors treat them as unknown, "
+            "not as zero: a missing day is a data-quality finding, an outage is a count near zero.",
+            "",
+        ]
+    )
+
+
+def method_section(metrics: dict, p) -> str:
+    d = p.detect
+    return "\n".join(
+        [
+            "## 2. Method",
+            "",
+            "Each series is scored day by day from the days before it only, as a daily job would.",
+            "",
+            "* **Baseline: the IQR rule** (the brief's starting point). A day is anomalous when it lies more than "
+            f"k interquartile ranges outside the previous 28 days' quartiles (k = {metrics.get('iqr_threshold')}, "
+            "tuned). It ignores the weekly cycle, so weekends widen its band and hide weekday drops.",
+            "* **Seasonal detector (the stronger one).** On log counts: expected = recent level (median of the "
+            f"previous {d.level_days} de-seasonalized days) + the weekday's effect (median over {d.weeks} weeks). "
+            f"Scale = the larger of the robust spread (MAD) of the last {d.mad_days} days' residuals and the "
+            "Poisson floor at that volume, so small series are not alarmed by counting noise. Score = "
+            "residual / scale, signed.",
+            f"  * Days scoring beyond {d.mask_z} stop feeding the baseline for up to {d.max_mask_days} days, so a "
+            "drop does not drag the expectation down and the recovery is not flagged; a shift that lasts longer "
+            "becomes the new normal.",
+            "  * Public holidays (`holidays.csv`) are not learned from; on a holiday only a spike above the ordinary band or a drop deeper than any holiday (85%) is anomalous.",
+            "  * **Hierarchy:** the same detector runs on each country's total and each OS's total. When the "
+            "total moves the same way as the series, the series' score is raised towards the total's (at most "
+            "2x its own): a 25% drop on every OS of a country is clear in the country's total while each series "
+            "alone is within its noise. `whole_country` / `whole_os` mark anomalies that are part of such a wider "
+            "event.",
+            f"* **Thresholds** are chosen on the tuning weeks ({metrics['tuning_window'][0]} to "
+            f"{metrics['tuning_window'][1]}) by event-level F1, never on the evaluated two weeks "
+            f"({metrics['evaluation_window'][0]} to {metrics['evaluation_window'][1]}). Seasonal threshold: "
+            f"**{metrics.get('threshold')}**.",
+            "* The detector's state per series and day (level, weekday effects, scale) is the Feast feature view "
+            "`segment_baseline` (entity `traffic_segment`, key `<country>:<os>`); the API's real-time check reads "
+            "it from the online store (`POST /v1/models/api_anomaly/predict`).",
+            "",
+        ]
+    )
+
+
+def evaluation_section(
+    metrics: dict, scores: pd.DataFrame, planted: pd.DataFrame | None, outputs: Path
+) -> tuple[str, plt.Figure | None]:
+    if "event_f1" not in metrics:
+        return "## 3. Evaluation\n\nNo labels with this data: nothing to evaluate against.\n", None
+    rows = []
+    for name, prefix in (("IQR rule (baseline)", "iqr_"), ("seasonal + hierarchy", "")):
+        rows.append(
+            {
+                "detector": name,
+                "threshold": metrics[f"{prefix}threshold"],
+                "event P": metrics[f"{prefix}event_precision"],
+                "event R": metrics[f"{prefix}event_recall"],
+                "event F1": metrics[f"{prefix}event_f1"],
+                "events found": f"{metrics[f'{prefix}event_detected_events']}/{metrics[f'{prefix}event_true_events']}",
+                "point P": metrics[f"{prefix}point_precision"],
+                "point R": metrics[f"{prefix}point_recall"],
+                "point F1": metrics[f"{prefix}point_f1"],
+            }
+        )
+    parts = [
+        "## 3. Evaluation (the last two weeks)",
+        "",
+        "Against the planted anomalies. **Event level:** a planted anomaly is found when at least one of its "
+        "days is flagged; a flagged run of days in one series is correct when it touches a planted anomalous "
+        "day. **Point level:** each (date, country, os).",
+        "",
+        _table(pd.DataFrame(rows)),
+        "",
+    ]
+    ev = scores[(scores["date"] >= pd.Timestamp(metrics["evaluation_window"][0], tz="UTC"))]
+    if planted is not None and "anomaly_id" in ev:
+        found = []
+        for det, prefix in (("iqr", "iqr_"), ("seasonal", "")):
+            s = ev[(ev["detector"] == det) & ev["is_anomaly"]]
+            hit = s[s["score"].abs() >= metrics[f"{prefix}threshold"]]["anomaly_id"].unique()
+            found.append(pd.Series(planted["anomaly_id"].isin(hit).to_numpy(), index=planted.index, name=det))
+        f = pd.concat([planted[["difficulty", "kind"]], *found], axis=1)
+        by = f.groupby("difficulty")[["iqr", "seasonal"]].agg(["sum", "size"])
+        tab = pd.DataFrame(
+            {
+                "difficulty": by.index,
+                "planted": by[("seasonal", "size")].to_numpy(),
+                "found by IQR": by[("iqr", "sum")].to_numpy(),
+                "found by seasonal": by[("seasonal", "sum")].to_numpy(),
+            }
+        )
+        parts += ["Planted anomalies of the evaluated weeks found, by difficulty:", "", _table(tab), ""]
+    sd = metrics.get("evaluated_events_effect_in_noise_sd")
+    if sd:
+        parts += [
+            f"How hard they are: measured in the noise of their own series on their strongest day, {sd['under_3']} "
+            f"of the {sd['events']} evaluated events are under 3 noise sd and {sd['under_4']} under 4 (median "
+            f"{sd['median']}). A single-day detector cannot tell those from noise without false alarms.",
+            "",
+        ]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name in ("iqr", "seasonal"):
+        c = pd.read_csv(outputs / f"threshold_curve_{name}.csv")
+        ax.plot(c["threshold"], c["f1"], label=f"{name} (tuning weeks)")
+    ax.set_xlabel("threshold (|score|)")
+    ax.set_ylabel("event F1")
+    ax.legend()
+    ax.set_title("Threshold choice on the tuning weeks")
+    fig.tight_layout()
+    return "\n".join(parts), fig
+
+
+def heatmap(anomalies: pd.DataFrame, n: int = 40) -> plt.Figure:
+    a = anomalies.assign(series=anomalies[S.COUNTRY] + ":" + anomalies[S.OS])
+    top = a.groupby("series")["score"].apply(lambda s: s.abs().max()).nlargest(n).index
+    days = pd.date_range(a[S.DATE].min(), a[S.DATE].max(), freq="D")
+    grid = (
+        a[a["series"].isin(top)]
+        .pivot_table(index="series", columns=S.DATE, values="score", aggfunc="first")
+        .reindex(index=top, columns=days)
+    )
+    fig, ax = plt.subplots(figsize=(10, max(4, 0.22 * len(top))))
+    lim = 15
+    im = ax.imshow(
+        np.clip(grid.to_numpy(float), -lim, lim), aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim
+    )
+    ax.set_yticks(range(len(top)), top, fontsize=7)
+    ax.set_xticks(range(len(days)), [d.strftime("%m-%d") for d in days], rotation=90, fontsize=7)
+    ax.set_title(f"Anomalies by day: the {len(top)} series with the strongest (red: above, blue: below)")
+    fig.colorbar(im, ax=ax, label="score (clipped at ±15)")
+    fig.tight_layout()
+    return fig
+
+
+def top_series_plot(
+    scores: pd.DataFrame, anomalies: pd.DataFrame, threshold: float, k: int = 6
+) -> tuple[plt.Figure, pd.DataFrame]:
+    a = anomalies.assign(abs_score=anomalies["score"].abs()).sort_values("abs_score", ascending=False)
+    picks = a.drop_duplicates(KEYS).head(k)
+    s = scores[scores["detector"] == "seasonal"]
+    fig, axes = plt.subplots(
+        (len(picks) + 1) // 2, 2, figsize=(11, 2.6 * ((len(picks) + 1) // 2)), squeeze=False
+    )
+    for ax, r in zip(axes.ravel(), picks.itertuples(), strict=False):
+        x = s[(s[S.COUNTRY] == r.country) & (s[S.OS] == r.os)].sort_values(S.DATE)
+        lo = np.expm1(x["log_expected"] - threshold * x["log_scale"]).clip(lower=0)
+        hi = np.expm1(x["log_expected"] + threshold * x["log_scale"])
+        ax.fill_between(x[S.DATE], lo, hi, color="tab:blue", alpha=0.2, label="expected band")
+        ax.plot(x[S.DATE], x["expected"], color="tab:blue", lw=1, label="expected")
+        ax.plot(x[S.DATE], x["count"], color="black", lw=1, label="observed")
+        flag = x[x["score"].abs() >= threshold]
+        ax.scatter(flag[S.DATE], flag["count"], color="red", s=14, zorder=3, label="anomalous")
+        ax.set_title(f"{r.country}:{r.os} — {r.kind}, score {r.score:.1f}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(picks) :]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig, picks
+
+
+def build_report(
+    metrics: dict, ingest: dict, quarantine: pd.DataFrame, outputs: Path, raw: Path | None, params, out: Path
+) -> None:
+    img = out.with_suffix("")
+    img.mkdir(parents=True, exist_ok=True)
+    anomalies = pd.read_csv(outputs / S.OUTPUT_ANOMALIES, parse_dates=[S.DATE])
+    scores = pd.read_parquet(outputs / "scores.parquet")
+    planted = None
+    if raw is not None and (raw / S.ANOMALIES_FILE).exists():
+        planted = pd.read_csv(raw / S.ANOMALIES_FILE)
+        planted = planted[planted["window"] == S.EVALUATION].reset_index(drop=True)
+    threshold = float(metrics.get("threshold", 5.0))
+    ev, curve_fig = evaluation_section(metrics, scores, planted, outputs)
+    if curve_fig is not None:
+        curve_fig.savefig(img / "thresholds.png", dpi=100)
+        plt.close(curve_fig)
+        ev += "\n![threshold curves](api_anomaly/thresholds.png)\n"
+    fig = heatmap(anomalies)
+    fig.savefig(img / "heatmap.png", dpi=100)
+    plt.close(fig)
+    fig, _ = top_series_plot(scores, anomalies, threshold)
+    fig.savefig(img / "top_anomalies.png", dpi=100)
+    plt.close(fig)
+    by_day = (
+        anomalies.groupby(anomalies[S.DATE].dt.strftime("%Y-%m-%d"))
+        .agg(
+            anomalous_series=(S.OS, "size"),
+            countries=(S.COUNTRY, "nunique"),
+            whole_country=("whole_country", "sum"),
+            whole_os=("whole_os", "sum"),
+        )
+        .reset_index()
+    )
+    top = anomalies.assign(abs_score=anomalies["score"].abs()).nlargest(20, "abs_score")
+    top = top.assign(
+        date=top[S.DATE].dt.strftime("%Y-%m-%d"),
+        band=top.apply(lambda r: f"{r['lower']:,.0f} to {r['upper']:,.0f}", axis=1),
+        change=top["count"] / top["expected"] - 1,
+        count=top["count"].map("{:,.0f}".format),
+        expected=top["expected"].map("{:,.0f}".format),
+    )[
+        [
+            "date",
+            "country",
+            "os",
+            "count",
+            "expected",
+            "band",
+            "change",
+            "score",
+            "kind",
+            "whole_country",
+            "whole_os",
+        ]
+    ]
+    n_wide = int((anomalies["whole_country"] | anomalies["whole_os"]).sum())
+    md = [
+        "# API traffic anomalies by country and OS",
+        "",
+        f"_Generated by the DVC stage `api_anomaly_report` from the outputs of `api_anomaly_detect`; "
+        f"evaluated window {metrics['evaluation_window'][0]} to {metrics['evaluation_window'][1]}._",
+        "",
+        "## Summary",
+        "",
+        f"* **{len(anomalies)} anomalous (day, country, OS)** in the last two weeks, in "
+        f"{anomalies[KEYS].drop_duplicates().shape[0]} series of {anomalies[S.COUNTRY].nunique()} countries; "
+        f"{n_wide} of them are part of a wider event (a whole country or a whole OS moving together).",
+        "* By kind: " + ", ".join(f"{k} {v}" for k, v in anomalies["kind"].value_counts().items()) + ".",
+    ]
+    if "event_f1" in metrics:
+        md.append(
+            f"* **How sure:** on the planted anomalies of these two weeks the detector finds "
+            f"{metrics['event_detected_events']} of {metrics['event_true_events']} events (recall "
+            f"{metrics['event_recall']:.2f}) and {metrics['event_precision']:.0%} of its alerts are real "
+            f"(event F1 **{metrics['event_f1']:.3f}**, against {metrics['iqr_event_f1']:.3f} for the IQR rule)."
+        )
+    md += [
+        "* The list is `data/outputs/api_anomaly/anomalies.csv` and `GET /v1/anomalies` (filters: start, end, "
+        "country, os, min_score). Check one new count in real time with `POST /v1/models/api_anomaly/predict`.",
+        "",
+        quality_section(ingest, quarantine),
+        method_section(metrics, params),
+        ev,
+        "## 4. Where and when",
+        "",
+        "Anomalous series per day (a day with many is a country- or OS-wide event):",
+        "",
+        _table(by_day, floatfmt=".0f"),
+        "",
+        "![heatmap of anomalies by day and series](api_anomaly/heatmap.png)",
+        "",
+        "## 5. The strongest anomalies",
+        "",
+        "The 20 with the highest |score| (band = the decision band: outside it the series alone is anomalous; "
+        "`change` = observed / expected - 1):",
+        "",
+        _table(top, floatfmt=".2f"),
+        "",
+        f"Their series over the whole period, with the expected band (± {threshold} scales):",
+        "",
+        "![top anomalies with their expected band](api_anomaly/top_anomalies.png)",
+        "",
+        "## 6. Limitations",
+        "",
+        "* A day is scored from the days before it: the first two weeks of a series (and of a launch) are not "
+        "scored, and a slow ramp is seen only once it has moved far enough in a day.",
+        "* Holidays come from a calendar; a holiday missing from it looks like a country-wide drop.",
+        "* Event precision counts each flagged run of a series; a country-wide event flagged on six OS counts "
+        "six correct alerts.",
+        "* The real-time check scores one series against its own band; the hierarchy (country and OS totals) "
+        "needs the whole day, and the holiday calendar is not consulted: both are applied by the daily run.",
+        "",
+    ]
+    out.write_text("\n".join(md))
+    log.info("report written: %s (%d anomalies)", out, len(anomalies))
+
+
+def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/api_anomaly.json"))
+    ap.add_argument("--ingest-metrics", type=Path, default=Path("metrics/api_anomaly_ingest.json"))
+    ap.add_argument("--quarantine", type=Path, default=Path("data/quarantine/api_anomaly"))
+    ap.add_argument("--outputs", type=Path, default=Path("data/outputs/api_anomaly"))
+    ap.add_argument("--raw", type=Path, default=None, help="raw folder with anomalies.csv (generated data)")
+    ap.add_argument("--out", type=Path, default=Path("docs/reports/api_anomaly.md"))
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    configure_logging()
+    q = args.quarantine / S.QUARANTINE_FILE
+    build_report(
+        json.loads(args.metrics.read_text()),
+        json.loads(args.ingest_metrics.read_text()),
+        pd.read_csv(q) if q.exists() else pd.DataFrame(columns=["reason_code", "reason"]),
+        args.outputs,
+        args.raw,
+        load_params(args.params).api_anomaly,
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""api_anomaly on the platform: the state in Feast (point-in-time), the real-time band check over HTTP
+agreeing with the batch detector, and GET /v1/anomalies with its filters. A small generated world, run by
+the real stage functions, on the embedded stores."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.band import STATE_FIELDS, band_check
+from core.model_bundle import METADATA_FILE
+from core.settings import ROOT, Settings
+from pipelines.api_anomaly import schema as S
+from pipelines.api_anomaly.detect import KEYS, band_model, feature_table, load_holidays, run
+from pipelines.api_anomaly.detectors import SeasonalConfig, seasonal_scores, state_frame
+from pipelines.api_anomaly.generate import generate
+from pipelines.common.params import load_params
+from tests.conftest import embedded_settings
+
+
+@dataclass
+class AnomalyWorld:
+    settings: Settings
+    counts: pd.DataFrame
+    holidays: pd.DataFrame
+    cfg: SeasonalConfig
+    features: pd.DataFrame  # segment_baseline as written
+    anomalies: pd.DataFrame
+    metrics: dict
+    root: Path
+    raw: Path
+
+
+@pytest.fixture(scope="module")
+def aworld(tmp_path_factory) -> AnomalyWorld:
+    root = tmp_path_factory.mktemp("api_anomaly_world")
+    settings = embedded_settings(root)
+    params = load_params(ROOT / "params.yaml").api_anomaly
+    gp = params.generate.model_copy(
+        update={"n_countries": 30, "earlier_anomalies_per_week": 5, "evaluation_anomalies": 12}
+    )
+    raw = root / "raw"
+    generate(gp, raw)
+    labels = pd.read_parquet(raw / S.LABELS_FILE)
+    from pipelines.api_anomaly.ingest import ingest
+
+    ingest_report = ingest(
+        params.ingest.model_copy(update={"raw_dir": str(raw)}),
+        root / "clean",
+        root / "quarantine",
+        root / "ingest.json",
+        raw,
+    )
+    counts = pd.read_parquet(root / "clean" / S.CLEAN_COUNTS)
+    holidays = load_holidays(raw / S.HOLIDAYS_FILE, params.detect.holiday_min_effect)
+    d = params.detect
+    cfg = SeasonalConfig(
+        weeks=d.weeks,
+        level_days=d.level_days,
+        mad_days=d.mad_days,
+        mask_z=d.mask_z,
+        max_mask_days=d.max_mask_days,
+    )
+    metrics, anomalies, scores, curves = run(counts, labels, holidays, d.evaluation_days, d.warmup_days, cfg)
+    # what the stage writes: the feature table, the band model, anomalies.csv
+    fpath = settings.features_dir / "api_anomaly" / f"{S.BASELINE_TABLE}.parquet"
+    fpath.parent.mkdir(parents=True)
+    features = feature_table(counts, holidays, cfg)
+    features.to_parquet(fpath, index=False)
+    cpath = root / "counts.parquet"
+    counts.to_parquet(cpath, index=False)
+    mdir = settings.models_dir / "api_anomaly"
+    mdir.mkdir(parents=True)
+    (mdir / METADATA_FILE).write_text(band_model(metrics, cfg, fpath, cpath).to_json())
+    out = settings.data_dir / "outputs" / "api_anomaly"
+    out.mkdir(parents=True)
+    anomalies.assign(date=anomalies["date"].dt.strftime("%Y-%m-%d")).to_csv(
+        out / S.OUTPUT_ANOMALIES, index=False
+    )
+    scores.to_parquet(out / "scores.parquet", index=False)
+    for name, c in curves.items():
+        c.to_csv(out / f"threshold_curve_{name}.csv", index=False)
+    (root / "ingest.json").write_text(json.dumps(ingest_report, default=str))
+    return AnomalyWorld(settings, counts, holidays, cfg, features, anomalies, metrics, root, raw)
+
+
+def test_state_for_a_day_never_depends_on_that_day_or_later(aworld: AnomalyWorld):
+    """Point-in-time: wreck every count from a day on; the state as of that day must not move."""
+    day = aworld.counts["date"].max() - pd.Timedelta(days=10)
+    wrecked = aworld.counts.copy()
+    late = wrecked["date"] >= day
+    wrecked.loc[late, "count"] = wrecked.loc[late, "count"] * 7 + 1000
+    a = state_frame(aworld.counts, KEYS, aworld.cfg, aworld.holidays)
+    b = state_frame(wrecked, KEYS, aworld.cfg, aworld.holidays)
+    key = [*KEYS, "date"]
+    a, b = a[a["date"] <= day].set_index(key).sort_index(), b[b["date"] <= day].set_index(key).sort_index()
+    pd.testing.assert_frame_equal(a, b)
+    # ... while the days after it do see the change (the comparison above could not pass vacuously)
+    later = day + pd.Timedelta(days=2)
+    full_a = state_frame(aworld.counts, KEYS, aworld.cfg, aworld.holidays)
+    full_b = state_frame(wrecked, KEYS, aworld.cfg, aworld.holidays)
+    both = full_a[full_a["date"] == later].merge(full_b, on=key, suffixes=("", "_wrecked"), how="left")
+    assert len(both) and not np.allclose(both["level"], both["level_wrecked"].fillna(-1.0))
+
+
+def test_feast_serves_the_state_point_in_time(aworld: AnomalyWorld):
+    """Feast's historical retrieval of `segment_baseline` for (segment, day) rows gives the table's state
+    of that day: the training/serving contract for this model."""
+    from core.feature_store import apply_definitions, open_store
+
+    store = open_store(aworld.settings)
+    apply_definitions(store, aworld.settings)
+    f = aworld.features
+    sample = f.sample(40, random_state=1)
+    entity_df = pd.DataFrame(
+        {
+            S.SEGMENT_KEY: sample[S.SEGMENT_KEY].to_numpy(),
+            "event_timestamp": sample["event_timestamp"].to_numpy(),
+        }
+    )
+    got = store.get_historical_features(
+        entity_df=entity_df, features=store.get_feature_service("api_anomaly_v1")
+    ).to_df()
+    merged = got.merge(sample, on=[S.SEGMENT_KEY, "event_timestamp"], suffixes=("", "_table"))
+    assert len(merged) == len(sample)
+    for c in STATE_FIELDS:
+        np.testing.assert_allclose(merged[c].astype(float), merged[f"{c}_table"].astype(float), rtol=1e-12)
+
+
+def test_band_check_from_the_stored_state_equals_the_batch_detector(aworld: AnomalyWorld):
+    scored = seasonal_scores(aworld.counts, KEYS, aworld.cfg, aworld.holidays).dropna(subset=["score"])
+    scored = scored[~scored["holiday"]]  # the real-time check has no holiday calendar (report: limitations)
+    rows = scored.sample(200, random_state=2).merge(
+        aworld.features.rename(columns={"event_timestamp": "date"}), on=[*KEYS, "date"]
+    )
+    assert len(rows) == 200
+    for r in rows.itertuples():
+        c = band_check({f: getattr(r, f) for f in STATE_FIELDS}, r.date, r.count, 4.0, 3.0)
+        assert c["score"] == pytest.approx(r.score, rel=1e-9, abs=1e-9)
+        assert c["expected"] == pytest.approx(r.expected, rel=1e-9)
+        assert c["is_anomaly"] == (abs(r.score) >= 4.0)
+
+
+@pytest.fixture(scope="module")
+def aclient(aworld: AnomalyWorld):
+    from fastapi.testclient import TestClient
+
+    from core.fast_materialize import materialize_fast
+    from core.feature_store import apply_definitions, open_store
+    from serving.app import create_app
+
+    store = open_store(aworld.settings)
+    apply_definitions(store, aworld.settings)
+    materialize_fast(store, ["segment_baseline"], datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
+    with TestClient(create_app(aworld.settings)) as client:
+        yield client
+
+
+def test_real_time_check_says_whether_a_count_is_anomalous(aworld: AnomalyWorld, aclient):
+    meta = aclient.get("/v1/models/api_anomaly").json()
+    threshold = json.loads((aworld.settings.models_dir / "api_anomaly" / METADATA_FILE).read_text())["extra"][
+        "threshold"
+    ]
+    latest = aworld.features[aworld.features["event_timestamp"] == aworld.features["event_timestamp"].max()]
+    row = latest.sort_values("level").iloc[-1]  # the biggest series, state as of the day after the data
+    day = row["event_timestamp"]
+    band = band_check(row.to_dict(), day, 0, threshold, threshold)
+    counts = [band["expected"], band["expected"] * 0.5, band["upper"] * 1.01]
+    body = {
+        "entities": {"country": [row["country"]] * 3, "os": [row["os"]] * 3},
+        "features": {"date": [day.strftime("%Y-%m-%d")] * 3, "count": counts},
+    }
+    r = aclient.post("/v1/models/api_anomaly/predict", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    assert meta["name"] == "api_anomaly"
+    assert [p["is_anomaly"] for p in got] == [False, True, True]
+    assert got[0]["entity"] == {"segment": f"{row['country']}:{row['os']}"}
+    assert abs(got[0]["prediction"]) < 1e-6 and got[1]["prediction"] < -threshold
+    assert got[1]["lower"] == pytest.approx(band["lower"]) and got[1]["expected"] == pytest.approx(
+        band["expected"]
+    )
+    # the composite key itself works too, and an unknown series is reported, not guessed
+    r2 = aclient.post(
+        "/v1/models/api_anomaly/predict",
+        json={
+            "entities": {"segment": [got[0]["entity"]["segment"], "ZZ:android"]},
+            "features": {"date": ["2026-04-15"] * 2, "count": [1.0, 1.0]},
+        },
+    )
+    assert r2.status_code == 200, r2.text
+    unknown = r2.json()["predictions"][1]
+    assert (
+        unknown["found_in_online_store"] is False
+        and unknown["prediction"] is None
+        and unknown["is_anomaly"] is None
+    )
+    # the count and the day are required; batch jobs cannot supply them
+    no_count = aclient.post(
+        "/v1/models/api_anomaly/predict",
+        json={"entities": {"country": ["US"], "os": ["ios"]}, "features": {"date": ["2026-04-15"]}},
+    )
+    assert no_count.status_code == 422 and "count" in no_count.json()["detail"]
+    batch = aclient.post("/v1/models/api_anomaly/batch", json={"entities": {"segment": ["US:ios"]}})
+    assert batch.status_code == 422 and "/predict" in batch.json()["detail"]
+
+
+def test_anomalies_endpoint_filters_the_latest_run(aworld: AnomalyWorld, aclient):
+    a = aworld.anomalies
+    assert len(a) > 10
+    everything = aclient.get("/v1/anomalies", params={"limit": 100000}).json()
+    assert everything["total"] == len(a)
+    top = a.iloc[a["score"].abs().argmax()]
+    c, o = top["country"], top["os"]
+    r = aclient.get("/v1/anomalies", params={"country": c.lower(), "os": o}).json()
+    assert r["total"] == int(((a["country"] == c) & (a["os"] == o)).sum()) >= 1
+    assert all(x["country"] == c and x["os"] == o for x in r["anomalies"])
+    day = a["date"].min() + pd.Timedelta(days=3)
+    r = aclient.get("/v1/anomalies", params={"start": str(day.date()), "end": str(day.date())}).json()
+    assert r["total"] == int((a["date"] == day).sum())
+    strong = aclient.get("/v1/anomalies", params={"min_score": 8, "limit": 5}).json()
+    assert strong["total"] == int((a["score"].abs() >= 8).sum()) and len(strong["anomalies"]) <= 5
+    scores = [abs(x["score"]) for x in strong["anomalies"]]
+    assert scores == sorted(scores, reverse=True) and all(s >= 8 for s in scores)
+    bad = aclient.get("/v1/anomalies", params={"start": "2026-04-10", "end": "2026-04-01"})
+    assert bad.status_code == 422
+
+
+def test_anomalies_endpoint_without_a_run_says_what_to_do(tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    with TestClient(create_app(embedded_settings(tmp_path))) as client:
+        r = client.get("/v1/anomalies")
+    assert r.status_code == 404 and "dvc repro" in r.json()["detail"]
+
+
+def test_report_has_every_section_its_plots_and_the_metrics(aworld: AnomalyWorld):
+    from pipelines.api_anomaly.report import build_report
+
+    out = aworld.root / "docs" / "api_anomaly.md"
+    out.parent.mkdir()
+    build_report(
+        aworld.metrics,
+        json.loads((aworld.root / "ingest.json").read_text()),
+        pd.read_csv(aworld.root / "quarantine" / S.QUARANTINE_FILE),
+        aworld.settings.data_dir / "outputs" / "api_anomaly",
+        aworld.raw,
+        load_params(ROOT / "params.yaml").api_anomaly,
+        out,
+    )
+    text = out.read_text()
+    for section in (
+        "## Summary",
+        "The data and its quality",
+        "## 2. Method",
+        "## 3. Evaluation",
+        "## 4. Where and when",
+        "## 5. The strongest anomalies",
+        "## 6. Limitations",
+    ):
+        assert section in text, section
+    assert f"{aworld.metrics['event_f1']:.3f}" in text and f"{aworld.metrics['iqr_event_f1']:.3f}" in text
+    assert "exact_duplicate" in text and "found by seasonal" in text
+    for png in ("heatmap.png", "top_anomalies.png", "thresholds.png"):
+        assert (out.with_suffix("") / png).stat().st_size > 5000, png
+        assert f"api_anomaly/{png}" in text
