@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import matplotlib.dates
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -227,7 +228,7 @@ def top_series_plot(
     scores: pd.DataFrame, anomalies: pd.DataFrame, threshold: float, k: int = 6
 ) -> tuple[plt.Figure, pd.DataFrame]:
     a = anomalies.assign(abs_score=anomalies["score"].abs()).sort_values("abs_score", ascending=False)
-    picks = a.drop_duplicates(KEYS).head(k)
+    picks = a.drop_duplicates([S.COUNTRY]).head(k)  # one per country: different events, not one event's OS
     s = scores[scores["detector"] == "seasonal"]
     fig, axes = plt.subplots(
         (len(picks) + 1) // 2, 2, figsize=(11, 2.6 * ((len(picks) + 1) // 2)), squeeze=False
@@ -243,6 +244,7 @@ def top_series_plot(
         ax.scatter(flag[S.DATE], flag["count"], color="red", s=14, zorder=3, label="anomalous")
         ax.set_title(f"{r.country}:{r.os} — {r.kind}, score {r.score:.1f}", fontsize=9)
         ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_formatter(matplotlib.dates.DateFormatter("%m-%d"))
     for ax in axes.ravel()[len(picks) :]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=7)
