@@ -3,12 +3,13 @@
 A band model has no trained artefact: its state per series (level, weekday effects, residual scale) lives
 in the feature store, written by the detector's DVC stage (pipelines/api_anomaly), and its metadata holds
 the decision threshold chosen on earlier weeks. The arithmetic here is the detector's own
-(`pipelines.api_anomaly.detectors.seasonal_scores` uses `noise_floor`; tests prove `band_check` gives the
-same score as the batch detector for the same state), so the real-time check and the daily run agree.
+(`pipelines.api_anomaly.detectors` uses `noise_floor` and `band`; tests prove `band_check` gives the same
+score as the batch detector for the same state on ordinary days: the holiday calendar is the daily run's).
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -25,19 +26,29 @@ def noise_floor(log_expected: Any) -> Any:
     return 1.0 / np.sqrt(np.clip(np.expm1(log_expected), 1.0, None))
 
 
-def band_check(
-    state: dict[str, Any], day: pd.Timestamp, count: float, threshold: float, band_z: float
-) -> dict[str, Any]:
-    """A count on `day` against a series' state: expected log1p(count) = level + the weekday's effect;
-    scale = max(mad, Poisson floor); score = residual / scale (negative: below expectation)."""
+def band(log_expected: Any, scale: Any, z: float) -> tuple[Any, Any]:
+    """(lower, upper) in counts of the band expected ± z scales on log1p counts; scalars or arrays."""
+    return np.clip(np.expm1(log_expected - z * scale), 0.0, None), np.expm1(log_expected + z * scale)
+
+
+def _expected(state: dict[str, Any], day: pd.Timestamp) -> tuple[float, float]:
+    """(expected log1p count, scale) of a series on `day` from its stored state."""
     log_expected = float(state["level"]) + float(state[f"effect_{WEEKDAYS[day.dayofweek]}"])
-    scale = max(float(state["mad"]), float(noise_floor(log_expected)))
+    return log_expected, max(float(state["mad"]), float(noise_floor(log_expected)))
+
+
+def band_check(state: dict[str, Any], day: pd.Timestamp, count: float, threshold: float) -> dict[str, Any]:
+    """A count on `day` against a series' state: expected log1p(count) = level + the weekday's effect;
+    scale = max(mad, Poisson floor); score = residual / scale (negative: below expectation). The band
+    shown is the decision band: outside it is anomalous."""
+    log_expected, scale = _expected(state, day)
     score = (np.log1p(count) - log_expected) / scale
+    lower, upper = band(log_expected, scale, threshold)
     return {
         "score": float(score),
         "expected": float(np.expm1(log_expected)),
-        "lower": float(max(np.expm1(log_expected - band_z * scale), 0.0)),
-        "upper": float(np.expm1(log_expected + band_z * scale)),
+        "lower": float(lower),
+        "upper": float(upper),
         "is_anomaly": bool(abs(score) >= threshold),
     }
 
@@ -49,20 +60,45 @@ class BandPredictor:
     def __init__(self, meta: ModelMetadata) -> None:
         self.meta = meta
         self.threshold = float(meta.extra["threshold"])
-        self.band_z = float(meta.extra["band_z"])
 
-    def _check(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        if any(row.get(f) is None for f in ("level", "mad", "effect_mon")):
-            return None  # no state for this series (unknown segment, or older than the view's ttl)
-        return band_check(row, pd.Timestamp(row["date"]), float(row["count"]), self.threshold, self.band_z)
+    @staticmethod
+    def check_request(features: dict[str, list[Any]]) -> None:
+        """Raise ValueError saying what is wrong with the request's dates or counts."""
+        for d in features.get("date", []):
+            try:
+                date.fromisoformat(d)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"features.date must be ISO days like '2026-04-15'; got {d!r}") from e
+        for c in features.get("count", []):
+            if c is not None and c < 0:
+                raise ValueError(f"features.count must be >= 0; got {c!r}")
+
+    @staticmethod
+    def _known(row: dict[str, Any]) -> bool:
+        # no state: an unknown segment, or one older than the view's ttl
+        return all(row.get(f) is not None for f in ("level", "mad", "effect_mon"))
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        return np.array([np.nan if (c := self._check(r)) is None else c["score"] for r in rows])
+        out = np.full(len(rows), np.nan)
+        for i, r in enumerate(rows):
+            if self._known(r):
+                log_expected, scale = _expected(r, pd.Timestamp(r["date"]))
+                out[i] = (np.log1p(float(r["count"])) - log_expected) / scale
+        return out
 
-    def details(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def details(self, rows: list[dict[str, Any]], scores: list[float]) -> list[dict[str, Any]]:
+        """The band and the verdict for each row, given its score from `predict_rows`."""
         out = []
-        for r in rows:
-            c = self._check(r) or dict.fromkeys(("score", "expected", "lower", "upper", "is_anomaly"))
-            c.pop("score")
-            out.append(c | {"threshold": self.threshold})
+        for r, score in zip(rows, scores, strict=True):
+            d = dict.fromkeys(("expected", "lower", "upper", "is_anomaly"))
+            if self._known(r):
+                log_expected, scale = _expected(r, pd.Timestamp(r["date"]))
+                lower, upper = band(log_expected, scale, self.threshold)
+                d = {
+                    "expected": float(np.expm1(log_expected)),
+                    "lower": float(lower),
+                    "upper": float(upper),
+                    "is_anomaly": bool(abs(score) >= self.threshold),
+                }
+            out.append(d | {"threshold": self.threshold})
         return out

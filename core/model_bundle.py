@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 
 MODEL_FILE = "model.cbm"
+# A model whose entity key is composite (metadata extra "entity_parts", e.g. country + os) keys it as its
+# parts joined by this: "US:android". Requests may send the parts; serving joins them.
+COMPOSITE_KEY_SEP = ":"
 METADATA_FILE = "metadata.json"
 
 

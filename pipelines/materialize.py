@@ -139,7 +139,7 @@ def _band_example(settings: Settings) -> dict:
     t = pd.read_parquet(settings.features_dir / "api_anomaly" / "segment_baseline.parquet")
     row = t[t["event_timestamp"] == t["event_timestamp"].max()].sort_values("level").iloc[-1]
     day = row["event_timestamp"]
-    half = round(band_check(row.to_dict(), day, 0, 1.0, 1.0)["expected"] / 2)
+    half = round(band_check(row.to_dict(), day, 0, 1.0)["expected"] / 2)
     return {
         "entities": {"country": [row["country"]], "os": [row["os"]]},
         "features": {"date": [day.strftime("%Y-%m-%d")], "count": [half]},

@@ -28,12 +28,17 @@ class LoadedModel:
     batcher: MicroBatcher[dict[str, Any], float] | None = None
     explain_rows: Callable[[list[dict[str, Any]]], list[list[dict[str, Any]]]] | None = None
     segment: Callable[[float], str | None] | None = None  # for models with segments (core.explain)
-    details: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None  # extra fields per row
+    # kind-specific hooks of the predictor (core.predict.make_predictor), None where it has none:
+    details: Callable[[list[dict[str, Any]], list[float]], list[dict[str, Any]]] | None = (
+        None  # fields per row
+    )
+    check_request: Callable[[dict[str, list[Any]]], None] | None = None  # raises ValueError: bad request
 
     def __post_init__(self) -> None:
         predictor = make_predictor(self.model, self.meta)
         self.explain_rows = predictor.explain_rows if explains(self.meta) else None
         self.details = getattr(predictor, "details", None)
+        self.check_request = getattr(predictor, "check_request", None)
         self.segment = segmenter(self.meta)
         # Concurrent requests share one CatBoost call (see serving/batching.py).
         self.batcher = MicroBatcher(lambda rows: predictor.predict_rows(rows).tolist())

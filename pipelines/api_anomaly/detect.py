@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.band import STATE_FIELDS
+from core.band import STATE_FIELDS, band
 from core.cli import configure_logging
-from core.model_bundle import METADATA_FILE, FeatureSpec, ModelMetadata, file_sha256
+from core.model_bundle import COMPOSITE_KEY_SEP, METADATA_FILE, FeatureSpec, ModelMetadata, file_sha256
 from pipelines.api_anomaly import schema as S
 from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores, state_frame
 from pipelines.api_anomaly.evaluation import choose_threshold, detectability, event_metrics, point_metrics
+from pipelines.api_anomaly.params import DetectParams
 from pipelines.common.params import load_params
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,7 @@ def run(
     threshold = metrics.get("threshold", 5.0)
     ev = strong[(strong["date"] >= eval_start) & (strong["score"].abs() >= threshold)].copy()
     # the interval reported is the decision band: outside it (at the segment level) is anomalous
-    ev["lower"] = np.expm1(ev["log_expected"] - threshold * ev["log_scale"]).clip(lower=0)
-    ev["upper"] = np.expm1(ev["log_expected"] + threshold * ev["log_scale"])
+    ev["lower"], ev["upper"] = band(ev["log_expected"], ev["log_scale"], threshold)
     anomalies = describe(ev, threshold, level_shift_days)
     cols = [*ANOMALY_COLUMNS, *(c for c in ("is_anomaly", "true_kind") if labels is not None)]
     anomalies = (
@@ -185,11 +185,22 @@ def run(
     return metrics, anomalies, pd.concat([f.assign(detector=n) for n, f in frames.items()]), curves
 
 
+def seasonal_config(p: DetectParams) -> SeasonalConfig:
+    """The seasonal detector's settings from params.yaml (`api_anomaly.detect`)."""
+    return SeasonalConfig(
+        weeks=p.weeks,
+        level_days=p.level_days,
+        mad_days=p.mad_days,
+        mask_z=p.mask_z,
+        max_mask_days=p.max_mask_days,
+    )
+
+
 def feature_table(counts: pd.DataFrame, holidays: pd.DataFrame | None, cfg: SeasonalConfig) -> pd.DataFrame:
     """The Feast view `segment_baseline`: each segment's state as of each day, through the day after the
     data (what a real-time check of "today" reads once materialized)."""
     st = state_frame(counts, KEYS, cfg, holidays, extend_days=1)
-    st.insert(0, S.SEGMENT_KEY, st[S.COUNTRY] + ":" + st[S.OS])
+    st.insert(0, S.SEGMENT_KEY, st[S.COUNTRY].str.cat(st[S.OS], sep=COMPOSITE_KEY_SEP))
     st["n_history"] = st["n_history"].astype("int64")
     return st.rename(columns={S.DATE: S.EVENT_TIMESTAMP})
 
@@ -217,13 +228,49 @@ def band_model(metrics: dict, cfg: SeasonalConfig, features_path: Path, counts_p
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         metrics={k: metrics[k] for k in ("event_f1", "event_precision", "event_recall") if k in metrics},
         extra={
-            "threshold": threshold,
-            "band_z": threshold,  # the band shown is the decision band: outside it = anomalous
+            "threshold": threshold,  # also the band shown: outside it is anomalous
             "entity_parts": list(KEYS),  # requests may send country + os instead of "US:android"
             "request_features": [S.DATE, S.COUNT],
         },
         kind="band",
     )
+
+
+def write_outputs(
+    counts: pd.DataFrame,
+    holidays: pd.DataFrame | None,
+    cfg: SeasonalConfig,
+    counts_path: Path,
+    result: tuple[dict, pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]],
+    out: Path,
+    metrics_path: Path,
+    features_path: Path,
+    model_dir: Path,
+) -> ModelMetadata:
+    """Everything the stage writes, from `run`'s result: anomalies.csv, scores and threshold curves (in
+    `out`), the metrics, the feature table, and the band model's folder."""
+    metrics, anomalies, scores, curves = result
+    out.mkdir(parents=True, exist_ok=True)
+    anomalies.assign(date=anomalies["date"].dt.strftime("%Y-%m-%d")).to_csv(
+        out / S.OUTPUT_ANOMALIES, index=False, float_format="%.6g"
+    )
+    scores.to_parquet(out / "scores.parquet", index=False)
+    for name, c in curves.items():
+        c.to_csv(out / f"threshold_curve_{name}.csv", index=False)
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    features_path.parent.mkdir(parents=True, exist_ok=True)
+    feature_table(counts, holidays, cfg).to_parquet(features_path, index=False)
+    meta = band_model(metrics, cfg, features_path, counts_path)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / METADATA_FILE).write_text(meta.to_json())
+    log.info(
+        "model %s (threshold %.2f) and feature table %s written",
+        meta.version,
+        meta.extra["threshold"],
+        features_path,
+    )
+    return meta
 
 
 def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
@@ -249,33 +296,10 @@ def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
         if holidays_path and holidays_path.exists()
         else None
     )
-    cfg = SeasonalConfig(
-        weeks=p.weeks,
-        level_days=p.level_days,
-        mad_days=p.mad_days,
-        mask_z=p.mask_z,
-        max_mask_days=p.max_mask_days,
-    )
-    metrics, anomalies, scores, curves = run(counts, labels, holidays, p.evaluation_days, p.warmup_days, cfg)
-    args.out.mkdir(parents=True, exist_ok=True)
-    anomalies.assign(date=anomalies["date"].dt.strftime("%Y-%m-%d")).to_csv(
-        args.out / S.OUTPUT_ANOMALIES, index=False, float_format="%.6g"
-    )
-    scores.to_parquet(args.out / "scores.parquet", index=False)
-    for name, c in curves.items():
-        c.to_csv(args.out / f"threshold_curve_{name}.csv", index=False)
-    args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    args.features.parent.mkdir(parents=True, exist_ok=True)
-    feature_table(counts, holidays, cfg).to_parquet(args.features, index=False)
-    meta = band_model(metrics, cfg, args.features, args.counts)
-    args.model.mkdir(parents=True, exist_ok=True)
-    (args.model / METADATA_FILE).write_text(meta.to_json())
-    log.info(
-        "model %s (threshold %.2f) and feature table %s written",
-        meta.version,
-        meta.extra["threshold"],
-        args.features,
+    cfg = seasonal_config(p)
+    result = run(counts, labels, holidays, p.evaluation_days, p.warmup_days, cfg)
+    write_outputs(
+        counts, holidays, cfg, args.counts, result, args.out, args.metrics, args.features, args.model
     )
 
 

@@ -1,8 +1,9 @@
 """Anomaly detectors for daily counts per segment, each scoring a day only from the days before it.
 
 Input everywhere: a long frame with one row per (segment, date) and a `count` (missing days are absent
-or NaN). Output: the same rows with `expected`, `lower`, `upper` (the band, in counts) and `score`
-(signed: negative = below expectation); a row is anomalous when |score| >= the detector's threshold,
+or NaN). Output: the same rows with `expected` and `score` (signed: negative = below expectation), and
+what gives the band (IQR: `lower`/`upper`; seasonal: `log_expected`/`log_scale`, for `core.band.band`);
+a row is anomalous when |score| >= the detector's threshold,
 chosen on earlier weeks by `pipelines.api_anomaly.evaluation.choose_threshold`.
 
 * `iqr_scores`: the brief's starting point. Per segment, the interquartile range of the previous
@@ -69,7 +70,6 @@ class SeasonalConfig:
     level_days: int = 5  # recent level: median of the previous 5 de-seasonalized days
     mad_days: int = 28  # residual scale from the previous 28 days
     min_history: int = 14  # days of history before a segment is scored
-    band_z: float = 3.0  # the band reported as lower/upper (the decision uses the tuned threshold)
     mask_z: float | None = 3.5  # days scoring beyond this stop feeding the baseline (None: never) ...
     max_mask_days: int = 14  # ... for at most this many days in a row; a longer run is the new normal
 
@@ -197,8 +197,6 @@ def seasonal_scores(
         {
             "count": counts,
             "expected": np.expm1(expected),
-            "lower": np.expm1(expected - cfg.band_z * scale).clip(lower=0),
-            "upper": np.expm1(expected + cfg.band_z * scale),
             "score": score,
             "log_expected": expected,
             "log_scale": scale,

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from core.band import band
 from core.cli import configure_logging
 from pipelines.api_anomaly import schema as S
 from pipelines.common.params import load_params
@@ -235,8 +236,7 @@ def top_series_plot(
     )
     for ax, r in zip(axes.ravel(), picks.itertuples(), strict=False):
         x = s[(s[S.COUNTRY] == r.country) & (s[S.OS] == r.os)].sort_values(S.DATE)
-        lo = np.expm1(x["log_expected"] - threshold * x["log_scale"]).clip(lower=0)
-        hi = np.expm1(x["log_expected"] + threshold * x["log_scale"])
+        lo, hi = band(x["log_expected"], x["log_scale"], threshold)
         ax.fill_between(x[S.DATE], lo, hi, color="tab:blue", alpha=0.2, label="expected band")
         ax.plot(x[S.DATE], x["expected"], color="tab:blue", lw=1, label="expected")
         ax.plot(x[S.DATE], x["count"], color="black", lw=1, label="observed")

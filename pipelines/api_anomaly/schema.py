@@ -48,10 +48,6 @@ BASELINE_TABLE = "segment_baseline"  # data/features/api_anomaly/segment_baselin
 OUTPUT_ANOMALIES = "anomalies.csv"  # data/outputs/api_anomaly/: the detector's anomalies (GET /v1/anomalies)
 
 
-def segment_id(country: str, os: str) -> str:
-    return f"{country}:{os}"
-
-
 # --- operating systems ---------------------------------------------------------------------------------
 ANDROID, IOS, WEB, WINDOWS, MACOS, OTHER = "android", "ios", "web", "windows", "macos", "other"
 OS_VALUES = (ANDROID, IOS, WEB, WINDOWS, MACOS, OTHER)  # canonical: lower-case

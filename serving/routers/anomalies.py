@@ -47,7 +47,8 @@ _cache: dict[Path, tuple[float, pd.DataFrame]] = {}
 _lock = Lock()
 
 
-def _load(path: Path) -> pd.DataFrame:
+def _load(path: Path) -> tuple[float, pd.DataFrame]:
+    """(modification time, table) of the run's file, read again only when it changed."""
     try:
         mtime = path.stat().st_mtime
     except FileNotFoundError as e:
@@ -60,7 +61,7 @@ def _load(path: Path) -> pd.DataFrame:
             df = pd.read_csv(path, parse_dates=[S.DATE])
             df[S.DATE] = df[S.DATE].dt.date
             hit = _cache[path] = (mtime, df)
-    return hit[1]
+    return hit
 
 
 @router.get("", response_model=AnomalyList, summary="Anomalies of the latest run, filtered")
@@ -76,7 +77,7 @@ def list_anomalies(
     if start and end and start > end:
         raise HTTPException(422, f"start {start} is after end {end}")
     path = settings.data_dir / "outputs" / "api_anomaly" / S.OUTPUT_ANOMALIES
-    df = _load(path)
+    mtime, df = _load(path)
     keep = df["score"].abs() >= min_score
     if start:
         keep &= df[S.DATE] >= start
@@ -91,7 +92,7 @@ def list_anomalies(
     return AnomalyList(
         run={
             "file": str(path),
-            "written_at": pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC").isoformat(),
+            "written_at": pd.Timestamp(mtime, unit="s", tz="UTC").isoformat(),
         },
         total=len(hits),
         anomalies=[Anomaly(**r) for r in rows],

@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Response
 from starlette.concurrency import run_in_threadpool
 
+from core.model_bundle import COMPOSITE_KEY_SEP
 from serving.deps import ModelsDep, OnlineDep, RequestLogDep
 from serving.models import LoadedModel
 from serving.online import OnlineStoreUnavailable
@@ -54,7 +55,10 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
         if len(n) != 1:
             raise HTTPException(422, f"entities {parts} must have the same number of values")
         entities = {
-            keys[0]: [":".join(map(str, vals)) for vals in zip(*(entities[k] for k in parts), strict=True)]
+            keys[0]: [
+                COMPOSITE_KEY_SEP.join(map(str, vals))
+                for vals in zip(*(entities[k] for k in parts), strict=True)
+            ]
         }
     if set(entities) != set(keys):
         alt = f" (or its parts {parts})" if parts else ""
@@ -97,6 +101,11 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
                 isinstance(v, (str, bool)) or (isinstance(v, float) and not math.isfinite(v))
             ):
                 raise HTTPException(422, f"features.{name} must be finite numbers (or null); got {v!r}")
+    if m.check_request is not None:  # the model kind's own checks (e.g. a band model's date and count)
+        try:
+            m.check_request(sent)
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from e
     return key, ids, sent
 
 
@@ -148,7 +157,7 @@ async def predict_endpoint(
         for i, w in enumerate(why):
             extras[i]["reasons"] = w
     if m.details is not None:  # kind-specific fields, e.g. a band model's expected band and verdict
-        for i, d in enumerate(m.details(rows)):
+        for i, d in enumerate(m.details(rows, preds)):
             extras[i].update(d)
     request_id = str(uuid.uuid4())
     latency_ms = (time.perf_counter() - started) * 1000

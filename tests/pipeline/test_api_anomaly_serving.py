@@ -17,7 +17,7 @@ from core.band import STATE_FIELDS, band_check
 from core.model_bundle import METADATA_FILE
 from core.settings import ROOT, Settings
 from pipelines.api_anomaly import schema as S
-from pipelines.api_anomaly.detect import KEYS, band_model, feature_table, load_holidays, run
+from pipelines.api_anomaly.detect import KEYS, load_holidays, run, seasonal_config, write_outputs
 from pipelines.api_anomaly.detectors import SeasonalConfig, seasonal_scores, state_frame
 from pipelines.api_anomaly.generate import generate
 from pipelines.common.params import load_params
@@ -50,7 +50,7 @@ def aworld(tmp_path_factory) -> AnomalyWorld:
     labels = pd.read_parquet(raw / S.LABELS_FILE)
     from pipelines.api_anomaly.ingest import ingest
 
-    ingest_report = ingest(
+    ingest(
         params.ingest.model_copy(update={"raw_dir": str(raw)}),
         root / "clean",
         root / "quarantine",
@@ -60,33 +60,25 @@ def aworld(tmp_path_factory) -> AnomalyWorld:
     counts = pd.read_parquet(root / "clean" / S.CLEAN_COUNTS)
     holidays = load_holidays(raw / S.HOLIDAYS_FILE, params.detect.holiday_min_effect)
     d = params.detect
-    cfg = SeasonalConfig(
-        weeks=d.weeks,
-        level_days=d.level_days,
-        mad_days=d.mad_days,
-        mask_z=d.mask_z,
-        max_mask_days=d.max_mask_days,
-    )
-    metrics, anomalies, scores, curves = run(counts, labels, holidays, d.evaluation_days, d.warmup_days, cfg)
-    # what the stage writes: the feature table, the band model, anomalies.csv
+    cfg = seasonal_config(d)
+    result = run(counts, labels, holidays, d.evaluation_days, d.warmup_days, cfg)
+    metrics, anomalies = result[0], result[1]
+    # what the stage writes: outputs, metrics, the feature table and the band model's folder
     fpath = settings.features_dir / "api_anomaly" / f"{S.BASELINE_TABLE}.parquet"
-    fpath.parent.mkdir(parents=True)
-    features = feature_table(counts, holidays, cfg)
-    features.to_parquet(fpath, index=False)
-    cpath = root / "counts.parquet"
-    counts.to_parquet(cpath, index=False)
-    mdir = settings.models_dir / "api_anomaly"
-    mdir.mkdir(parents=True)
-    (mdir / METADATA_FILE).write_text(band_model(metrics, cfg, fpath, cpath).to_json())
+    cpath = root / "clean" / S.CLEAN_COUNTS
     out = settings.data_dir / "outputs" / "api_anomaly"
-    out.mkdir(parents=True)
-    anomalies.assign(date=anomalies["date"].dt.strftime("%Y-%m-%d")).to_csv(
-        out / S.OUTPUT_ANOMALIES, index=False
+    write_outputs(
+        counts,
+        holidays,
+        cfg,
+        cpath,
+        result,
+        out,
+        root / "metrics.json",
+        fpath,
+        settings.models_dir / "api_anomaly",
     )
-    scores.to_parquet(out / "scores.parquet", index=False)
-    for name, c in curves.items():
-        c.to_csv(out / f"threshold_curve_{name}.csv", index=False)
-    (root / "ingest.json").write_text(json.dumps(ingest_report, default=str))
+    features = pd.read_parquet(fpath)
     return AnomalyWorld(settings, counts, holidays, cfg, features, anomalies, metrics, root, raw)
 
 
@@ -141,7 +133,7 @@ def test_band_check_from_the_stored_state_equals_the_batch_detector(aworld: Anom
     )
     assert len(rows) == 200
     for r in rows.itertuples():
-        c = band_check({f: getattr(r, f) for f in STATE_FIELDS}, r.date, r.count, 4.0, 3.0)
+        c = band_check({f: getattr(r, f) for f in STATE_FIELDS}, r.date, r.count, 4.0)
         assert c["score"] == pytest.approx(r.score, rel=1e-9, abs=1e-9)
         assert c["expected"] == pytest.approx(r.expected, rel=1e-9)
         assert c["is_anomaly"] == (abs(r.score) >= 4.0)
@@ -170,7 +162,7 @@ def test_real_time_check_says_whether_a_count_is_anomalous(aworld: AnomalyWorld,
     latest = aworld.features[aworld.features["event_timestamp"] == aworld.features["event_timestamp"].max()]
     row = latest.sort_values("level").iloc[-1]  # the biggest series, state as of the day after the data
     day = row["event_timestamp"]
-    band = band_check(row.to_dict(), day, 0, threshold, threshold)
+    band = band_check(row.to_dict(), day, 0, threshold)
     counts = [band["expected"], band["expected"] * 0.5, band["upper"] * 1.01]
     body = {
         "entities": {"country": [row["country"]] * 3, "os": [row["os"]] * 3},
@@ -207,6 +199,15 @@ def test_real_time_check_says_whether_a_count_is_anomalous(aworld: AnomalyWorld,
         json={"entities": {"country": ["US"], "os": ["ios"]}, "features": {"date": ["2026-04-15"]}},
     )
     assert no_count.status_code == 422 and "count" in no_count.json()["detail"]
+    for bad, says in ((["15/04/2026"], "ISO days"), (["2026-04-15"], ">= 0")):
+        r = aclient.post(
+            "/v1/models/api_anomaly/predict",
+            json={
+                "entities": {"segment": ["US:ios"]},
+                "features": {"date": bad, "count": [-5 if says == ">= 0" else 1]},
+            },
+        )
+        assert r.status_code == 422 and says in r.json()["detail"], r.text
     batch = aclient.post("/v1/models/api_anomaly/batch", json={"entities": {"segment": ["US:ios"]}})
     assert batch.status_code == 422 and "/predict" in batch.json()["detail"]
 

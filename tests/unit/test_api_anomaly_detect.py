@@ -53,3 +53,13 @@ def test_thresholds_come_from_the_earlier_weeks_only(small_world):
     assert (anomalies["date"] >= ev_start).all() and (anomalies["score"].abs() >= m1["threshold"]).all()
     assert {"expected", "lower", "upper", "kind", "whole_country", "whole_os"} <= set(anomalies.columns)
     assert set(scores["detector"]) == {"iqr", "seasonal"} and set(curves) == {"iqr", "seasonal"}
+
+
+def test_without_labels_there_is_no_evaluation_and_the_default_threshold(small_world):
+    """A user's own counts come without planted labels: anomalies are still listed, at the default
+    threshold (5), and the metrics hold only the windows."""
+    counts, _, holidays = small_world
+    metrics, anomalies, _, curves = run(counts, None, holidays, 14, 14, SeasonalConfig())
+    assert set(metrics) == {"evaluation_window", "tuning_window"} and curves == {}
+    assert len(anomalies) and (anomalies["score"].abs() >= 5.0).all()
+    assert "planted" not in anomalies.columns

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.band import band
 from pipelines.api_anomaly.detectors import SeasonalConfig, iqr_scores, seasonal_scores
 from pipelines.api_anomaly.evaluation import choose_threshold, event_metrics, point_metrics, predicted_events
 
@@ -41,7 +42,8 @@ def test_a_drop_of_25_percent_is_found_with_its_size_and_sign():
     s = seasonal_scores(df, KEYS).set_index("date")
     assert s.loc[day, "score"] < -8  # 2% noise: a 25% drop is > 10 sigma
     assert s.loc[day, "expected"] == pytest.approx(df.set_index("date").loc[day, "count"] / 0.75, rel=0.05)
-    assert s.loc[day, "lower"] > s.loc[day, "count"]
+    lower, _ = band(s.loc[day, "log_expected"], s.loc[day, "log_scale"], 4.0)
+    assert lower > s.loc[day, "count"], "below the band at a threshold of 4"
     others = s.drop(index=[day])["score"].dropna()
     assert others.abs().max() < 4
 
