@@ -1,9 +1,10 @@
 """The "band" model kind: is a count anomalous against its series' expected band?
 
-A band model has no trained artefact: its state per series (level, weekday effects, residual scale) lives
+A band model has no trained artefact: its state per series (level, memory level, weekday effects, residual
+scale) lives
 in the feature store, written by the detector's DVC stage (pipelines/api_anomaly), and its metadata holds
 the decision threshold chosen on earlier weeks. The arithmetic here is the detector's own
-(`pipelines.api_anomaly.detectors` uses `noise_floor` and `band`; tests prove `band_check` gives the same
+(`pipelines.api_anomaly.detectors` uses `noise_floor`, `score` and `band`; tests prove `band_check` gives the same
 score as the batch detector for the same state on ordinary days: the holiday calendar is the daily run's).
 """
 
@@ -18,7 +19,7 @@ import pandas as pd
 from core.model_bundle import ModelMetadata
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-STATE_FIELDS = ("level", "mad", "n_history", *(f"effect_{w}" for w in WEEKDAYS))
+STATE_FIELDS = ("level", "memory_level", "mad", "n_history", *(f"effect_{w}" for w in WEEKDAYS))
 
 
 def noise_floor(log_expected: Any) -> Any:
@@ -26,30 +27,55 @@ def noise_floor(log_expected: Any) -> Any:
     return 1.0 / np.sqrt(np.clip(np.expm1(log_expected), 1.0, None))
 
 
-def band(log_expected: Any, scale: Any, z: float) -> tuple[Any, Any]:
-    """(lower, upper) in counts of the band expected ± z scales on log1p counts; scalars or arrays."""
-    return np.clip(np.expm1(log_expected - z * scale), 0.0, None), np.expm1(log_expected + z * scale)
+def band(log_expected: Any, scale: Any, z: float, log_memory: Any = None) -> tuple[Any, Any]:
+    """(lower, upper) in counts of the decision band on log1p counts: expected ± z scales, widened to cover
+    the memory level's band too where there is one (a count inside either is not anomalous, see `score`).
+    Scalars or arrays."""
+    lo, hi = log_expected - z * scale, log_expected + z * scale
+    if log_memory is not None:
+        lo = np.fmin(lo, log_memory - z * scale)  # fmin/fmax: a NaN memory leaves the recent band
+        hi = np.fmax(hi, log_memory + z * scale)
+    return np.clip(np.expm1(lo), 0.0, None), np.expm1(hi)
 
 
-def _expected(state: dict[str, Any], day: pd.Timestamp) -> tuple[float, float]:
-    """(expected log1p count, scale) of a series on `day` from its stored state."""
-    log_expected = float(state["level"]) + float(state[f"effect_{WEEKDAYS[day.dayofweek]}"])
-    return log_expected, max(float(state["mad"]), float(noise_floor(log_expected)))
+def score(log_count: Any, log_expected: Any, scale: Any, log_memory: Any = None) -> Any:
+    """Signed evidence that a count is anomalous (negative: below expectation): its residual from the
+    recent expectation in scales, unless the longer memory has seen such a count. Measured from the memory
+    level too, it keeps the weaker of the two when both agree in sign, and is 0 when the count lies between
+    them: a return to the level before a shift that the recent level has learned is not an anomaly. Without
+    a memory (NaN or None) it is the recent residual. Scalars or arrays."""
+    recent = (log_count - log_expected) / scale
+    if log_memory is None:
+        return recent
+    memory = (log_count - log_memory) / scale
+    weaker = np.where(
+        np.sign(recent) == np.sign(memory), np.sign(recent) * np.fmin(np.abs(recent), np.abs(memory)), 0.0
+    )
+    return np.where(np.isnan(memory) | np.isnan(recent), recent, weaker)
+
+
+def _expected(state: dict[str, Any], day: pd.Timestamp) -> tuple[float, float, float]:
+    """(expected log1p count, memory log1p count, scale) of a series on `day` from its stored state."""
+    effect = float(state[f"effect_{WEEKDAYS[day.dayofweek]}"])
+    log_expected = float(state["level"]) + effect
+    memory = state.get("memory_level")
+    log_memory = np.nan if memory is None else float(memory) + effect
+    return log_expected, log_memory, max(float(state["mad"]), float(noise_floor(log_expected)))
 
 
 def band_check(state: dict[str, Any], day: pd.Timestamp, count: float, threshold: float) -> dict[str, Any]:
     """A count on `day` against a series' state: expected log1p(count) = level + the weekday's effect;
-    scale = max(mad, Poisson floor); score = residual / scale (negative: below expectation). The band
-    shown is the decision band: outside it is anomalous."""
-    log_expected, scale = _expected(state, day)
-    score = (np.log1p(count) - log_expected) / scale
-    lower, upper = band(log_expected, scale, threshold)
+    scale = max(mad, Poisson floor); the score is `score` (negative: below expectation). The band shown is
+    the decision band: outside it is anomalous."""
+    log_expected, log_memory, scale = _expected(state, day)
+    s = float(score(np.log1p(count), log_expected, scale, log_memory))
+    lower, upper = band(log_expected, scale, threshold, log_memory)
     return {
-        "score": float(score),
+        "score": s,
         "expected": float(np.expm1(log_expected)),
         "lower": float(lower),
         "upper": float(upper),
-        "is_anomaly": bool(abs(score) >= threshold),
+        "is_anomaly": bool(abs(s) >= threshold),
     }
 
 
@@ -79,26 +105,28 @@ class BandPredictor:
         return all(row.get(f) is not None for f in ("level", "mad", "effect_mon"))
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        out = np.full(len(rows), np.nan)
-        for i, r in enumerate(rows):
-            if self._known(r):
-                log_expected, scale = _expected(r, pd.Timestamp(r["date"]))
-                out[i] = (np.log1p(float(r["count"])) - log_expected) / scale
-        return out
+        return np.array(
+            [
+                band_check(r, pd.Timestamp(r["date"]), float(r["count"]), self.threshold)["score"]
+                if self._known(r)
+                else np.nan
+                for r in rows
+            ]
+        )
 
     def details(self, rows: list[dict[str, Any]], scores: list[float]) -> list[dict[str, Any]]:
         """The band and the verdict for each row, given its score from `predict_rows`."""
         out = []
-        for r, score in zip(rows, scores, strict=True):
+        for r, s in zip(rows, scores, strict=True):
             d = dict.fromkeys(("expected", "lower", "upper", "is_anomaly"))
             if self._known(r):
-                log_expected, scale = _expected(r, pd.Timestamp(r["date"]))
-                lower, upper = band(log_expected, scale, self.threshold)
+                log_expected, log_memory, scale = _expected(r, pd.Timestamp(r["date"]))
+                lower, upper = band(log_expected, scale, self.threshold, log_memory)
                 d = {
                     "expected": float(np.expm1(log_expected)),
                     "lower": float(lower),
                     "upper": float(upper),
-                    "is_anomaly": bool(abs(score) >= self.threshold),
+                    "is_anomaly": bool(abs(s) >= self.threshold),
                 }
             out.append(d | {"threshold": self.threshold})
         return out

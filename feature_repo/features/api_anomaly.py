@@ -9,7 +9,8 @@ from core.band import WEEKDAYS
 
 # The seasonal detector's state of each (country, os) series as of the start of a day, built from the
 # days strictly before it (pipelines/api_anomaly/detectors.py::state_frame). expected log1p(count) on a
-# day = level + effect_<its weekday>; scale = max(mad, Poisson floor). Rows are daily: older than a week,
+# day = level + effect_<its weekday>; scale = max(mad, Poisson floor); memory_level is the longer memory
+# `core.band.score` consults (a return to a level it has seen is normal). Rows are daily: older than a week,
 # a state is stale and the real-time check reports the segment as unknown.
 segment_baseline = FeatureView(
     name="segment_baseline",
@@ -19,6 +20,11 @@ segment_baseline = FeatureView(
         Field(name="country", dtype=String),
         Field(name="os", dtype=String),
         Field(name="level", dtype=Float64, description="recent de-seasonalized level, log1p(requests)"),
+        Field(
+            name="memory_level",
+            dtype=Float64,
+            description="median de-seasonalized level of the last weeks, log1p(requests): counts it has seen are normal",
+        ),
         Field(name="mad", dtype=Float64, description="robust sd of recent residuals (log scale)"),
         Field(name="n_history", dtype=Int64, description="days with data in the state's window"),
         *(

@@ -171,7 +171,7 @@ def run(
     threshold = metrics.get("threshold", 5.0)
     ev = strong[(strong["date"] >= eval_start) & (strong["score"].abs() >= threshold)].copy()
     # the interval reported is the decision band: outside it (at the segment level) is anomalous
-    ev["lower"], ev["upper"] = band(ev["log_expected"], ev["log_scale"], threshold)
+    ev["lower"], ev["upper"] = band(ev["log_expected"], ev["log_scale"], threshold, ev["log_memory"])
     anomalies = describe(ev, threshold, level_shift_days)
     cols = [*ANOMALY_COLUMNS, *(c for c in ("is_anomaly", "true_kind") if labels is not None)]
     anomalies = (
@@ -193,6 +193,7 @@ def seasonal_config(p: DetectParams) -> SeasonalConfig:
         mad_days=p.mad_days,
         mask_z=p.mask_z,
         max_mask_days=p.max_mask_days,
+        memory_days=p.memory_days,
     )
 
 

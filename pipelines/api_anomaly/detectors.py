@@ -2,7 +2,8 @@
 
 Input everywhere: a long frame with one row per (segment, date) and a `count` (missing days are absent
 or NaN). Output: the same rows with `expected` and `score` (signed: negative = below expectation), and
-what gives the band (IQR: `lower`/`upper`; seasonal: `log_expected`/`log_scale`, for `core.band.band`);
+what gives the band (IQR: `lower`/`upper`; seasonal: `log_expected`/`log_memory`/`log_scale`, for
+`core.band.band`);
 a row is anomalous when |score| >= the detector's threshold,
 chosen on earlier weeks by `pipelines.api_anomaly.evaluation.choose_threshold`.
 
@@ -12,21 +13,26 @@ chosen on earlier weeks by `pipelines.api_anomaly.evaluation.choose_threshold`.
   de-seasonalized previous `level_days`) + the weekday's effect (median over the previous `weeks` weeks
   of that weekday's deviation from its week's median); scale = the larger of the MAD of the recent
   residuals and the Poisson noise floor at that volume (on the log scale 1/sqrt(count)). score =
-  residual / scale. Days in a known holiday calendar do not feed the baseline, and score only as a spike
-  above the ordinary band or a drop deeper than any holiday explains.
+  residual / scale, unless the median level of the last `memory_days` has seen such a count
+  (`core.band.score`: a return to normal after a shift the recent level had learned). Anomalous days
+  (|score| >= `mask_z`) and days in a known holiday calendar do not feed the baseline; holidays score only
+  as a spike above the ordinary band or a drop deeper than any holiday explains.
 
 Both are vectorized over segments with pandas rolling windows over a dense (segment x date) grid.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from core.band import STATE_FIELDS, WEEKDAYS, noise_floor
+from core.band import score as band_score
 
+log = logging.getLogger(__name__)
 MAD_TO_SD = 1.4826
 HOLIDAY_MAX_DIP = 0.85  # the deepest traffic dip a public holiday explains (85% fewer requests)
 
@@ -71,14 +77,17 @@ class SeasonalConfig:
     mad_days: int = 28  # residual scale from the previous 28 days
     min_history: int = 14  # days of history before a segment is scored
     mask_z: float | None = 3.5  # days scoring beyond this stop feeding the baseline (None: never) ...
-    max_mask_days: int = 14  # ... for at most this many days in a row; a longer run is the new normal
+    max_mask_days: int = 28  # ... for at most this many days in a row; a longer run is the new normal
+    memory_days: int | None = 35  # memory level: median of the previous 35 de-seasonalized days (None: none)
+    max_passes: int = 50  # masking passes until the mask stops changing (what a day-by-day job would mask)
 
 
 def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFrame]:
     """The baseline of every segment as of each date, from the days strictly before it (y: dates x
-    segments of log1p counts, NaN = missing or holiday). Returns wide frames: `level`, `mad` (residual
-    scale before the noise floor), `n_history`, and `effect_<weekday>` for the seven weekdays, so the
-    expectation for any date is level + effect of its weekday (what the online store serves)."""
+    segments of log1p counts, NaN = missing, holiday or masked). Returns wide frames: `level`,
+    `memory_level` (NaN without `memory_days`), `mad` (residual scale before the noise floor), `n_history`,
+    and `effect_<weekday>` for the seven weekdays, so the expectation for any date is level + effect of its
+    weekday (what the online store serves)."""
     # each day's deviation from the median of its own trailing week (days t-6..t): nothing after t
     weekly = y.rolling(7, min_periods=4).median()
     dev = y - weekly
@@ -107,10 +116,21 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
     level = deseason.shift(1).rolling(cfg.level_days, min_periods=max(3, cfg.level_days // 2)).median()
     # while recent days are excluded (an anomaly being masked, a holiday run) the last level holds
     level = level.ffill(limit=cfg.max_mask_days)
+    if cfg.memory_days:
+        memory = deseason.shift(1).rolling(cfg.memory_days, min_periods=cfg.min_history).median()
+    else:
+        memory = pd.DataFrame(np.nan, index=y.index, columns=y.columns)
     resid_hist = (y - (level + effect_today)).shift(1)
     mad = resid_hist.abs().rolling(cfg.mad_days, min_periods=cfg.min_history // 2).median() * MAD_TO_SD
     n_history = y.notna().shift(1, fill_value=False).rolling(cfg.mad_days + 7, min_periods=1).sum()
-    return {"level": level, "mad": mad, "n_history": n_history, "effect_today": effect_today, **effects}
+    return {
+        "level": level,
+        "memory_level": memory,
+        "mad": mad,
+        "n_history": n_history,
+        "effect_today": effect_today,
+        **effects,
+    }
 
 
 def baseline(
@@ -131,12 +151,24 @@ def baseline(
     y = np.log1p(counts)
     hol = holiday_mask(y, holidays, keys[0], date)
     st = seasonal_state(y.mask(hol), cfg)  # holidays feed nothing
-    if cfg.mask_z is not None:
-        # Second pass: anomalous days no longer feed the baseline, so a spike or a drop does not drag the
-        # expectation after it (nor make its recovery look like an anomaly). Still causal: a day's first-
-        # pass score uses only the days before it, and the second pass at day d only flags before d.
-        _, _, first = _score(y, st, cfg)
-        st = seasonal_state(y.mask(hol | anomaly_mask(first, cfg)), cfg)
+    if cfg.mask_z is None:
+        return counts, hol, st
+    # Anomalous days no longer feed the baseline, so a spike or a drop does not drag the expectation after
+    # it (nor make its recovery look like an anomaly). A day-by-day job masks day d by its score against the
+    # baseline of the days before d, itself built without the days masked before. The passes below reach
+    # that same mask without a loop over days: each pass scores with the previous pass's mask, and the
+    # earliest day whose mask can still change moves forward every pass, so the mask settles (usually in
+    # under 20 passes) on the day-by-day one. Causal throughout: nothing at or after d moves d's state.
+    mask = None
+    for _ in range(cfg.max_passes):
+        _, _, s = _score(y, st, cfg)
+        new = anomaly_mask(s.mask(hol), cfg)
+        if mask is not None and new.equals(mask):
+            break
+        mask = new
+        st = seasonal_state(y.mask(hol | mask), cfg)
+    else:
+        log.warning("anomaly masking still changing after %d passes", cfg.max_passes)
     return counts, hol, st
 
 
@@ -145,8 +177,9 @@ def _score(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     expected = st["level"] + st["effect_today"]
     scale = np.maximum(st["mad"], noise_floor(expected))
-    score = ((y - expected) / scale).mask(st["n_history"] < cfg.min_history)
-    return expected, scale, score
+    memory = st["memory_level"] + st["effect_today"]
+    score = pd.DataFrame(band_score(y, expected, scale, memory), index=y.index, columns=y.columns)
+    return expected, scale, score.mask(st["n_history"] < cfg.min_history)
 
 
 def anomaly_mask(score: pd.DataFrame, cfg: SeasonalConfig) -> pd.DataFrame:
@@ -199,6 +232,7 @@ def seasonal_scores(
             "expected": np.expm1(expected),
             "score": score,
             "log_expected": expected,
+            "log_memory": st["memory_level"] + st["effect_today"],
             "log_scale": scale,
             "holiday": hol.astype(float),
         },

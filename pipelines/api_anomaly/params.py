@@ -102,6 +102,11 @@ class DetectParams(_P):
         description="seasonal detector: days scoring beyond this stop feeding the baseline (null: never)",
     )
     max_mask_days: int = Field(ge=1, description="... for at most this many days in a row (then: new normal)")
+    memory_days: int | None = Field(
+        ge=7,
+        description="seasonal detector: a count the median level of these past days has seen is not anomalous"
+        " (a return to normal after a learned shift; null: no memory)",
+    )
 
 
 class ApiAnomalyParams(_P):

@@ -117,6 +117,9 @@ def method_section(metrics: dict, p) -> str:
             f"  * Days scoring beyond {d.mask_z} stop feeding the baseline for up to {d.max_mask_days} days, so a "
             "drop does not drag the expectation down and the recovery is not flagged; a shift that lasts longer "
             "becomes the new normal.",
+            f"  * **Memory:** a count that the median level of the last {d.memory_days} days has seen is not "
+            "anomalous: when a long shift has become the recent normal, the return to the old level is not an "
+            "alert. The band shown covers both levels.",
             "  * Public holidays (`holidays.csv`) are not learned from; on a holiday only a spike above the ordinary band or a drop deeper than any holiday (85%) is anomalous.",
             "  * **Hierarchy:** the same detector runs on each country's total and each OS's total. When the "
             "total moves the same way as the series, the series' score is raised towards the total's (at most "
@@ -236,7 +239,7 @@ def top_series_plot(
     )
     for ax, r in zip(axes.ravel(), picks.itertuples(), strict=False):
         x = s[(s[S.COUNTRY] == r.country) & (s[S.OS] == r.os)].sort_values(S.DATE)
-        lo, hi = band(x["log_expected"], x["log_scale"], threshold)
+        lo, hi = band(x["log_expected"], x["log_scale"], threshold, x["log_memory"])
         ax.fill_between(x[S.DATE], lo, hi, color="tab:blue", alpha=0.2, label="expected band")
         ax.plot(x[S.DATE], x["expected"], color="tab:blue", lw=1, label="expected")
         ax.plot(x[S.DATE], x["count"], color="black", lw=1, label="observed")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,12 +128,13 @@ def test_the_hierarchy_finds_a_country_wide_drop_hidden_in_noisy_segments_and_sp
     plain = seasonal_scores(df, KEYS).set_index(["date", "country", "os"])
     hier = hierarchical_scores(df, KEYS).set_index(["date", "country", "os"])
     pt = [(day, "PT", o) for o in oses[:-1]]
-    assert (plain.loc[pt, "score"].abs() < 4.5).any(), "alone, some segments stay within their noise"
-    assert (hier.loc[pt, "score"] < -4.5).sum() > (plain.loc[pt, "score"] < -4.5).sum()
-    assert (hier.loc[pt, "country_score"] < -4.5).all()
+    T = 4.0  # a decision threshold
+    assert (plain.loc[pt, "score"].abs() < T).any(), "alone, some segments stay within their noise"
+    assert (hier.loc[pt, "score"] < -T).sum() > (plain.loc[pt, "score"] < -T).sum()
+    assert (hier.loc[pt, "country_score"] < -T).all()
     untouched = hier.loc[(day, "PT", "other"), "score"]
     assert abs(untouched) <= 2 * abs(plain.loc[(day, "PT", "other"), "score"]) + 1e-9
-    assert hier.drop(index=[*pt, (day, "PT", "other")])["score"].abs().max() < 4.5
+    assert hier.drop(index=[*pt, (day, "PT", "other")])["score"].abs().max() < T
 
 
 def test_the_state_holds_every_weekday_so_any_date_can_be_checked_later():
@@ -175,17 +178,61 @@ def test_detectability_measures_each_event_in_its_segments_noise():
 
 
 def test_anomalous_days_stop_feeding_the_baseline_so_the_recovery_is_not_an_anomaly():
-    """A 3-day outage at 10%: without the masking pass the level drops with it and the return to normal
-    scores as a spike; with it, only the outage days are anomalous."""
+    """A 3-day outage at 10%: with neither the masking nor the memory the level drops with it and the
+    return to normal scores as a spike; either one alone keeps the recovery normal, and the outage days
+    stay anomalous."""
     df = series(100_000, seed=5)
     out = DAYS[40:43]
     df.loc[df["date"].isin(out), "count"] *= 0.1
-    masked = seasonal_scores(df, KEYS, SeasonalConfig(mask_z=3.0)).set_index("date")["score"]
-    plain = seasonal_scores(df, KEYS, SeasonalConfig(mask_z=None)).set_index("date")["score"]
-    assert (masked.loc[out] < -8).all()
+
+    def scores(**cfg):
+        return seasonal_scores(df, KEYS, SeasonalConfig(**cfg)).set_index("date")["score"]
+
+    plain = scores(mask_z=None, memory_days=None)
     after = DAYS[43:50]
-    assert masked.loc[after].abs().max() < 3, "back to normal is normal"
     assert plain.loc[after].max() > 4, "an unmasked baseline drags and flags the recovery"
+    for s in (scores(mask_z=3.0, memory_days=None), scores(mask_z=None, memory_days=35)):
+        assert (s.loc[out] < -8).all()
+        assert s.loc[after].abs().max() < 3, "back to normal is normal"
+
+
+def test_the_return_after_a_learned_shift_is_not_an_anomaly_but_a_new_level_is():
+    """A -40% shift for 18 days, longer than max_mask_days (7): learned as the new level, then back. Most
+    of the memory's 35 days are still at the old level, so the return is normal; the shift is flagged."""
+    df = series(100_000, seed=9, noise=0.02)
+    shifted = (df["date"] >= DAYS[20]) & (df["date"] < DAYS[38])
+    df.loc[shifted, "count"] = np.round(df.loc[shifted, "count"] * 0.6)
+    cfg = SeasonalConfig(mask_z=3.0, max_mask_days=7)
+    s = seasonal_scores(df, KEYS, cfg).set_index("date")["score"]
+    forgetful = seasonal_scores(df, KEYS, replace(cfg, memory_days=None)).set_index("date")["score"]
+    assert (s.loc[DAYS[20:24]] < -8).all(), "the shift is anomalous while new"
+    assert forgetful.loc[DAYS[38:41]].max() > 8, "without memory the return looks like a spike"
+    assert s.loc[DAYS[38:41]].abs().max() < 3
+
+
+def test_masking_converges_to_what_a_day_by_day_job_would_mask():
+    """The passes of `baseline` reach the mask of a job that runs once a day: it scores day d against the
+    state built without the days it masked before, then decides d's mask (a reference loop over days)."""
+    from pipelines.api_anomaly.detectors import _score, baseline, dense_grid, seasonal_state
+
+    df = series(50_000, seed=11, noise=0.03)
+    df.loc[df["date"].isin(DAYS[30:45]), "count"] *= 0.5  # a 15-day shift: masked over many passes
+    df.loc[df["date"].isin(DAYS[52:54]), "count"] *= 3.0
+    cfg = SeasonalConfig(mask_z=3.0, max_mask_days=28)
+    y = np.log1p(dense_grid(df, KEYS))
+    mask = pd.DataFrame(False, index=y.index, columns=y.columns)
+    hits = 0
+    for i in range(len(y)):
+        z = _score(y, seasonal_state(y.mask(mask), cfg), cfg)[2].iloc[i, 0]
+        hits = hits + 1 if abs(z) >= cfg.mask_z else 0
+        mask.iloc[i, 0] = 0 < hits <= cfg.max_mask_days
+    assert mask.iloc[30:45, 0].sum() >= 12, "the reference masks most of the shift"
+    _, _, st = baseline(df, KEYS, cfg)
+    np.testing.assert_allclose(st["level"], seasonal_state(y.mask(mask), cfg)["level"], rtol=1e-12)
+    _, _, two_passes = baseline(df, KEYS, replace(cfg, max_passes=2))
+    assert not np.allclose(two_passes["level"].iloc[30:50], st["level"].iloc[30:50]), (
+        "one more pass is not enough"
+    )
 
 
 def test_a_shift_longer_than_max_mask_days_becomes_the_new_normal():
@@ -199,3 +246,17 @@ def test_a_shift_longer_than_max_mask_days_becomes_the_new_normal():
     s = seasonal_scores(df, KEYS, SeasonalConfig(mask_z=3.0, max_mask_days=7)).set_index("date")["score"]
     assert (s.loc[DAYS[30:34]] > 4).all(), "flagged while new"
     assert s.loc[DAYS[50:]].abs().max() < 4, "learned once it has lasted"
+
+
+def test_the_memory_keeps_the_weaker_evidence_and_the_band_covers_both_levels():
+    from core.band import score
+
+    recent, memory, scale = np.log1p(1000.0), np.log1p(2000.0), 0.1
+    assert score(np.log1p(4000.0), recent, scale, memory) == pytest.approx(np.log(2) / 0.1, rel=1e-3)
+    assert score(np.log1p(1500.0), recent, scale, memory) == 0.0, "between the two levels: seen before"
+    assert score(np.log1p(250.0), recent, scale, memory) == pytest.approx(np.log(0.25) / 0.1, rel=1e-2)
+    assert score(np.log1p(4000.0), recent, scale, np.nan) == pytest.approx(np.log(4) / 0.1, rel=1e-3)
+    lower, upper = band(recent, scale, 4.0, memory)
+    assert lower == pytest.approx(1000 * np.exp(-0.4), rel=1e-3)
+    assert upper == pytest.approx(2000 * np.exp(0.4), rel=1e-3)
+    assert band(recent, scale, 4.0, np.nan)[1] == pytest.approx(1000 * np.exp(0.4), rel=1e-3)
