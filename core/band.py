@@ -1,11 +1,11 @@
 """The "band" model kind: is a count anomalous against its series' expected band?
 
 A band model has no trained artefact: its state per series (level, memory level, weekday effects, residual
-scale) lives
-in the feature store, written by the detector's DVC stage (pipelines/api_anomaly), and its metadata holds
-the decision threshold chosen on earlier weeks. The arithmetic here is the detector's own
-(`pipelines.api_anomaly.detectors` uses `noise_floor`, `score` and `band`; tests prove `band_check` gives the same
-score as the batch detector for the same state on ordinary days: the holiday calendar is the daily run's).
+scale) lives in the feature store, written by the detector's DVC stage (pipelines/api_anomaly), and its
+metadata holds the decision threshold chosen on earlier weeks. The arithmetic here is the detector's own
+(`pipelines.api_anomaly.detectors` uses `noise_floor`, `score` and `band`; tests prove `band_check` gives
+the same score as the batch detector for the same state on ordinary days: the holiday calendar is the
+daily run's).
 """
 
 from __future__ import annotations
@@ -105,14 +105,12 @@ class BandPredictor:
         return all(row.get(f) is not None for f in ("level", "mad", "effect_mon"))
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
-        return np.array(
-            [
-                band_check(r, pd.Timestamp(r["date"]), float(r["count"]), self.threshold)["score"]
-                if self._known(r)
-                else np.nan
-                for r in rows
-            ]
-        )
+        out = np.full(len(rows), np.nan)
+        for i, r in enumerate(rows):
+            if self._known(r):
+                log_expected, log_memory, scale = _expected(r, pd.Timestamp(r["date"]))
+                out[i] = score(np.log1p(float(r["count"])), log_expected, scale, log_memory)
+        return out
 
     def details(self, rows: list[dict[str, Any]], scores: list[float]) -> list[dict[str, Any]]:
         """The band and the verdict for each row, given its score from `predict_rows`."""

@@ -161,7 +161,7 @@ def baseline(
     # under 20 passes) on the day-by-day one. Causal throughout: nothing at or after d moves d's state.
     mask = None
     for _ in range(cfg.max_passes):
-        _, _, s = _score(y, st, cfg)
+        *_, s = _score(y, st, cfg)
         new = anomaly_mask(s.mask(hol), cfg)
         if mask is not None and new.equals(mask):
             break
@@ -174,12 +174,13 @@ def baseline(
 
 def _score(
     y: pd.DataFrame, st: dict[str, pd.DataFrame], cfg: SeasonalConfig
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(expected, memory, scale, score) on the grid, all log1p counts but the score."""
     expected = st["level"] + st["effect_today"]
-    scale = np.maximum(st["mad"], noise_floor(expected))
     memory = st["memory_level"] + st["effect_today"]
+    scale = np.maximum(st["mad"], noise_floor(expected))
     score = pd.DataFrame(band_score(y, expected, scale, memory), index=y.index, columns=y.columns)
-    return expected, scale, score.mask(st["n_history"] < cfg.min_history)
+    return expected, memory, scale, score.mask(st["n_history"] < cfg.min_history)
 
 
 def anomaly_mask(score: pd.DataFrame, cfg: SeasonalConfig) -> pd.DataFrame:
@@ -221,7 +222,7 @@ def seasonal_scores(
     the ordinary band or drops deeper than any holiday's."""
     counts, hol, st = baseline(df, keys, cfg, holidays, date)
     y = np.log1p(counts)
-    expected, scale, score = _score(y, st, cfg)
+    expected, memory, scale, score = _score(y, st, cfg)
     # A holiday only lowers traffic, and never by more than HOLIDAY_MAX_DIP: on a holiday a count above the
     # ordinary band is still a spike, and one far below even a holiday's dip is still an outage.
     on_holiday = score.where(score > 0, np.minimum(0.0, score - np.log(1 - HOLIDAY_MAX_DIP) / scale))
@@ -232,7 +233,7 @@ def seasonal_scores(
             "expected": np.expm1(expected),
             "score": score,
             "log_expected": expected,
-            "log_memory": st["memory_level"] + st["effect_today"],
+            "log_memory": memory,
             "log_scale": scale,
             "holiday": hol.astype(float),
         },

@@ -273,7 +273,7 @@ def generate_world(p: GenerateParams, truth: Truth = Truth()) -> World:
             post = np.exp(log_post - log_post.max())
             post /= post.sum()
             p_cart = truth.cart_probability(price if page == S.PRODUCT else basket, basket)
-            rows = transition_rows(truth, base, p_cart[None, :] if np.ndim(p_cart) == 1 else p_cart)[0]
+            rows = transition_rows(truth, base, p_cart[None, :])[0]
             here = rows[:, P_IDX[page], :]  # (k, 8)
             p_order_k = np.einsum("kj,kj->k", here[:, :N_PAGES], absorb) + here[:, PURCHASE_COL]
             oracle.append((sid, j, float(post @ p_order_k)))

@@ -57,7 +57,10 @@ def test_orders_join_the_history_at_their_time(world):
         world.purchases, left_on=[S.CUSTOMER_ID, S.TS], right_on=[S.CUSTOMER_ID, S.PURCHASE_TS], how="left"
     )
     assert got[S.AMOUNT].notna().all()
-    assert (world.purchases[S.PURCHASE_TS] < world.events[S.TS].max() + pd.Timedelta(seconds=1)).all()
+    # each order lands in the history after its session started, and only orders are in the period
+    start = world.sessions.set_index(S.SESSION_ID)["start_ts"]
+    assert (orders[S.TS].to_numpy() > start.loc[orders[S.SESSION_ID]].to_numpy()).all()
+    assert (world.purchases[S.PURCHASE_TS] >= world.sessions["start_ts"].min()).sum() == len(orders)
 
 
 def test_a_pricier_product_is_less_likely_to_reach_the_cart_and_absorption_is_a_probability():
