@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo test test-fast lint format repro materialize serve curl bench lock clean
+.PHONY: venv demo test test-fast lint format repro materialize serve curl bench lock clean stream-demo
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -37,6 +37,11 @@ demo: repro materialize
 	@python -m pipelines.materialize --print-curl --port $(PORT)
 	@echo ""
 	uvicorn serving.app:app --host $(HOST) --port $(PORT) --log-level warning
+
+# The purchase-propensity stream without a broker: recorded page views through the worker on an
+# in-process queue (with AMQP_URL set, run `python -m serving.stream` and the producer instead).
+stream-demo: repro materialize
+	python -m serving.stream --replay data/raw/purchase_propensity/events.jsonl --rate 0 --limit 20000
 
 serve: venv
 	uvicorn serving.app:app --host $(HOST) --port $(PORT) --workers 2 --loop uvloop --http httptools

@@ -22,6 +22,13 @@ TARGETS = [
     ),
     ("inprocess_p99_ms", "in-process scoring p99 (features + prediction)", "<= 0.5 ms", lambda v: v <= 0.5),
     (
+        "stream_p99_ms_at_1000_eps",
+        "stream: page view published to prediction published, p99 at 1,000 events/s",
+        "<= 20 ms",
+        lambda v: v <= 20,
+    ),
+    ("stream_saturation_eps", "stream worker saturation (one process)", "reported", lambda v: v > 0),
+    (
         "materialize_1m_speedup_vs_feast_default",
         "materialize 1M users vs `feast materialize` defaults",
         ">= 10x",
@@ -225,6 +232,25 @@ def render(res: dict) -> str:
                     else f"| {label} | - | error: {r['error']} | - |"
                 )
         out += ["", f"Identical frames: {t.get('identical', '-')}.", ""]
+    st = res.get("stream")
+    if st:
+        a, b = st["steady"], st["saturation"]
+        out += [
+            "## Stream worker (purchase_propensity)",
+            "",
+            "One `python -m serving.stream` process: RabbitMQ in, session state and Feast push to Redis, online "
+            "read, CatBoost, prediction published with confirms, request log flushed, then the ack. Latency is "
+            "the producer's publish to the bench's receipt of the prediction.",
+            "",
+            "| phase | events | rate | p50 ms | p95 ms | p99 ms | max ms |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| steady | {_fmt(a['events'])} | {_fmt(a['rate_achieved'])}/s (target {_fmt(a['rate_target'])}) | "
+            f"{_fmt(a['p50_ms'])} | {_fmt(a['p95_ms'])} | {_fmt(a['p99_ms'])} | {_fmt(a['max_ms'])} |",
+            "",
+            f"Saturation: a backlog of {_fmt(b['backlog'])} page views drained at {_fmt(b['eps'])} predictions/s "
+            f"({_fmt(b['seconds'])} s).",
+            "",
+        ]
     out.append(NOTES.strip())
     findings = ROOT / "bench" / "findings.md"  # written by people: profiles, explanations, next steps
     if findings.exists():

@@ -62,6 +62,12 @@ def run_materialize(args: argparse.Namespace) -> dict:
     return out
 
 
+def run_stream(args: argparse.Namespace) -> dict:
+    from bench import stream_bench
+
+    return stream_bench.run(seconds=8 if args.quick else 30, backlog=5_000 if args.quick else 40_000)
+
+
 def headline(results: dict) -> dict:
     """The top-level numbers other tools read (see issue 3)."""
     out: dict = {}
@@ -79,6 +85,10 @@ def headline(results: dict) -> dict:
             m["feast_default"]["seconds"] / m["fast"]["seconds"], 1
         )
         out["materialize_1m_peak_rss_mb"] = m["fast"]["peak_rss_mb"]
+    st = results.get("stream")
+    if st:
+        out["stream_p99_ms_at_1000_eps"] = st["steady"]["p99_ms"]
+        out["stream_saturation_eps"] = st["saturation"]["eps"]
     t = results.get("training_set")
     if t and "duckdb" in t and "seconds" in t["duckdb"]:
         out["training_set_1m_seconds"] = t["duckdb"]["seconds"]
@@ -87,7 +97,7 @@ def headline(results: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["scoring", "training_set", "materialize"], action="append")
+    ap.add_argument("--only", choices=["scoring", "training_set", "materialize", "stream"], action="append")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
         "--render-only", action="store_true", help="regenerate docs/benchmarks.md from results.json"
@@ -98,7 +108,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.render_only:
-        sections = args.only or ["training_set", "materialize", "scoring"]
+        sections = args.only or ["training_set", "materialize", "scoring", "stream"]
         results.update(
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             command="python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -106,7 +116,12 @@ def main() -> None:
             versions=versions(),
             quick=args.quick,
         )
-        runners = {"scoring": run_scoring, "training_set": run_training_set, "materialize": run_materialize}
+        runners = {
+            "scoring": run_scoring,
+            "training_set": run_training_set,
+            "materialize": run_materialize,
+            "stream": run_stream,
+        }
         for name in sections:
             t = time.monotonic()
             log.info("== %s ==", name)

@@ -2,7 +2,8 @@
 
 Embedded defaults (SQLite online store, Parquet offline store, SQLite request log) need no variable at all.
 Setting ``REDIS_URL`` moves the online store to Redis; setting ``DATABASE_URL`` to a PostgreSQL URL moves
-the request log and the Feast offline store to PostgreSQL (schema ``DATABASE_SCHEMA``).
+the request log and the Feast offline store to PostgreSQL (schema ``DATABASE_SCHEMA``); setting ``AMQP_URL``
+connects the stream worker to RabbitMQ.
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ class Settings(BaseSettings):
     request_log_flush_interval_s: float = 0.25
     request_log_max_buffer: int = 20_000
     request_log_spool_dir: Path | None = None
+
+    # --- streaming (serving/stream: the purchase_propensity worker and producer) ---
+    amqp_url: str | None = Field(
+        default=None, description="RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/; unset: in-process queue"
+    )
+    stream_events_queue: str = Field(default="purchase_propensity.page_views", description="page views in")
+    stream_predictions_queue: str = Field(default="purchase_propensity.predictions", description="scores out")
+    stream_dead_letter_queue: str = Field(
+        default="purchase_propensity.page_views.dead", description="rejected page views, with the reason"
+    )
+    stream_max_batch: int = Field(default=256, description="most messages the worker handles at once")
+    stream_prefetch: int = Field(
+        default=2000, description="unacknowledged messages the broker may send ahead"
+    )
+    stream_session_ttl_s: int = Field(default=6 * 3600, description="how long a session's events are kept")
+    stream_crash_before_ack: int | None = Field(
+        default=None,
+        description="fault injection for tests: exit abruptly after the Nth batch's work, before its ack",
+    )
 
     @field_validator("database_url", "request_log_url")
     @classmethod

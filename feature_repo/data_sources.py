@@ -4,13 +4,14 @@ The choice follows core.settings (the only reader of the environment); the table
 ingest stages write (and publish to PostgreSQL), named by pipelines.*.schema.
 """
 
-from feast import FileSource
+from feast import FileSource, PushSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 
 from core.settings import active_settings
 from pipelines.api_anomaly import schema as api_anomaly
 from pipelines.customer_risk import feature_spec as customer_risk
 from pipelines.game_ltv import schema as game_ltv
+from pipelines.purchase_propensity import features as purchase_propensity
 
 _settings = active_settings()
 
@@ -38,4 +39,15 @@ customer_transactions_source = offline_source(
 )
 segment_baseline_source = offline_source(
     "api_anomaly", api_anomaly.BASELINE_TABLE, api_anomaly.EVENT_TIMESTAMP
+)
+customer_purchases_source = offline_source(
+    "purchase_propensity", purchase_propensity.PURCHASE_TABLE, purchase_propensity.EVENT_TIMESTAMP
+)
+# The stream worker pushes session features here (serving/stream); the batch source holds the same
+# features after every recorded page view (pipelines/purchase_propensity/ingest.py), for training.
+session_activity_push = PushSource(
+    name=purchase_propensity.PUSH_SOURCE,
+    batch_source=offline_source(
+        "purchase_propensity", purchase_propensity.SESSION_TABLE, purchase_propensity.EVENT_TIMESTAMP
+    ),
 )

@@ -11,7 +11,8 @@ customer = Entity(
     name="customer",
     join_keys=["customer_id"],
     value_type=ValueType.INT64,
-    description="A fintech customer (account holder), from signup on.",
+    description="A customer: a fintech account holder (customer_risk, ids from 50,000,001) or an "
+    "e-commerce shopper (purchase_propensity, ids from 90,000,001).",
 )
 
 traffic_segment = Entity(

@@ -2,6 +2,7 @@ from feast import FeatureService
 from features.api_anomaly import segment_baseline
 from features.customer_risk import customer_profile, customer_transactions
 from features.game_ltv import user_activity, user_profile
+from features.purchase_propensity import customer_purchases, session_activity
 
 # The game_ltv model's contract: training asks for these historical features, serving for the online ones.
 game_ltv_v1 = FeatureService(
@@ -23,4 +24,11 @@ api_anomaly_v1 = FeatureService(
     features=[segment_baseline],
     description="Expected band of a (country, os) traffic series for a day: is a count anomalous?",
     tags={"model": "api_anomaly", "entity": "traffic_segment"},
+)
+
+purchase_propensity_v1 = FeatureService(
+    name="purchase_propensity_v1",
+    features=[customer_purchases, session_activity],
+    description="Probability that the customer's current browsing session ends in an order",
+    tags={"model": "purchase_propensity", "entity": "customer"},
 )

@@ -16,7 +16,7 @@ from core.feature_store import open_store
 from core.settings import Settings
 from serving.models import ModelRegistry
 from serving.online import OnlineFeatures
-from serving.request_log import RequestLogWriter
+from serving.request_log import writer_from_settings
 from serving.routers import anomalies, batch, health, models
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 s.redis_url, socket_connect_timeout=1, socket_timeout=2
             )
         app.state.online = OnlineFeatures(open_store(s), redis_client)
-        writer = RequestLogWriter(
-            url=s.effective_request_log_url,
-            schema=s.request_log_schema,
-            spool_dir=s.effective_spool_dir,
-            batch_size=s.request_log_batch_size,
-            flush_interval_s=s.request_log_flush_interval_s,
-            max_buffer=s.request_log_max_buffer,
-        )
+        writer = writer_from_settings(s)
         writer.start()
         app.state.request_log = writer
         # Everything loaded so far lives as long as the process: move it out of the cyclic GC's sight, so

@@ -133,3 +133,60 @@ def user_ids(world: World, n: int = 20, labeled: bool | None = None) -> list[int
         lab = set(pd.read_parquet(world.features / f"{S.LABELS_TABLE}.parquet", columns=[S.ID])[S.ID])
         ids = ids[ids.isin(lab) == labeled]
     return [int(i) for i in ids.sample(n=min(n, len(ids)), random_state=0)]
+
+
+@dataclass
+class PurchaseWorld:
+    settings: Settings
+    root: Path
+    raw: Path
+    features: Path  # data/features/purchase_propensity
+    training_set: Path
+    model_dir: Path
+    metrics: dict
+    ingest: dict
+
+
+def build_purchase_world(root: Path, settings: Settings) -> PurchaseWorld:
+    """A small purchase_propensity world, built by the real stage functions."""
+    from pipelines.purchase_propensity import generate, ingest, train, training_set
+
+    p = load_params(ROOT / "params.yaml").purchase_propensity
+    raw = root / "data" / "raw" / "purchase_propensity"
+    features = settings.features_dir / "purchase_propensity"
+    generate.generate(
+        p.generate.model_copy(update={"n_customers": 3000, "days": 14, "defect_rate": 0.02}), raw
+    )
+    report = ingest.ingest(
+        p.features.model_copy(update={"raw_dir": str(raw)}),
+        features,
+        root / "quarantine",
+        root / "ingest.json",
+    )
+    ts_params = p.training_set.model_copy(update={"test_days": 4})
+    df = training_set.build_training_set(settings, ts_params, features)
+    ts_path = root / "data" / "training" / "purchase_propensity.parquet"
+    ts_path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(ts_path, index=False)
+    model_dir = settings.models_dir / "purchase_propensity"
+    metrics = train.run(
+        settings,
+        ts_path,
+        model_dir,
+        ts_params,
+        p.train.model_copy(update={"iterations": 300, "early_stopping_rounds": 50}),
+        raw / "oracle.parquet",
+        root / "metrics.json",
+        root / "plots",
+    )
+    return PurchaseWorld(settings, root, raw, features, ts_path, model_dir, metrics, report)
+
+
+@pytest.fixture(scope="session")
+def purchase_world(tmp_path_factory: pytest.TempPathFactory) -> PurchaseWorld:
+    from pipelines.materialize import sync_online
+
+    root = tmp_path_factory.mktemp("purchase_world")
+    w = build_purchase_world(root, embedded_settings(root))
+    assert sync_online(w.settings) == "materialized"
+    return w

@@ -1,25 +1,18 @@
 from datetime import timedelta
 
-import feast.types
 from data_sources import customer_profile_source, customer_transactions_source
 from entities import customer
-from feast import FeatureView, Field
+from feast import FeatureView
 
+from features import fields
 from pipelines.customer_risk import feature_spec as spec
-
-
-def _fields(features: list[spec.Feature]) -> list[Field]:
-    return [
-        Field(name=f.name, dtype=getattr(feast.types, f.dtype), description=f.description) for f in features
-    ]
-
 
 # Attributes declared at signup. ttl=0: they never expire.
 customer_profile = FeatureView(
     name="customer_profile",
     entities=[customer],
     ttl=timedelta(0),
-    schema=_fields(spec.PROFILE_FEATURES),
+    schema=fields(spec.PROFILE_FEATURES),
     source=customer_profile_source,
     online=True,
     tags={"model": "customer_risk"},
@@ -32,7 +25,7 @@ customer_transactions = FeatureView(
     name="customer_transactions",
     entities=[customer],
     ttl=timedelta(days=14),
-    schema=_fields(spec.TRANSACTION_FEATURES),
+    schema=fields(spec.TRANSACTION_FEATURES),
     source=customer_transactions_source,
     online=True,
     tags={"model": "customer_risk"},

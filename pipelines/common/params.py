@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from pipelines.api_anomaly.params import ApiAnomalyParams
 from pipelines.customer_risk.params import CustomerRiskParams
 from pipelines.game_ltv.params import GameLtvParams
+from pipelines.purchase_propensity.params import PurchasePropensityParams
 
 
 class Params(BaseModel):
@@ -17,6 +18,7 @@ class Params(BaseModel):
     game_ltv: GameLtvParams
     customer_risk: CustomerRiskParams
     api_anomaly: ApiAnomalyParams
+    purchase_propensity: PurchasePropensityParams
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

@@ -10,8 +10,9 @@ feature pushes this customer's risk up (a positive SHAP contribution).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
+from pipelines.common.feature_spec import Feature
 from pipelines.customer_risk import schema as S
 
 WINDOWS_DAYS = {"7d": 7, "30d": 30, "90d": 90}  # trailing windows, ending (exclusive) at the snapshot time
@@ -23,19 +24,6 @@ PASSTHROUGH_SIMILAR = (
 NIGHT_HOURS = 5  # 00:00-04:59 UTC
 RECENT_DAYS = 21  # dormancy then burst: the recent part...
 DORMANCY_LOOKBACK_DAYS = 120  # ...and how far back the longest silence before it is searched
-
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    dtype: str  # Feast type name: Int64, Float64, String
-    description: str
-    reason: str | None = None  # template with {value}; None: never quoted as a reason
-    monotone: int = 0  # +1: more of it never lowers the risk, all else equal (a constraint on the model)
-
-    @property
-    def categorical(self) -> bool:
-        return self.dtype == "String"
 
 
 _thr = f"{S.REPORTING_THRESHOLD_EUR:,.0f} EUR"

@@ -41,10 +41,10 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
 from core.predict import feature_frame
+from pipelines.common.classification import classification_metrics
 from pipelines.common.params import load_params
 from pipelines.customer_risk import feature_spec as F
 from pipelines.customer_risk import schema as S
-from pipelines.customer_risk.metrics import classification_metrics
 from pipelines.customer_risk.params import CustomerRiskParams, TrainParams
 
 log = logging.getLogger(__name__)

@@ -21,23 +21,33 @@ likelihood of the transitions and dwell times seen) times the chance of absorpti
 current page, with future prices averaged over the catalogue (a 6-state linear solve per customer and
 intent). `oracle.parquet` holds it after every clean event.
 
-`generate_world` returns customers, purchases (history + the period's orders), events (the page views in
-time order), sessions (outcome, hidden intent) and the oracle. Still to come (issue 6): the stage that
-writes them (events.jsonl as the broker carries them, with planted malformed and re-sent events, and
-defects.csv).
+`generate_world` returns customers, purchases (history + the period's orders), events (the page views and
+orders in time order), sessions (outcome, hidden intent) and the oracle. `generate` writes them as the
+stages and the stream read them: `events.jsonl` holds the page views as the broker carries them (orders
+reach the purchase history, not the stream), with defects planted at `defect_rate`: a share of events is
+re-sent (the same line again a little later, as an at-least-once producer does) and broken copies of
+others are sent alongside (not JSON, a missing field, an unknown page type, a bad timestamp or price,
+each listed in `defects.csv` with the reason code the validator must give). The clean stream is exactly
+the world's page views, so the oracle holds for every one of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
+from core.cli import configure_logging
+from pipelines.common.params import load_params
 from pipelines.common.progress import progress
 from pipelines.purchase_propensity import schema as S
+from pipelines.purchase_propensity.events import format_ts
 from pipelines.purchase_propensity.params import GenerateParams
 
 log = logging.getLogger(__name__)
@@ -302,7 +312,7 @@ def generate_world(p: GenerateParams, truth: Truth = Truth()) -> World:
                         device[i],
                     )
                 )
-                orders.append((c, t, amount, max(len(cart), 1)))
+                orders.append((c, t, amount, max(len(cart), 1), sid))
                 past.append((t, amount))
                 break
             if S.PAGES[nxt] == S.CART and page == S.PRODUCT:
@@ -336,12 +346,12 @@ def generate_world(p: GenerateParams, truth: Truth = Truth()) -> World:
     purchases = pd.concat(
         [
             hist.assign(**{S.CUSTOMER_ID: ids[hist["c"]]}).drop(columns="c"),
-            pd.DataFrame(orders, columns=["c", S.PURCHASE_TS, S.AMOUNT, S.N_ITEMS])
+            pd.DataFrame(orders, columns=["c", S.PURCHASE_TS, S.AMOUNT, S.N_ITEMS, S.SESSION_ID])
             .assign(**{S.CUSTOMER_ID: lambda d: ids[d["c"]]})
             .drop(columns="c"),
         ],
         ignore_index=True,
-    )[[S.CUSTOMER_ID, S.PURCHASE_TS, S.AMOUNT, S.N_ITEMS]].sort_values(S.PURCHASE_TS, ignore_index=True)
+    )[S.PURCHASE_FIELDS].sort_values(S.PURCHASE_TS, ignore_index=True)
     for df, col in (
         (ev, S.TS),
         (purchases, S.PURCHASE_TS),
@@ -352,3 +362,104 @@ def generate_world(p: GenerateParams, truth: Truth = Truth()) -> World:
     return World(
         customers, purchases, ev.sort_values([S.TS, S.EVENT_ID], ignore_index=True), sessions_df, orc
     )
+
+
+# Broken copies: kind -> (reason code the validator gives, how the copy is spoiled)
+DEFECT_KINDS: dict[str, str] = {
+    "not_json": "not_json",
+    "missing_customer_id": "missing_field",
+    "unknown_page_type": "unknown_page_type",
+    "bad_timestamp": "bad_timestamp",
+    "negative_price": "bad_price",
+    "string_customer_id": "bad_customer_id",
+}
+
+
+def _spoil(kind: str, e: dict, rng: np.random.Generator) -> bytes:
+    e = dict(e, **{S.EVENT_ID: e[S.EVENT_ID] + "-x"})
+    if kind == "missing_customer_id":
+        del e[S.CUSTOMER_ID]
+    elif kind == "unknown_page_type":
+        e[S.PAGE_TYPE] = str(rng.choice(["Product Page", "checkout_v2", "PDP", ""])) or "?"
+    elif kind == "bad_timestamp":
+        e[S.TS] = str(rng.choice(["21/11/2026 10:00", "yesterday", e[S.TS].rstrip("Z")]))
+    elif kind == "negative_price":
+        e[S.PRICE] = -abs(e[S.PRICE] or 9.99)
+    elif kind == "string_customer_id":
+        e[S.CUSTOMER_ID] = f"C{e[S.CUSTOMER_ID]}"
+    line = orjson.dumps(e)
+    if kind == "not_json":
+        line = line[: int(rng.integers(10, len(line) - 5))]
+    return line
+
+
+def stream_lines(events: pd.DataFrame, defect_rate: float, seed: int) -> tuple[list[bytes], pd.DataFrame]:
+    """The page views as JSON lines in time order, with re-sent and broken copies planted; and the list
+    of what was planted (line number, event id, kind, expected reason code)."""
+    rng = np.random.default_rng([seed, 2])
+    views = events[events[S.PAGE_TYPE] != S.PURCHASE]
+    records = []
+    for e in views.itertuples(index=False):
+        d = e._asdict()
+        price = d[S.PRICE]
+        d[S.PRICE] = None if price is None or price != price else float(price)
+        d[S.TS] = format_ts(d[S.TS].timestamp())
+        d[S.CUSTOMER_ID] = int(d[S.CUSTOMER_ID])
+        records.append({k: d[k] for k in S.EVENT_FIELDS})
+    lines = [orjson.dumps(r) for r in records]
+    n = len(lines)
+    n_defects = rng.binomial(n, defect_rate)
+    which = rng.choice(n, n_defects, replace=False)
+    kinds = rng.choice(
+        ["duplicate", *DEFECT_KINDS], n_defects, p=[0.5] + [0.5 / len(DEFECT_KINDS)] * len(DEFECT_KINDS)
+    )
+    # each planted line goes in 1-20 lines after its original (a re-send comes a little later)
+    inserts: dict[int, list[tuple[bytes, str, str]]] = {}
+    for i, kind in zip(which, kinds, strict=True):
+        line = lines[i] if kind == "duplicate" else _spoil(kind, records[i], rng)
+        at = min(n - 1, i + int(rng.integers(1, 21)))
+        inserts.setdefault(at, []).append((line, records[i][S.EVENT_ID], kind))
+    out, planted = [], []
+    for i, line in enumerate(lines):
+        out.append(line)
+        for extra, eid, kind in inserts.get(i, []):
+            planted.append((len(out) + 1, eid, kind, DEFECT_KINDS.get(kind, "")))
+            out.append(extra)
+    defects = pd.DataFrame(planted, columns=["line", S.EVENT_ID, "kind", "reason_code"])
+    return out, defects
+
+
+def generate(p: GenerateParams, out: Path) -> World:
+    world = generate_world(p)
+    out.mkdir(parents=True, exist_ok=True)
+    world.customers.to_parquet(out / S.CUSTOMERS_FILE, index=False)
+    world.purchases.to_parquet(out / S.PURCHASES_FILE, index=False)
+    world.sessions.to_parquet(out / S.SESSIONS_FILE, index=False)
+    world.oracle.to_parquet(out / S.ORACLE_FILE, index=False)
+    lines, defects = stream_lines(world.events, p.defect_rate, p.seed)
+    with open(out / S.EVENTS_FILE, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    defects.to_csv(out / S.DEFECTS_FILE, index=False)
+    log.info(
+        "%s customers, %s purchases, %s sessions (%.1f%% end in an order), %s stream lines (%s planted defects)",
+        len(world.customers),
+        len(world.purchases),
+        len(world.sessions),
+        100 * world.sessions[S.LABEL].mean(),
+        len(lines),
+        len(defects),
+    )
+    return world
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = ap.parse_args()
+    configure_logging()
+    generate(load_params(args.params).purchase_propensity.generate, args.out)
+
+
+if __name__ == "__main__":
+    main()

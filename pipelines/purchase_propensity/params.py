@@ -20,5 +20,33 @@ class GenerateParams(_P):
     defect_rate: float = Field(ge=0, lt=0.2, description="share of events spoiled or re-sent on purpose")
 
 
+class FeaturesParams(_P):
+    raw_dir: str = Field(
+        description="customers.parquet, purchases.parquet and events.jsonl (yours or generated)"
+    )
+
+
+class TrainingSetParams(_P):
+    feature_service: str
+    cuts_per_session: int = Field(ge=1, description="random cut points per session (distinct page views)")
+    test_days: int = Field(gt=0, description="sessions starting in the period's last days: the hold-out")
+    seed: int
+
+
+class TrainParams(_P):
+    seed: int
+    iterations: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    depth: int = Field(ge=1, le=12)
+    early_stopping_rounds: int = Field(gt=0)
+    validation_fraction: float = Field(
+        gt=0, lt=0.5, description="customers held out of fitting for early stopping"
+    )
+    thread_count: int = Field(ge=1)
+
+
 class PurchasePropensityParams(_P):
     generate: GenerateParams
+    features: FeaturesParams
+    training_set: TrainingSetParams
+    train: TrainParams

@@ -26,8 +26,9 @@ EVENT_FIELDS = (
     DEVICE,
 )
 
-# Transient pages a visitor moves between; "purchase" is the order confirmation (the session's outcome:
-# it ends there). A session without it ends by leaving (no event).
+# Transient pages a visitor moves between; "purchase" is the order (the session's outcome: it ends there;
+# a session without it ends by leaving). The stream carries the page views (STREAM_PAGES); orders reach
+# the purchase history from the order system, so "purchase" is in the generator's world, not on the wire.
 HOME, SEARCH, CATEGORY_PAGE, PRODUCT, CART, CHECKOUT, PURCHASE = (
     "home",
     "search",
@@ -39,6 +40,7 @@ HOME, SEARCH, CATEGORY_PAGE, PRODUCT, CART, CHECKOUT, PURCHASE = (
 )
 PAGES = (HOME, SEARCH, CATEGORY_PAGE, PRODUCT, CART, CHECKOUT)  # order = the oracle's state index
 PAGE_TYPES = (*PAGES, PURCHASE)
+STREAM_PAGES = PAGES
 CATEGORIES = ("electronics", "fashion", "home_garden", "beauty", "sports", "books", "toys", "grocery")
 REFERRERS = ("direct", "search", "ad", "email", "social")
 DEVICES = ("mobile", "desktop", "tablet")
@@ -47,6 +49,10 @@ DEVICES = ("mobile", "desktop", "tablet")
 PURCHASE_TS = "purchase_ts"
 AMOUNT = "amount"
 N_ITEMS = "n_items"
+# session_id: the browsing session an order was placed in (empty for older orders and other channels);
+# it is where a session's outcome (LABEL) comes from.
+PURCHASE_FIELDS = [CUSTOMER_ID, PURCHASE_TS, AMOUNT, N_ITEMS, SESSION_ID]
+CUSTOMER_FIELDS = [CUSTOMER_ID]
 
 # --- files ---------------------------------------------------------------------------------------------------
 CUSTOMERS_FILE = "customers.parquet"

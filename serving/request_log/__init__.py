@@ -6,6 +6,13 @@
 
 from serving.request_log.migrations import migrate
 from serving.request_log.table import make_table, prediction_log
-from serving.request_log.writer import PredictionRecord, RequestLogWriter
+from serving.request_log.writer import PredictionRecord, RequestLogWriter, writer_from_settings
 
-__all__ = ["PredictionRecord", "RequestLogWriter", "make_table", "migrate", "prediction_log"]
+__all__ = [
+    "PredictionRecord",
+    "RequestLogWriter",
+    "make_table",
+    "migrate",
+    "prediction_log",
+    "writer_from_settings",
+]

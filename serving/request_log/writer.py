@@ -1042,6 +1042,18 @@ class RequestLogWriter:
             self.close(timeout_s=5.0)
 
 
+def writer_from_settings(settings: Any) -> RequestLogWriter:
+    """The writer the settings describe (core.settings.Settings): the API and the stream worker use it."""
+    return RequestLogWriter(
+        url=settings.effective_request_log_url,
+        schema=settings.request_log_schema,
+        spool_dir=settings.effective_spool_dir,
+        batch_size=settings.request_log_batch_size,
+        flush_interval_s=settings.request_log_flush_interval_s,
+        max_buffer=settings.request_log_max_buffer,
+    )
+
+
 def _make_engine(url: str) -> Engine:
     u = make_url(url)
     kwargs: dict[str, Any] = {

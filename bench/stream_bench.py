@@ -1,0 +1,204 @@
+"""Stream worker benchmark: event published to prediction published, through RabbitMQ, Redis and the model.
+
+Two phases against one worker process (`python -m serving.stream`, as deployed), with the built
+purchase_propensity model and features (run `dvc repro` first):
+
+* steady: the producer publishes recorded page views at `rate`/s for `seconds`; the bench consumes the
+  output queue and takes, per prediction, receipt time minus the producer's `sent_at` header (the
+  producer, worker and consumer share the machine's clock). The first `warmup_s` are left out.
+* saturation: with the worker stopped, a backlog of `backlog` page views is queued; the worker is started
+  and the rate at which predictions come out between the first and the last is its saturation rate.
+
+Producer, consumer, worker, RabbitMQ and Redis all share this machine's 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import orjson
+
+from bench.common import ROOT
+from core.feature_store import open_store
+from core.settings import Settings
+from pipelines.common.params import load_params
+from pipelines.purchase_propensity import schema as S
+from serving.stream.brokers import SENT_AT
+from serving.stream.producer import publish, read_lines
+
+log = logging.getLogger("bench.stream")
+
+
+def _worker_env(s: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in (
+        "redis_url",
+        "amqp_url",
+        "feast_project",
+        "feast_registry",
+        "stream_events_queue",
+        "stream_predictions_queue",
+        "stream_dead_letter_queue",
+    ):
+        env[name.upper()] = str(getattr(s, name))
+    if s.request_log_url:
+        env["REQUEST_LOG_URL"] = s.request_log_url
+    return env
+
+
+def _start_worker(s: Settings) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "serving.stream"],
+        env=_worker_env(s),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop(p: subprocess.Popen) -> None:
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[float, float | None]]:
+    """(receipt time, sent_at) of the next `n` predictions."""
+    import aio_pika
+
+    out: list[tuple[float, float | None]] = []
+    conn = await aio_pika.connect_robust(s.amqp_url)
+    async with conn:
+        ch = await conn.channel()
+        await ch.set_qos(prefetch_count=2000)
+        q = await ch.declare_queue(s.stream_predictions_queue, durable=True)
+        done = asyncio.Event()
+
+        async def on(m: Any) -> None:
+            out.append((time.time(), (m.headers or {}).get(SENT_AT)))
+            if len(out) >= n:
+                done.set()
+
+        await q.consume(on, no_ack=True)
+        try:
+            await asyncio.wait_for(done.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("only %s of %s predictions within %ss", len(out), n, timeout_s)
+    return out
+
+
+def _valid_count(lines: list[bytes]) -> int:
+    from pipelines.purchase_propensity.events import InvalidEvent, parse_event
+
+    n = 0
+    for line in lines:
+        try:
+            parse_event(line)
+            n += 1
+        except InvalidEvent:
+            pass
+    return n
+
+
+async def _steady(s: Settings, lines: list[bytes], rate: float, warmup_s: float) -> dict[str, Any]:
+    expected = _valid_count(lines)
+    collector = asyncio.create_task(_collect(s, expected, len(lines) / rate + 60))
+    await asyncio.sleep(0.5)
+    sent = await publish(s.amqp_url, s.stream_events_queue, lines, rate)
+    got = await collector
+    t0 = min(t for _, t in got if t) if got else 0
+    lat = np.array([(r - t) * 1000 for r, t in got if t and t - t0 >= warmup_s])
+    return {
+        "rate_target": rate,
+        "rate_achieved": round(sent["rate"], 1),
+        "events": len(lines),
+        "predictions": len(got),
+        "measured": int(lat.size),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "max_ms": round(float(lat.max()), 2),
+    }
+
+
+async def _saturation(s: Settings, lines: list[bytes]) -> dict[str, Any]:
+    await publish(s.amqp_url, s.stream_events_queue, lines, 0)
+    expected = _valid_count(lines)
+    collector = asyncio.create_task(_collect(s, expected, 600))
+    worker = _start_worker(s)
+    try:
+        got = await collector
+    finally:
+        _stop(worker)
+    first, last = got[0][0], got[-1][0]
+    return {
+        "backlog": len(lines),
+        "predictions": len(got),
+        "seconds": round(last - first, 2),
+        "eps": round((len(got) - 1) / max(last - first, 1e-9), 0),
+    }
+
+
+def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warmup_s: float = 3.0) -> dict:
+    from pipelines.materialize import sync_online
+
+    tag = uuid.uuid4().hex[:8]
+    base = Settings()
+    s = base.model_copy(
+        update={
+            "redis_url": base.redis_url or "redis://127.0.0.1:6379/0",
+            "amqp_url": base.amqp_url or "amqp://guest:guest@127.0.0.1:5672/",
+            "feast_project": f"bench{tag}",
+            "feast_registry": ROOT / "data" / "feast" / f"bench-{tag}.db",
+            "stream_events_queue": f"bench.{tag}.page_views",
+            "stream_predictions_queue": f"bench.{tag}.predictions",
+            "stream_dead_letter_queue": f"bench.{tag}.dead",
+        }
+    )
+    sync_online(s)
+    events = ROOT / load_params(ROOT / "params.yaml").purchase_propensity.features.raw_dir / S.EVENTS_FILE
+    n_steady = int(rate * seconds)
+    lines = read_lines(events, n_steady + backlog)
+    try:
+        worker = _start_worker(s)
+        time.sleep(8)  # model, Feast registry and connections loaded
+        try:
+            steady = asyncio.run(_steady(s, lines[:n_steady], rate, warmup_s))
+        finally:
+            _stop(worker)
+        log.info("steady: %s", steady)
+        sat = asyncio.run(_saturation(s, lines[n_steady:]))
+        log.info("saturation: %s", sat)
+    finally:
+        open_store(s).teardown()
+        asyncio.run(_delete_queues(s))
+        s.feast_registry.unlink(missing_ok=True)
+    return {"steady": steady, "saturation": sat}
+
+
+async def _delete_queues(s: Settings) -> None:
+    import aio_pika
+
+    conn = await aio_pika.connect_robust(s.amqp_url)
+    async with conn:
+        ch = await conn.channel()
+        for q in (s.stream_events_queue, s.stream_predictions_queue, s.stream_dead_letter_queue):
+            await ch.queue_delete(q)
+
+
+if __name__ == "__main__":
+    from core.cli import configure_logging
+
+    configure_logging()
+    print(orjson.dumps(run(seconds=10, backlog=10_000), option=orjson.OPT_INDENT_2).decode())

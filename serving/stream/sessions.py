@@ -1,0 +1,112 @@
+"""Where the stream worker keeps each open session's page views: the state its features are replayed from.
+
+A session's state is the *set* of its events keyed by event id, so adding an event twice (a redelivery, a
+producer's re-send) changes nothing: that is the worker's idempotency. `add` stores the new events and
+returns every event of the sessions it touched, in one round trip.
+
+* `RedisSessionStore` (REDIS_URL set): one hash per session, `HSETNX <key> <event_id> <json>`, with the
+  key expiring `ttl_s` after its last event. Redis is already the online store, so the state lives next to
+  the features it produces.
+* `SqliteSessionStore` (embedded default): one table keyed by event id, `INSERT OR IGNORE`, committed
+  before `add` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from pipelines.purchase_propensity.events import PageView
+
+
+def _dump(e: PageView) -> bytes:
+    return orjson.dumps(
+        [
+            e.event_id,
+            e.session_id,
+            e.customer_id,
+            e.ts,
+            e.page_type,
+            e.category,
+            e.product_id,
+            e.price,
+            e.referrer,
+            e.device,
+        ]
+    )
+
+
+def _load(b: bytes) -> PageView:
+    return PageView(*orjson.loads(b))
+
+
+class SessionStore(Protocol):
+    async def add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisSessionStore:
+    def __init__(self, client: Any, ttl_s: int, prefix: str) -> None:
+        self._redis = client  # redis.asyncio.Redis
+        self._ttl = ttl_s
+        self._prefix = prefix + "session:"  # e.g. "<feast project>:purchase_propensity:session:<id>"
+
+    async def add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
+        sessions = list(dict.fromkeys(e.session_id for e in events))
+        pipe = self._redis.pipeline(transaction=False)
+        for e in events:
+            pipe.hsetnx(self._prefix + e.session_id, e.event_id, _dump(e))
+        for sid in sessions:
+            pipe.expire(self._prefix + sid, self._ttl)
+            pipe.hvals(self._prefix + sid)
+        replies = await pipe.execute()
+        values = replies[len(events) + 1 :: 2]
+        return {sid: [_load(b) for b in vals] for sid, vals in zip(sessions, values, strict=True)}
+
+    async def close(self) -> None:
+        return None  # the client belongs to whoever made it (it is shared with the online reads)
+
+
+class SqliteSessionStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS session_events (event_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, "
+            "body BLOB NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS session_events_session ON session_events (session_id)")
+        self._lock = asyncio.Lock()
+
+    def _add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT OR IGNORE INTO session_events VALUES (?, ?, ?)",
+            [(e.event_id, e.session_id, _dump(e)) for e in events],
+        )
+        db.execute("COMMIT")
+        sessions = list(dict.fromkeys(e.session_id for e in events))
+        out: dict[str, list[PageView]] = defaultdict(list)
+        marks = ",".join("?" * len(sessions))
+        for sid, body in db.execute(
+            f"SELECT session_id, body FROM session_events WHERE session_id IN ({marks})", sessions
+        ):
+            out[sid].append(_load(body))
+        return {sid: out[sid] for sid in sessions}
+
+    async def add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
+        async with self._lock:
+            return self._add(events)
+
+    async def close(self) -> None:
+        self._db.close()
