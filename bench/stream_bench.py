@@ -4,7 +4,7 @@ Two phases against one worker process (`python -m serving.stream`, as deployed),
 purchase_propensity model and features (run `dvc repro` first):
 
 * steady: the producer publishes recorded page views at `rate`/s for `seconds`; the bench consumes the
-  output queue and takes, per prediction, receipt time minus the producer's `sent_at` header (the
+  output queue and takes, per prediction, receipt time minus the producer's `sent_at_us` header (the
   producer, worker and consumer share the machine's clock). The first `warmup_s` are left out.
 * saturation: with the worker stopped, a backlog of `backlog` page views is queued; the worker is started
   and the rate at which predictions come out between the first and the last is its saturation rate.
@@ -32,10 +32,11 @@ from core.feature_store import open_store
 from core.settings import Settings
 from pipelines.common.params import load_params
 from pipelines.purchase_propensity import schema as S
-from serving.stream.brokers import SENT_AT
+from serving.stream.brokers import SENT_AT, now_us
 from serving.stream.producer import publish, read_lines
 
 log = logging.getLogger("bench.stream")
+WORKER_LOG = ROOT / "data" / "bench-stream-worker.log"
 
 
 def _worker_env(s: Settings) -> dict[str, str]:
@@ -56,12 +57,9 @@ def _worker_env(s: Settings) -> dict[str, str]:
 
 
 def _start_worker(s: Settings) -> subprocess.Popen:
+    out = open(WORKER_LOG, "ab")  # noqa: SIM115 (the child writes to it; closed with the bench)
     return subprocess.Popen(
-        [sys.executable, "-m", "serving.stream"],
-        env=_worker_env(s),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "serving.stream"], env=_worker_env(s), cwd=ROOT, stdout=out, stderr=out
     )
 
 
@@ -73,11 +71,11 @@ def _stop(p: subprocess.Popen) -> None:
         p.kill()
 
 
-async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[float, float | None]]:
-    """(receipt time, sent_at) of the next `n` predictions."""
+async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[int, int | None]]:
+    """(receipt time, sent_at), both in epoch microseconds, of the next `n` predictions."""
     import aio_pika
 
-    out: list[tuple[float, float | None]] = []
+    out: list[tuple[int, int | None]] = []
     conn = await aio_pika.connect_robust(s.amqp_url)
     async with conn:
         ch = await conn.channel()
@@ -86,7 +84,7 @@ async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[float, f
         done = asyncio.Event()
 
         async def on(m: Any) -> None:
-            out.append((time.time(), (m.headers or {}).get(SENT_AT)))
+            out.append((now_us(), (m.headers or {}).get(SENT_AT)))
             if len(out) >= n:
                 done.set()
 
@@ -118,7 +116,7 @@ async def _steady(s: Settings, lines: list[bytes], rate: float, warmup_s: float)
     sent = await publish(s.amqp_url, s.stream_events_queue, lines, rate)
     got = await collector
     t0 = min(t for _, t in got if t) if got else 0
-    lat = np.array([(r - t) * 1000 for r, t in got if t and t - t0 >= warmup_s])
+    lat = np.array([(r - t) / 1000 for r, t in got if t and t - t0 >= warmup_s * 1e6])
     return {
         "rate_target": rate,
         "rate_achieved": round(sent["rate"], 1),
@@ -141,12 +139,12 @@ async def _saturation(s: Settings, lines: list[bytes]) -> dict[str, Any]:
         got = await collector
     finally:
         _stop(worker)
-    first, last = got[0][0], got[-1][0]
+    seconds = (got[-1][0] - got[0][0]) / 1e6
     return {
         "backlog": len(lines),
         "predictions": len(got),
-        "seconds": round(last - first, 2),
-        "eps": round((len(got) - 1) / max(last - first, 1e-9), 0),
+        "seconds": round(seconds, 2),
+        "eps": round((len(got) - 1) / max(seconds, 1e-9), 0),
     }
 
 

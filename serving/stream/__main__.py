@@ -25,7 +25,7 @@ from core.model_bundle import load_bundle
 from core.settings import Settings
 from serving.online import OnlineFeatures
 from serving.request_log import writer_from_settings
-from serving.stream.brokers import AmqpBroker, MemoryBroker
+from serving.stream.brokers import SENT_AT, AmqpBroker, MemoryBroker, now_us
 from serving.stream.sessions import RedisSessionStore, SqliteSessionStore
 from serving.stream.worker import MODEL, StreamWorker
 
@@ -105,6 +105,8 @@ async def _report(worker: StreamWorker, every_s: float = 5.0) -> None:
             s.redelivered,
             s.retries,
         )
+        if s.batches:
+            log.info("mean ms per batch: %s", {k: round(v / s.batches, 2) for k, v in s.step_ms.items()})
         last, t0 = s.events, now
 
 
@@ -140,7 +142,7 @@ async def replay_in_process(settings: Settings, path: Path, rate: float, limit: 
         for line in f:
             if limit is not None and sent >= limit:
                 break
-            broker.send(line.strip(), {"sent_at": time.time()})
+            broker.send(line.strip(), {SENT_AT: now_us()})
             sent += 1
             if rate > 0:
                 delay = started + sent / rate - time.monotonic()

@@ -18,11 +18,18 @@ batch is one message (lowest latency) and under load batches grow (highest throu
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-SENT_AT = "sent_at"  # header: when the producer published the event (epoch seconds), for latency
+# header: when the producer published the event, in integer microseconds since the epoch (AMQP tables
+# carry floats as 32-bit, too coarse for a timestamp), for end-to-end latency
+SENT_AT = "sent_at_us"
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
 
 
 @dataclass

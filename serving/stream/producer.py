@@ -3,7 +3,7 @@
     python -m serving.stream.producer --events data/raw/purchase_propensity/events.jsonl --rate 1000 --limit 20000
 
 Lines are published in file order (time order), persistent, with publisher confirms, each with a
-`sent_at` header (epoch seconds) the worker copies to its prediction, so latency can be measured end to
+`sent_at_us` header (epoch microseconds) the worker copies to its prediction, so latency can be measured end to
 end. Pacing is by 5 ms ticks: at each tick every line due by then is sent in one pipelined burst.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.cli import configure_logging
 from core.settings import Settings
-from serving.stream.brokers import SENT_AT
+from serving.stream.brokers import SENT_AT, now_us
 
 log = logging.getLogger("serving.stream.producer")
 TICK_S = 0.005
@@ -48,7 +48,7 @@ async def publish(url: str, queue: str, lines: Iterable[bytes], rate: float) -> 
 
         def message(body: bytes) -> aio_pika.Message:
             return aio_pika.Message(
-                body, headers={SENT_AT: time.time()}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                body, headers={SENT_AT: now_us()}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
             )
 
         started = time.monotonic()

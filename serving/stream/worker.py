@@ -60,6 +60,12 @@ class WorkerStats:
     retries: int = 0
     last_batch_ms: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    step_ms: dict[str, float] = field(default_factory=dict)  # time spent per step, summed over batches
+
+    def timed(self, step: str, since: float) -> float:
+        now = time.perf_counter()
+        self.step_ms[step] = self.step_ms.get(step, 0.0) + (now - since) * 1000
+        return now
 
 
 class StreamWorker:
@@ -117,17 +123,20 @@ class StreamWorker:
         if valid:
             predictions, records = await self._score(valid, started)
         out = [
-            Outgoing(orjson.dumps(p), {SENT_AT: p["sent_at"]} if p.get("sent_at") else {})
-            for p in predictions
+            Outgoing(orjson.dumps(p), {SENT_AT: p[SENT_AT]} if p.get(SENT_AT) else {}) for p in predictions
         ]
+        t = time.perf_counter()
         await self.broker.publish(out, dead)
+        t = self.stats.timed("publish", t)
         if records:
             for r in records:
                 self.request_log.log(r)
             await asyncio.to_thread(self.request_log.flush)
+            t = self.stats.timed("request_log", t)
         if self.crash_before_ack == self.stats.batches + 1:  # fault injection (tests): die with the work done
             os._exit(70)
         await self.broker.ack(batch)
+        self.stats.timed("ack", t)
         s = self.stats
         s.batches += 1
         s.events += len(valid)
@@ -140,7 +149,10 @@ class StreamWorker:
         self, valid: list[tuple[Delivery, PageView]], started: float
     ) -> tuple[list[dict[str, Any]], list[PredictionRecord]]:
         events = [e for _, e in valid]
+        timed = self.stats.timed
+        t = timed("validate", started)
         by_session = await self.sessions.add(events)
+        t = timed("session_store", t)
         wanted = {e.event_id for e in events}
         after: dict[str, dict[str, Any]] = {}
         current: dict[
@@ -160,12 +172,16 @@ class StreamWorker:
             for cid, (ts, feats) in current.items()
         ]
         push = pd.DataFrame(rows)
+        t = timed("replay", t)
         await asyncio.to_thread(self.store.push, F.PUSH_SOURCE, push, to=PushMode.ONLINE)
+        t = timed("push", t)
         customers = list(current)
         stored = await self.online.aget(self.meta.feature_service, F.ENTITY_ID, customers)
+        t = timed("online_read", t)
         offline = {cid: s.values for cid, s in zip(customers, stored, strict=True)}
         feature_rows = [{**offline[e.customer_id], **after[e.event_id]} for e in events]
         probs = self.predictor.predict_rows(feature_rows)
+        timed("predict", t)
         now = datetime.now(UTC)
         latency_ms = (time.perf_counter() - started) * 1000
         predictions, records = [], []
@@ -179,7 +195,7 @@ class StreamWorker:
                     "model_version": self.meta.version,
                     "event_ts": format_ts(e.ts),
                     "scored_at": now.isoformat(timespec="milliseconds"),
-                    "sent_at": d.headers.get(SENT_AT),
+                    SENT_AT: d.headers.get(SENT_AT),
                 }
             )
             records.append(
