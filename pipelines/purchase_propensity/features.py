@@ -21,7 +21,7 @@ a redelivered event, or one that arrives late, gives the same features as an ord
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
@@ -172,12 +172,23 @@ class SessionState:
         }
 
 
-def replay(events: Iterable[Any]) -> SessionState:
-    """The state after all of `events` (objects with the event fields as attributes), in (ts, id) order."""
+def replay(
+    events: Iterable[Any], after: Collection[str] = ()
+) -> tuple[SessionState, dict[str, dict[str, Any]]]:
+    """The state after all of a session's `events` (objects with the event fields as attributes), replayed in
+    (ts, event id) order with each event id once, and the features right after each event whose id is in
+    `after`. The stream worker
+    calls this for every session a batch touches."""
     state = SessionState()
-    for e in sorted(events, key=lambda e: (e.ts, e.event_id)):
+    features_after: dict[str, dict[str, Any]] = {}
+    unique: dict[str, Any] = {}
+    for e in events:  # an event id counts once (the first copy, as the session store keeps)
+        unique.setdefault(e.event_id, e)
+    for e in sorted(unique.values(), key=lambda e: (e.ts, e.event_id)):
         state.add(e.page_type, e.ts, e.product_id, e.price, e.referrer, e.device)
-    return state
+        if e.event_id in after:
+            features_after[e.event_id] = state.features()
+    return state, features_after
 
 
 def session_activity_table(events: pd.DataFrame) -> pd.DataFrame:

@@ -158,12 +158,13 @@ def evaluate(
 def _plot(y: np.ndarray, preds: dict[str, np.ndarray], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    top = 0.0
     for name, p in preds.items():
         t = calibration_table(y, p)
+        top = max(top, float(t["predicted"].max()))
         ax1.plot(t["predicted"], t["observed"], "o-", label=name)
         fpr, tpr, _ = roc_curve(y, p)
         ax2.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
-    top = max(float(np.max(t["predicted"])) for t in [calibration_table(y, p) for p in preds.values()])
     ax1.plot([0, top], [0, top], "k:", lw=1)
     ax1.set(
         xlabel="predicted P(order)", ylabel="observed order rate", title="Calibration (deciles, test weeks)"

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
+
 # header: when the producer published the event, in integer microseconds since the epoch (AMQP tables
 # carry floats as 32-bit, too coarse for a timestamp), for end-to-end latency
 SENT_AT = "sent_at_us"
@@ -92,8 +94,6 @@ class AmqpBroker:
         self._channel: Any = None
 
     async def start(self) -> None:
-        import aio_pika
-
         self._conn = await aio_pika.connect_robust(self.url)
         self._channel = await self._conn.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=self.prefetch)
@@ -108,8 +108,6 @@ class AmqpBroker:
         return [Delivery(m.body, dict(m.headers or {}), bool(m.redelivered), m) for m in batch]
 
     async def publish(self, predictions: Sequence[Outgoing], dead: Sequence[Outgoing]) -> None:
-        import aio_pika
-
         ex = self._channel.default_exchange
         _, out, dlq = self.names
         sends = [

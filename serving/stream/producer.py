@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import aio_pika
+
 from core.cli import configure_logging
 from core.settings import Settings
 from serving.stream.brokers import SENT_AT, now_us
@@ -37,8 +39,6 @@ def read_lines(path: Path, limit: int | None = None) -> list[bytes]:
 
 async def publish(url: str, queue: str, lines: Iterable[bytes], rate: float) -> dict[str, float]:
     """Publish `lines` at `rate` per second (0: as fast as confirms allow). Returns what was achieved."""
-    import aio_pika
-
     lines = list(lines)
     conn = await aio_pika.connect_robust(url)
     try:

@@ -88,7 +88,6 @@ class StreamWorker:
         self.retry_max_s = retry_max_s
         self.crash_before_ack = crash_before_ack
         self.stats = WorkerStats()
-        self._session_names = [f.name for f in F.SESSION_FEATURES]
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         while stop is None or not stop.is_set():
@@ -159,11 +158,8 @@ class StreamWorker:
             int, tuple[float, dict[str, Any]]
         ] = {}  # customer -> (time, state) of the latest session
         for session_events in by_session.values():
-            state = F.SessionState()
-            for e in sorted(session_events, key=lambda e: (e.ts, e.event_id)):
-                state.add(e.page_type, e.ts, e.product_id, e.price, e.referrer, e.device)
-                if e.event_id in wanted:
-                    after[e.event_id] = state.features()
+            state, features_after = F.replay(session_events, wanted)
+            after.update(features_after)
             cid = session_events[0].customer_id
             if cid not in current or state.last_ts >= current[cid][0]:
                 current[cid] = (state.last_ts, state.features())

@@ -84,11 +84,10 @@ def streamed(purchase_world):
         again = []
         while not broker.events.empty():
             again += await c.worker.handle(await broker.next_batch())
-        state = await c.sessions.add([])  # nothing new
         await c.close()
-        return first, again, dead, state
+        return first, again, dead
 
-    first, again, dead, _ = asyncio.run(go())
+    first, again, dead = asyncio.run(go())
     return lines, first, again, dead
 
 

@@ -43,7 +43,7 @@ SESSION = [
 
 
 def test_session_features_count_what_happened():
-    f = F.replay(SESSION).features()
+    f = F.replay(SESSION)[0].features()
     assert (f["page_1"], f["page_2"], f["page_3"]) == (S.CHECKOUT, S.CATEGORY_PAGE, S.PRODUCT)
     assert f["n_pages"] == 8 and f["n_product_views"] == 3 and f["n_distinct_products"] == 2
     assert f["n_cart_adds"] == 1 and f["cart_value"] == 35.5 and f["n_checkout_views"] == 1
@@ -52,18 +52,21 @@ def test_session_features_count_what_happened():
     assert f["mean_price_seen"] == pytest.approx((20 + 35.5 + 20) / 3, abs=1e-4)
     assert f["session_seconds"] == pytest.approx(SESSION[-1].ts - SESSION[0].ts)
     assert f["mean_dwell_seconds"] == pytest.approx(f["session_seconds"] / 7)
-    first = F.replay(SESSION[:1]).features()
+    first = F.replay(SESSION[:1])[0].features()
     assert first["page_2"] == F.NO_PAGE and first["mean_dwell_seconds"] is None
 
 
 def test_the_state_is_a_function_of_the_set_of_events():
     """Shuffled, re-sent or late events give the features of the orderly stream."""
-    want = F.replay(SESSION).features()
+    ids = [e.event_id for e in SESSION]
+    want = {e.event_id: F.replay(SESSION[: j + 1])[0].features() for j, e in enumerate(SESSION)}
     rng = random.Random(3)
     for _ in range(20):
         events = SESSION + rng.sample(SESSION, 3)
         rng.shuffle(events)
-        assert F.replay(set(events)).features() == want
+        state, after = F.replay(events, ids)
+        assert state.features() == want[ids[-1]]
+        assert after == want  # what the worker scores each event with
 
 
 def test_the_training_table_is_the_replay_after_each_event():
@@ -74,7 +77,7 @@ def test_the_training_table_is_the_replay_after_each_event():
     assert len(rows) == len(SESSION)
     for j in range(len(SESSION)):
         got = rows.loc[j, [f.name for f in F.SESSION_FEATURES]].to_dict()
-        want = F.replay(SESSION[: j + 1]).features()
+        want = F.replay(SESSION[: j + 1])[0].features()
         assert {k: (None if pd.isna(v) else v) for k, v in got.items()} == want
     assert (rows[F.EVENT_TIMESTAMP].astype("int64") // 1000 == [round(e.ts * 1e6) for e in SESSION]).all()
 
