@@ -32,10 +32,11 @@ from core.feature_store import open_store
 from core.settings import Settings
 from pipelines.common.params import load_params
 from pipelines.purchase_propensity import schema as S
-from serving.stream.brokers import SENT_AT, now_us
+from serving.stream.brokers import PUBLISHED_AT, RECEIVED_AT, SCORED_AT, SENT_AT, now_us
 from serving.stream.producer import publish, read_lines
 
 log = logging.getLogger("bench.stream")
+QUANTILES = (("p50", 50), ("p99", 99))
 WORKER_LOG = ROOT / "data" / "bench-stream-worker.log"
 
 
@@ -71,11 +72,22 @@ def _stop(p: subprocess.Popen) -> None:
         p.kill()
 
 
-async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[int, int | None]]:
-    """(receipt time, sent_at), both in epoch microseconds, of the next `n` predictions."""
+# a prediction's timeline (epoch microseconds): producer sent, worker received, batch scored, worker
+# published (headers), bench received
+TIMELINE = (SENT_AT, RECEIVED_AT, SCORED_AT, PUBLISHED_AT)
+SEGMENTS = {  # latency split, name -> (from, to) indices into (*TIMELINE, receipt)
+    "broker_to_worker_ms": (0, 1),
+    "in_worker_until_scored_ms": (1, 2),
+    "scored_to_published_ms": (2, 3),
+    "broker_to_consumer_ms": (3, 4),
+}
+
+
+async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[int, ...]]:
+    """(*TIMELINE, receipt time) of the next `n` predictions, in epoch microseconds (0: header absent)."""
     import aio_pika
 
-    out: list[tuple[int, int | None]] = []
+    out: list[tuple[int, ...]] = []
     conn = await aio_pika.connect_robust(s.amqp_url)
     async with conn:
         ch = await conn.channel()
@@ -84,7 +96,8 @@ async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[int, int
         done = asyncio.Event()
 
         async def on(m: Any) -> None:
-            out.append((now_us(), (m.headers or {}).get(SENT_AT)))
+            h = m.headers or {}
+            out.append((*(int(h.get(k) or 0) for k in TIMELINE), now_us()))
             if len(out) >= n:
                 done.set()
 
@@ -113,13 +126,20 @@ async def _steady(s: Settings, lines: list[bytes], rate: float, warmup_s: float)
     expected = _valid_count(lines)
     collector = asyncio.create_task(_collect(s, expected, len(lines) / rate + 60))
     await asyncio.sleep(0.5)
-    sent = await publish(s.amqp_url, s.stream_events_queue, lines, rate)
+    pub = await publish(s.amqp_url, s.stream_events_queue, lines, rate)
     got = await collector
-    t0 = min(t for _, t in got if t) if got else 0
-    lat = np.array([(r - t) / 1000 for r, t in got if t and t - t0 >= warmup_s * 1e6])
+    sent = [g for g in got if g[0]]
+    t0 = min(g[0] for g in sent) if sent else 0
+    kept = np.array([g for g in sent if g[0] - t0 >= warmup_s * 1e6], dtype=np.int64).reshape(-1, 5)
+    lat = (kept[:, 4] - kept[:, 0]) / 1000
+    split = {
+        name: {q: round(float(np.percentile((kept[:, b] - kept[:, a]) / 1000, p)), 2) for q, p in QUANTILES}
+        for name, (a, b) in SEGMENTS.items()
+        if len(kept)
+    }
     return {
         "rate_target": rate,
-        "rate_achieved": round(sent["rate"], 1),
+        "rate_achieved": round(pub["rate"], 1),
         "events": len(lines),
         "predictions": len(got),
         "measured": int(lat.size),
@@ -127,6 +147,7 @@ async def _steady(s: Settings, lines: list[bytes], rate: float, warmup_s: float)
         "p95_ms": round(float(np.percentile(lat, 95)), 2),
         "p99_ms": round(float(np.percentile(lat, 99)), 2),
         "max_ms": round(float(lat.max()), 2),
+        "split": split,
     }
 
 
@@ -139,7 +160,7 @@ async def _saturation(s: Settings, lines: list[bytes]) -> dict[str, Any]:
         got = await collector
     finally:
         _stop(worker)
-    seconds = (got[-1][0] - got[0][0]) / 1e6
+    seconds = (got[-1][-1] - got[0][-1]) / 1e6  # receipt times
     return {
         "backlog": len(lines),
         "predictions": len(got),
@@ -170,7 +191,7 @@ def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warm
     lines = read_lines(events, n_steady + backlog)
     try:
         worker = _start_worker(s)
-        time.sleep(8)  # model, Feast registry and connections loaded
+        asyncio.run(_consuming(s, worker))  # model, Feast registry and connections loaded
         try:
             steady = asyncio.run(_steady(s, lines[:n_steady], rate, warmup_s))
         finally:
@@ -183,6 +204,27 @@ def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warm
         asyncio.run(_delete_queues(s))
         s.feast_registry.unlink(missing_ok=True)
     return {"steady": steady, "saturation": sat}
+
+
+async def _consuming(s: Settings, worker: subprocess.Popen, timeout_s: float = 180) -> None:
+    """Wait until the worker consumes the events queue (it declares the queue when it is ready)."""
+    import aio_pika
+
+    deadline = time.monotonic() + timeout_s
+    conn = await aio_pika.connect_robust(s.amqp_url)
+    async with conn:
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited ({worker.returncode}); see {WORKER_LOG}")
+            ch = await conn.channel()
+            try:
+                q = await ch.declare_queue(s.stream_events_queue, passive=True)
+                if q.declaration_result.consumer_count:
+                    return
+            except aio_pika.exceptions.ChannelClosed:
+                pass  # not declared yet
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"the worker did not start consuming in {timeout_s}s; see {WORKER_LOG}")
 
 
 async def _delete_queues(s: Settings) -> None:

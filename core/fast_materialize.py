@@ -85,7 +85,7 @@ import sqlite3
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -773,8 +773,153 @@ def _bulk(p: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(p), p)
 
 
+def _double_cell(field: bytes) -> Callable[[float], bytes] | None:
+    """field + RESP bulk of Feast's proto of a DOUBLE feature's Python float, by hand (tag 0x29 = field 5,
+    64-bit), or None if that is not what Feast's converter gives on samples (then every value goes
+    through Feast's converter)."""
+    pack = struct.Struct("<d").pack
+
+    def cell(v: float) -> bytes:
+        return b"%s$9\r\n\x29%s\r\n" % (field, pack(v))
+
+    for v in (0.0, 1.5, -2.25, 1e300, 5e-324, -0.0, float("inf")):
+        if cell(v) != field + _bulk(
+            python_values_to_proto_values([v], ValueType.DOUBLE)[0].SerializeToString()
+        ):
+            return None
+    return cell
+
+
+class RedisRows:
+    """Feast's Redis layout for one feature view: the RESP commands `online_write_batch` amounts to.
+
+    HSET key {mmh3(view:feature): ValueProto bytes, "_ts:view": Timestamp bytes} (+ EXPIRE with
+    `key_ttl_seconds`), with Feast's rule that a stored `_ts:view` newer than or equal to the new one is
+    kept (`newer`). Shared by the bulk writer below and the stream's push (core/online_fast.py).
+    """
+
+    def __init__(self, project: str, plan: _Plan, ttl: int | None) -> None:
+        self.plan = plan
+        self.project = project.encode()
+        view = plan.fv.name
+        self.ts_field = _bulk(f"_ts:{view}".encode())
+        self.fields = [_bulk(_mmh3(f"{view}:{f}")) for f in plan.features]
+        self.hset = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(plan.features) + 1))
+        self.ttl = ttl
+        self._cells: dict[tuple[str, type, Any], bytes] = {}  # (feature, value) -> field + bulk(proto)
+        self._doubles = [
+            _double_cell(f) if t == ValueType.DOUBLE else None
+            for f, t in zip(self.fields, plan.feature_types, strict=True)
+        ]
+
+    def keys(self, b: pa.RecordBatch) -> list[bytes]:
+        """The Redis key of each row, as a RESP bulk string."""
+        project = self.project
+        width = _fixed_width(self.plan, b)
+        if width is None:
+            return [_bulk(k + project) for k in _entity_keys(self.plan, b)]
+        # built in one pass with the length header and the trailer
+        return _entity_keys(self.plan, b, b"$%d\r\n" % (width + len(project)), project + b"\r\n")
+
+    def get_ts(self, keys: Sequence[bytes]) -> bytes:
+        """HGET key _ts:view per key (one reply each): the stored event times `newer` compares with."""
+        hget = b"*3\r\n$4\r\nHGET\r\n"
+        return hget + (self.ts_field + hget).join(keys) + self.ts_field
+
+    def values(self, keys: list[bytes], b: pa.RecordBatch) -> tuple[list[bytes], np.ndarray]:
+        """The HSET arguments per row (key included), and the rows' event times in microseconds."""
+        e = _encode(self.plan, b, texts=False, keys=False)
+        ts = timestamp_protos(e.ts_us, frame=self.ts_field)
+        cols = [c.rows([f + _bulk(v) for v in c.pool]) for f, c in zip(self.fields, e.cols, strict=True)]
+        return list(map(b"".join, zip(keys, *cols, ts, strict=True))), e.ts_us
+
+    def row_values(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[bytes], list[bytes], np.ndarray]:
+        """`keys` and `values` for a few Python rows (the stream's push), without Arrow's per-column cost.
+
+        Each (feature, value) goes through Feast's `python_values_to_proto_values` once and is cached, so
+        the bytes are those of Feast's own conversion of that Python value.
+        """
+        p = self.plan
+        if len(p.join_keys) == 1 and p.key_types[0] == ValueType.INT64:
+            prefix = _int64_key_prefix(p.join_keys[0], p.key_version)
+        else:
+            prefix = None
+        keys = []
+        for r in rows:
+            k = r[p.join_keys[0]]
+            if prefix is not None and type(k) is int:
+                raw = prefix + struct.pack("<q", k)
+            else:
+                ek = EntityKeyProto(
+                    join_keys=p.join_keys,
+                    entity_values=[
+                        python_values_to_proto_values([r[j]], t)[0]
+                        for j, t in zip(p.join_keys, p.key_types, strict=True)
+                    ],
+                )
+                raw = serialize_entity_key(ek, entity_key_serialization_version=p.key_version)
+            keys.append(_bulk(raw + self.project))
+        if len(self._cells) > 100_000:  # bound the cache on long runs of distinct values
+            self._cells.clear()
+        cells, doubles = self._cells, self._doubles
+        cmds = []
+        for key, r in zip(keys, rows, strict=True):
+            parts = [key]
+            for name, vtype, fld, double in zip(
+                p.features, p.feature_types, self.fields, doubles, strict=True
+            ):
+                v = r[name]
+                if double is not None and type(v) is float and v == v:  # continuous: encoded, not cached
+                    parts.append(double(v))
+                    continue
+                ck = (name, type(v), v if v == v else "NaN")  # NaN != NaN: one key for all of them
+                cell = cells.get(ck)
+                if cell is None:  # Feast's converter, once per distinct value
+                    cell = fld + _bulk(python_values_to_proto_values([v], vtype)[0].SerializeToString())
+                    cells[ck] = cell
+                parts.append(cell)
+            cmds.append(b"".join(parts))
+        ts_us = np.array([_dt_ns(r[p.ts]) // 1000 for r in rows], dtype=np.int64)
+        ts = timestamp_protos(ts_us, frame=self.ts_field)
+        return keys, [c + t for c, t in zip(cmds, ts, strict=True)], ts_us
+
+    def set(self, cmds: Sequence[bytes], keys: Sequence[bytes]) -> tuple[bytes, int]:
+        """The HSET (and EXPIRE) commands for `values`' rows, and how many replies they owe."""
+        head = self.hset
+        if not self.ttl:
+            return head + head.join(cmds), len(cmds)
+        expire = b"*3\r\n$6\r\nEXPIRE\r\n"
+        ttl = _bulk(str(int(self.ttl)).encode())
+        return b"".join(head + c + expire + k + ttl for c, k in zip(cmds, keys, strict=True)), 2 * len(cmds)
+
+    @staticmethod
+    def newer(stored: Sequence[bytes | None], ts_us: np.ndarray) -> list[int]:
+        """Rows to write under Feast's rule (skip_dedup: false): those newer than their stored _ts:view."""
+        if not any(stored):
+            return list(range(len(stored)))
+        keep = []
+        new_ns = (ts_us * 1000).tolist()
+        for i, p in enumerate(stored):
+            if p:
+                t = Timestamp.FromString(p)
+                prev_ns = t.seconds * 1_000_000_000 + t.nanos
+                if prev_ns and new_ns[i] <= prev_ns:
+                    continue
+            keep.append(i)
+        return keep
+
+
+def redis_rows(store: FeatureStore, fv: FeatureView) -> RedisRows:
+    """The `RedisRows` of a view in this store (ValueError when this module leaves the view to Feast)."""
+    try:
+        plan = _plan(store, fv)
+    except _Unsupported as e:
+        raise ValueError(f"{fv.name}: {e}") from e
+    return RedisRows(store.project, plan, store.config.online_store.key_ttl_seconds)
+
+
 class _RedisWriter:
-    """HSET key {mmh3(view:feature): ValueProto bytes, "_ts:view": Timestamp bytes}, as Feast."""
+    """Writes `RedisRows` commands on one redis-py connection in chunks, the next encoded while Redis works."""
 
     name = "redis"
 
@@ -782,14 +927,8 @@ class _RedisWriter:
         cfg = store.config.online_store
         online: Any = store._get_provider().online_store
         self.client = online._get_client(cfg)
-        self.project = store.project.encode()
-        view = plan.fv.name
-        self.ts_field = _bulk(f"_ts:{view}".encode())
-        self.fields = [_bulk(_mmh3(f"{view}:{f}")) for f in plan.features]
-        self.hset = b"*%d\r\n$4\r\nHSET\r\n" % (2 + 2 * (len(plan.features) + 1))
-        self.ttl = cfg.key_ttl_seconds
+        self.rows = RedisRows(store.project, plan, cfg.key_ttl_seconds)
         self.dedup = not (overwrite if overwrite is not None else cfg.skip_dedup)
-        self.plan = plan
         self.conn = self.client.connection_pool.get_connection()
         self.conn.connect()
         self.reader: Any = None
@@ -834,56 +973,23 @@ class _RedisWriter:
     def write(self, b: pa.RecordBatch, stats: _ViewStats) -> None:
         if not b.num_rows:
             return
-        project = self.project
-        width = _fixed_width(self.plan, b)
-        if width is None:
-            keys = [_bulk(k + project) for k in _entity_keys(self.plan, b)]
-        else:  # RESP bulk strings of the Redis keys, built in one pass
-            keys = _entity_keys(self.plan, b, b"$%d\r\n" % (width + len(project)), project + b"\r\n")
+        rows = self.rows
+        keys = rows.keys(b)
         if self.dedup:  # ask for the stored timestamps first: Redis answers while we encode
-            hget = b"*3\r\n$4\r\nHGET\r\n"
-            self._send(hget + (self.ts_field + hget).join(keys) + self.ts_field, len(keys))
-        e = _encode(self.plan, b, texts=False, keys=False)
-        ts = timestamp_protos(e.ts_us, frame=self.ts_field)
-        cols = [c.rows([f + _bulk(v) for v in c.pool]) for f, c in zip(self.fields, e.cols, strict=True)]
-        cmds = list(map(b"".join, zip(keys, *cols, ts, strict=True)))  # HSET arguments per entity
+            self._send(rows.get_ts(keys), len(keys))
+        cmds, ts_us = rows.values(keys, b)
         if self.dedup:
-            keep = self._newer(e.ts_us, stats)
-            if len(keep) < e.n:
+            # the HGETs (the last group in flight) queued behind the previous chunk's HSETs
+            n = self.in_flight.pop()
+            self._drain(keep=0)
+            keep = rows.newer(self._read(n), ts_us)
+            stats.entities_kept_newer += len(cmds) - len(keep)
+            if len(keep) < len(cmds):
                 cmds, keys = [cmds[i] for i in keep], [keys[i] for i in keep]
         if cmds:
-            head = self.hset
-            if self.ttl:
-                expire = b"*3\r\n$6\r\nEXPIRE\r\n"
-                ttl = _bulk(str(int(self.ttl)).encode())
-                buf = b"".join(head + c + expire + k + ttl for c, k in zip(cmds, keys, strict=True))
-                self._send(buf, 2 * len(cmds))
-            else:
-                self._send(head + head.join(cmds), len(cmds))
+            self._send(*rows.set(cmds, keys))
             stats.entities_written += len(cmds)
         self._drain(keep=1)  # Redis works on this chunk while the next one is read and encoded
-
-    def _newer(self, ts_us: np.ndarray, stats: _ViewStats) -> Sequence[int]:
-        """Feast's rule (skip_dedup: false): skip an entity whose stored _ts:view is >= the new one.
-
-        The HGETs (the last group in flight) queued behind the previous chunk's HSETs.
-        """
-        n = self.in_flight.pop()
-        self._drain(keep=0)
-        prev = self._read(n)
-        if not any(prev):
-            return range(n)
-        keep = []
-        new_ns = (ts_us * 1000).tolist()
-        for i, p in enumerate(prev):
-            if p:
-                t = Timestamp.FromString(p)
-                prev_ns = t.seconds * 1_000_000_000 + t.nanos
-                if prev_ns and new_ns[i] <= prev_ns:
-                    stats.entities_kept_newer += 1
-                    continue
-            keep.append(i)
-        return keep
 
     def close(self, stats: _ViewStats) -> list[Callable[[], None]]:
         try:

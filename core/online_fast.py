@@ -1,4 +1,5 @@
-"""Read a FeatureService's online features from Redis in Feast's own layout, without Feast's per-call work.
+"""Read a FeatureService's online features from Redis in Feast's own layout, without Feast's per-call work;
+and push rows to it (`RedisPush`, the stream worker's write path, at the end of this module).
 
 Why by hand (measured, see docs/benchmarks.md): `FeatureStore.get_online_features` spends most of its
 ~0.2-0.6 ms per call re-resolving the feature service against the registry, building request protos,
@@ -21,7 +22,7 @@ Only the Redis online store has a fast path; other stores go through Feast (serv
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,8 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.protos.feast.types.Value_pb2 import ValueType
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from core.fast_materialize import RedisRows, redis_rows
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,75 @@ def _python_value(v: ValueProto) -> Any:
     if kind in _SCALARS:
         return getattr(v, kind)
     return feast_value_type_to_python_type(v)
+
+
+class RedisPush:
+    """`store.push(push_source, df, to=PushMode.ONLINE)` for the Redis online store, on an asyncio client.
+
+    Why (measured, docs/benchmarks.md): Feast's push spends ~0.6 ms per row in Python (a proto per cell,
+    a Timestamp and a key serialization per row, redis-py packing an HMGET and an HSET per entity) and is
+    synchronous: 28 ms of the stream worker's ~55 ms batch. Here each feature view fed by the push source
+    is written with `core.fast_materialize.RedisRows`, the bytes `feast materialize` writes (values through
+    Feast's own converter, once per distinct value), in two pipelined round trips: the stored `_ts:view`
+    of every key, then HSET (+ EXPIRE) of the rows that are newer, which is Feast's rule (`skip_dedup`
+    false). Rows of one key in one push: the latest wins, as in Feast. Rows are Python dicts: a stream
+    batch is a few dozen rows, where Arrow's and pandas' per-column costs would dominate (measured: 9 ms
+    per 45-row push through a DataFrame and Arrow, against XX ms row by row with cached cells). Feast
+    stays the source of truth: the views, fields, project and TTL come from its registry and config.
+    tests/integration/test_online_fast.py checks the stored hash equals what `store.push` writes.
+    """
+
+    def __init__(self, store: FeatureStore, push_source: str) -> None:
+        cfg = store.config.online_store
+        if cfg.type != "redis":
+            raise ValueError(f"RedisPush is for the redis online store, not {cfg.type!r}")
+        views = [
+            fv
+            for fv in store.list_feature_views()
+            if fv.stream_source is not None and fv.stream_source.name == push_source
+        ]
+        if not views:
+            raise ValueError(f"no feature view in the registry reads the push source {push_source!r}")
+        self.push_source = push_source
+        self.views: list[RedisRows] = [redis_rows(store, fv) for fv in views]
+        self.dedup = not cfg.skip_dedup
+
+    async def push(self, client: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write the rows (dicts with the join key, the source's timestamp field and the features) to every
+        view of the push source; the number of (view, entity) rows written."""
+        if not rows:
+            return 0
+        plans = []
+        for view in self.views:
+            missing = [c for c in view.plan.columns if c not in rows[0]]
+            if missing:
+                raise ValueError(
+                    f"push to {self.push_source!r}: columns {missing} of view {view.plan.fv.name!r} missing"
+                )
+            keys, cmds, ts_us = view.row_values(rows)
+            latest: dict[bytes, int] = {}
+            for i, (k, t) in enumerate(zip(keys, ts_us.tolist(), strict=True)):
+                if k not in latest or t >= ts_us[latest[k]]:
+                    latest[k] = i
+            pick = sorted(latest.values())
+            plans.append((view, [keys[i] for i in pick], [cmds[i] for i in pick], ts_us[pick]))
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            if self.dedup:
+                await conn.send_packed_command(b"".join(r.get_ts(k) for r, k, _, _ in plans))
+                for j, (view, keys, cmds, ts) in enumerate(plans):
+                    stored = [await conn.read_response() for _ in keys]
+                    keep = RedisRows.newer(stored, ts)
+                    plans[j] = (view, [keys[i] for i in keep], [cmds[i] for i in keep], ts)
+            sets = [r.set(c, k) for r, k, c, _ in plans if c]
+            if sets:
+                await conn.send_packed_command(b"".join(buf for buf, _ in sets))
+                for _ in range(sum(n for _, n in sets)):
+                    await conn.read_response()
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return sum(len(c) for _, _, c, _ in plans)

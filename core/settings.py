@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     stream_prefetch: int = Field(
         default=2000, description="unacknowledged messages the broker may send ahead"
     )
+    stream_pipeline_depth: int = Field(
+        default=2,
+        ge=1,
+        description="processed batches that may wait for their confirms and commit while the next is processed",
+    )
     stream_session_ttl_s: int = Field(default=6 * 3600, description="how long a session's events are kept")
     stream_crash_before_ack: int | None = Field(
         default=None,

@@ -79,6 +79,8 @@ class Components:
             meta,
             self.request_log,
             crash_before_ack=settings.stream_crash_before_ack,
+            pipeline_depth=settings.stream_pipeline_depth,
+            redis=self.redis,
         )
 
     async def close(self) -> None:
@@ -96,10 +98,11 @@ async def _report(worker: StreamWorker, every_s: float = 5.0) -> None:
         s = worker.stats
         now = time.monotonic()
         log.info(
-            "%s events (%.0f/s), %s batches, %s dead-lettered %s, %s redelivered, %s retries",
+            "%s events (%.0f/s), %s batches (%s commits), %s dead-lettered %s, %s redelivered, %s retries",
             s.events,
             (s.events - last) / (now - t0),
             s.batches,
+            s.finishes,
             s.dead_lettered,
             s.reasons,
             s.redelivered,

@@ -4,7 +4,8 @@
 
 Lines are published in file order (time order), persistent, with publisher confirms, each with a
 `sent_at_us` header (epoch microseconds) the worker copies to its prediction, so latency can be measured end to
-end. Pacing is by 5 ms ticks: at each tick every line due by then is sent in one pipelined burst.
+end. Pacing is by 5 ms ticks: at each tick every line due by then is sent in one write
+(`brokers.publish_batch`), its confirms checked as they arrive.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import argparse
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 
 from core.cli import configure_logging
 from core.settings import Settings
-from serving.stream.brokers import SENT_AT, now_us
+from serving.stream.brokers import SENT_AT, Outgoing, now_us, publish_batch
 
 log = logging.getLogger("serving.stream.producer")
 TICK_S = 0.005
@@ -44,13 +47,8 @@ async def publish(url: str, queue: str, lines: Iterable[bytes], rate: float) -> 
     try:
         channel = await conn.channel(publisher_confirms=True)
         await channel.declare_queue(queue, durable=True)
-        ex = channel.default_exchange
 
-        def message(body: bytes) -> aio_pika.Message:
-            return aio_pika.Message(
-                body, headers={SENT_AT: now_us()}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-            )
-
+        pending: deque[Any] = deque()  # confirmations still out, checked as they arrive
         started = time.monotonic()
         sent = 0
         next_log = started + 5
@@ -62,11 +60,22 @@ async def publish(url: str, queue: str, lines: Iterable[bytes], rate: float) -> 
                     continue
             else:
                 due = min(len(lines), sent + 500)
-            await asyncio.gather(*(ex.publish(message(b), routing_key=queue) for b in lines[sent:due]))
+            stamp = now_us()
+            confirmed = await publish_batch(
+                channel, [(queue, Outgoing(b, {SENT_AT: stamp})) for b in lines[sent:due]]
+            )
+            if rate <= 0 or due == len(lines):
+                await confirmed  # as fast as confirms allow; and every line confirmed before returning
+            else:
+                pending.append(confirmed)
+                while pending and pending[0].done():
+                    pending.popleft().result()
             sent = due
             if time.monotonic() >= next_log:
                 log.info("published %s/%s (%.0f/s)", sent, len(lines), sent / (time.monotonic() - started))
                 next_log += 5
+        for confirmed in pending:
+            await confirmed
         elapsed = time.monotonic() - started
     finally:
         await conn.close()

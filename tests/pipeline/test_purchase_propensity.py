@@ -4,6 +4,7 @@ queue (the same code after consumption as with RabbitMQ), and the REST endpoint 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pandas as pd
@@ -13,7 +14,7 @@ from pipelines.purchase_propensity import features as F
 from pipelines.purchase_propensity import schema as S
 from pipelines.purchase_propensity.events import InvalidEvent, parse_event
 from pipelines.purchase_propensity.training_set import MAX_OVERLAP_SHARE, check_parity
-from serving.stream.brokers import MemoryBroker
+from serving.stream.brokers import MemoryBroker, resolved
 
 
 def test_ingest_catches_every_planted_defect(purchase_world):
@@ -152,3 +153,60 @@ def test_rest_agrees_with_the_stream(purchase_world, streamed):
     assert r.status_code == 200, r.text
     got = [p["prediction"] for p in r.json()["predictions"]]
     assert got == pytest.approx(last["probability"].tolist(), abs=1e-9)
+
+
+def test_a_nacked_batch_is_published_again_before_its_ack(purchase_world):
+    """`run` pipelines batches; when the broker fails a batch's confirms, the batch's outputs are sent
+    again and only then acknowledged, after the batches before it and before those after it."""
+    from serving.stream.__main__ import Components
+
+    class NackingBroker(MemoryBroker):
+        nacks = 1
+
+        async def publish(self, predictions, dead):
+            await super().publish(predictions, dead)
+            if self.nacks and predictions:
+                self.nacks -= 1
+                f = asyncio.get_running_loop().create_future()
+                f.set_exception(ConnectionError("nacked"))
+                return f
+            return resolved()
+
+    lines = _lines(purchase_world, 40)
+
+    async def go():
+        broker = NackingBroker(max_batch=16)
+        c = Components(purchase_world.settings, broker)
+        c.worker.retry_max_s = 0.05
+        run = asyncio.create_task(c.worker.run())
+        for line in lines:
+            broker.send(line)
+            await asyncio.sleep(0)  # arrivals spread over several batches
+        for _ in range(600):
+            if broker.acked >= len(lines):
+                break
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        outs = [orjson.loads(broker.predictions.get_nowait().body) for _ in range(broker.predictions.qsize())]
+        stats = c.worker.stats
+        await c.close()
+        return broker, outs, stats
+
+    broker, outs, stats = asyncio.run(go())
+    assert broker.acked == len(lines)  # every message acknowledged once
+    assert stats.retries == 1 and stats.batches >= 2
+    ids = [p["event_id"] for p in outs]
+    valid = [parse_event(line).event_id for line in lines if _parses(line)]
+    assert set(ids) == set(valid)
+    resent = len(valid) - len(set(valid))  # the producer's re-sends are scored again too
+    assert 0 < len(ids) - len(set(ids)) - resent <= 16  # the nacked batch's predictions, sent twice
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        parse_event(line)
+        return True
+    except InvalidEvent:
+        return False
