@@ -238,19 +238,58 @@ def render(res: dict) -> str:
         out += [
             "## Stream worker (purchase_propensity)",
             "",
-            "One `python -m serving.stream` process: RabbitMQ in, session state and Feast push to Redis, online "
-            "read, CatBoost, prediction published with confirms, request log flushed, then the ack. Latency is "
-            "the producer's publish to the bench's receipt of the prediction.",
+            "One `python -m serving.stream` process: RabbitMQ in (persistent messages, manual acks), session state "
+            "and Feast-layout push to Redis, online read, CatBoost, predictions published in one write per batch "
+            "with confirms, request log committed (PostgreSQL when DATABASE_URL is set, else SQLite), then the "
+            "ack. Latency is the producer's publish to the bench's receipt of the prediction.",
             "",
-            "| phase | events | rate | p50 ms | p95 ms | p99 ms | max ms |",
+            "| run | events | rate | p50 ms | p95 ms | p99 ms | max ms |",
             "| --- | --- | --- | --- | --- | --- | --- |",
-            f"| steady | {_fmt(a['events'])} | {_fmt(a['rate_achieved'])}/s (target {_fmt(a['rate_target'])}) | "
+            f"| the worker | {_fmt(a['events'])} | {_fmt(a['rate_achieved'])}/s (target {_fmt(a['rate_target'])}) | "
             f"{_fmt(a['p50_ms'])} | {_fmt(a['p95_ms'])} | {_fmt(a['p99_ms'])} | {_fmt(a['max_ms'])} |",
+        ]
+        fl = st.get("relay_floor")
+        if fl:
+            out.append(
+                f"| `bench.stream_relay`: the worker's broker code, no work | {_fmt(a['events'])} | "
+                f"{_fmt(fl['rate_achieved'])}/s | {_fmt(fl['p50_ms'])} | {_fmt(fl['p95_ms'])} | "
+                f"{_fmt(fl['p99_ms'])} | {_fmt(fl['max_ms'])} |"
+            )
+        out += [
             "",
             f"Saturation: a backlog of {_fmt(b['backlog'])} page views drained at {_fmt(b['eps'])} predictions/s "
             f"({_fmt(b['seconds'])} s).",
             "",
         ]
+        if a.get("split"):
+            out += [
+                "Where the time goes (each output's timeline headers; segment percentiles do not add up to the "
+                "total's):",
+                "",
+                "| segment | worker p50 ms | worker p99 ms | relay p50 ms | relay p99 ms |",
+                "| --- | --- | --- | --- | --- |",
+                *(
+                    f"| {k.removesuffix('_ms').replace('_', ' ')} | {_fmt(v['p50'])} | {_fmt(v['p99'])} | "
+                    f"{_fmt((fl or {}).get('split', {}).get(k, {}).get('p50'))} | "
+                    f"{_fmt((fl or {}).get('split', {}).get(k, {}).get('p99'))} |"
+                    for k, v in a["split"].items()
+                ),
+                "",
+                "CPU during the worker's steady run, % of one core ("
+                + str(a.get("cores"))
+                + " cores): "
+                + ", ".join(f"{k} {_fmt(v)}" for k, v in a.get("cpu_percent_of_one_core", {}).items())
+                + ".",
+                "",
+            ]
+        pu = st.get("push")
+        if pu:
+            out += [
+                f"Pushing one batch's session state ({pu['rows']} customers) to Redis: Feast's `store.push` "
+                f"{_fmt(pu['feast_store_push_ms'])} ms, `core.online_fast.RedisPush` (same bytes) "
+                f"{_fmt(pu['redis_push_ms'])} ms.",
+                "",
+            ]
     out.append(NOTES.strip())
     findings = ROOT / "bench" / "findings.md"  # written by people: profiles, explanations, next steps
     if findings.exists():

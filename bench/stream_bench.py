@@ -83,7 +83,7 @@ SEGMENTS = {  # latency split, name -> (from, to) indices into (*TIMELINE, recei
 }
 
 
-async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[int, ...]]:
+async def _collect(s: Settings, n: int, timeout_s: float, queue: str | None = None) -> list[tuple[int, ...]]:
     """(*TIMELINE, receipt time) of the next `n` predictions, in epoch microseconds (0: header absent)."""
     import aio_pika
 
@@ -92,7 +92,7 @@ async def _collect(s: Settings, n: int, timeout_s: float) -> list[tuple[int, ...
     async with conn:
         ch = await conn.channel()
         await ch.set_qos(prefetch_count=2000)
-        q = await ch.declare_queue(s.stream_predictions_queue, durable=True)
+        q = await ch.declare_queue(queue or s.stream_predictions_queue, durable=True)
         done = asyncio.Event()
 
         async def on(m: Any) -> None:
@@ -122,32 +122,144 @@ def _valid_count(lines: list[bytes]) -> int:
     return n
 
 
-async def _steady(s: Settings, lines: list[bytes], rate: float, warmup_s: float) -> dict[str, Any]:
-    expected = _valid_count(lines)
+# who uses the machine's cores during the steady phase (process name -> group)
+CPU_GROUPS = {"beam.smp": "rabbitmq", "redis-server": "redis", "postgres": "postgresql"}
+
+
+def _cpu_seconds(worker_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far: the worker, this process (producer and consumer), services."""
+    import psutil
+
+    out = dict.fromkeys(["worker", "bench (producer + consumer)", *CPU_GROUPS.values()], 0.0)
+    for p in psutil.process_iter(["pid", "name", "cpu_times"]):
+        t = p.info["cpu_times"]
+        if t is None:
+            continue
+        group = (
+            "worker"
+            if p.info["pid"] == worker_pid
+            else "bench (producer + consumer)"
+            if p.info["pid"] == os.getpid()
+            else CPU_GROUPS.get(p.info["name"] or "")
+        )
+        if group:
+            out[group] += t.user + t.system
+    return out
+
+
+async def _timed_run(
+    s: Settings, lines: list[bytes], rate: float, expected: int
+) -> tuple[list[tuple[int, ...]], float]:
+    """Publish `lines` at `rate`; the `expected` outputs with their timelines, and the rate achieved."""
     collector = asyncio.create_task(_collect(s, expected, len(lines) / rate + 60))
     await asyncio.sleep(0.5)
-    pub = await publish(s.amqp_url, s.stream_events_queue, lines, rate)
-    got = await collector
+    sent = await publish(s.amqp_url, s.stream_events_queue, lines, rate)
+    return await collector, round(sent["rate"], 1)
+
+
+def _latency(got: list[tuple[int, ...]], warmup_s: float) -> dict[str, Any]:
+    """Percentiles of end-to-end latency and of each segment, the first `warmup_s` left out."""
     sent = [g for g in got if g[0]]
     t0 = min(g[0] for g in sent) if sent else 0
     kept = np.array([g for g in sent if g[0] - t0 >= warmup_s * 1e6], dtype=np.int64).reshape(-1, 5)
     lat = (kept[:, 4] - kept[:, 0]) / 1000
-    split = {
-        name: {q: round(float(np.percentile((kept[:, b] - kept[:, a]) / 1000, p)), 2) for q, p in QUANTILES}
-        for name, (a, b) in SEGMENTS.items()
-        if len(kept)
-    }
     return {
-        "rate_target": rate,
-        "rate_achieved": round(pub["rate"], 1),
-        "events": len(lines),
-        "predictions": len(got),
+        "outputs": len(got),
         "measured": int(lat.size),
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
         "p95_ms": round(float(np.percentile(lat, 95)), 2),
         "p99_ms": round(float(np.percentile(lat, 99)), 2),
         "max_ms": round(float(lat.max()), 2),
-        "split": split,
+        "split": {
+            name: {
+                q: round(float(np.percentile((kept[:, b] - kept[:, a]) / 1000, p)), 2) for q, p in QUANTILES
+            }
+            for name, (a, b) in SEGMENTS.items()
+        },
+    }
+
+
+def _steady(s: Settings, lines: list[bytes], rate: float, warmup_s: float, worker_pid: int) -> dict[str, Any]:
+    import psutil
+
+    cpu0, wall0, machine0 = _cpu_seconds(worker_pid), time.monotonic(), psutil.cpu_times()
+    got, achieved = asyncio.run(_timed_run(s, lines, rate, _valid_count(lines)))
+    cpu1, wall, machine1 = _cpu_seconds(worker_pid), time.monotonic() - wall0, psutil.cpu_times()
+    busy = (machine1.user + machine1.system) - (machine0.user + machine0.system)
+    cpu = {k: round(100 * (cpu1[k] - cpu0[k]) / wall, 1) for k in cpu0}
+    cpu["machine (all cores)"] = round(100 * busy / wall, 1)
+    return {
+        "rate_target": rate,
+        "rate_achieved": achieved,
+        "events": len(lines),
+        **_latency(got, warmup_s),
+        "cpu_percent_of_one_core": cpu,
+        "cores": os.cpu_count(),
+    }
+
+
+def _relay_floor(s: Settings, lines: list[bytes], rate: float, warmup_s: float) -> dict[str, Any]:
+    """The same lines at the same rate through `bench.stream_relay` instead of the worker: the worker's
+    broker code with no work, so what the two RabbitMQ hops alone cost here."""
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "bench.stream_relay"],
+        env=_worker_env(s),
+        cwd=ROOT,
+        stdout=open(WORKER_LOG, "ab"),  # noqa: SIM115 (the child writes to it)
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        asyncio.run(_consuming(s, relay))
+        got, achieved = asyncio.run(_timed_run(s, lines, rate, len(lines)))  # every line, broken or not
+    finally:
+        _stop(relay)
+    return {"rate_achieved": achieved, **_latency(got, warmup_s)}
+
+
+def _push_compare(s: Settings, rows_per_push: int = 45, repeats: int = 40) -> dict[str, Any]:
+    """One batch's session-state push, Feast's `store.push` against `RedisPush`, on the same rows."""
+    import pandas as pd
+    import redis.asyncio
+    from feast.data_source import PushMode
+
+    from core.online_fast import RedisPush
+    from pipelines.purchase_propensity import features as F
+
+    store = open_store(s)
+    view = store.get_feature_view(F.SESSION_VIEW)
+    cols = [F.ENTITY_ID, F.EVENT_TIMESTAMP, *(f.name for f in view.features)]
+    table = pd.read_parquet(
+        s.features_dir / "purchase_propensity" / f"{F.SESSION_TABLE}.parquet", columns=cols
+    )
+    base = table.drop_duplicates(F.ENTITY_ID).head(rows_per_push).reset_index(drop=True)
+    frames = [  # each push newer than the last, so every row is written
+        base.assign(**{F.EVENT_TIMESTAMP: base[F.EVENT_TIMESTAMP] + pd.Timedelta(seconds=i + 1)})
+        for i in range(2 * repeats + 2)
+    ]
+    rows = [f.astype(object).where(f.notna(), None).to_dict("records") for f in frames]
+    pusher = RedisPush(store, F.PUSH_SOURCE)
+
+    async def fast() -> float:
+        client = redis.asyncio.Redis.from_url(s.redis_url)
+        try:
+            await pusher.push(client, rows[0])  # warm: cell cache, connection
+            t = time.perf_counter()
+            for r in rows[1 : repeats + 1]:
+                await pusher.push(client, r)
+            return (time.perf_counter() - t) / repeats * 1000
+        finally:
+            await client.aclose()
+
+    fast_ms = asyncio.run(fast())
+    store.push(F.PUSH_SOURCE, frames[repeats + 1], to=PushMode.ONLINE)  # warm
+    t = time.perf_counter()
+    for f in frames[repeats + 2 :]:
+        store.push(F.PUSH_SOURCE, f, to=PushMode.ONLINE)
+    feast_ms = (time.perf_counter() - t) / (len(frames) - repeats - 2) * 1000
+    return {
+        "rows": rows_per_push,
+        "feast_store_push_ms": round(feast_ms, 2),
+        "redis_push_ms": round(fast_ms, 2),
     }
 
 
@@ -190,20 +302,25 @@ def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warm
     n_steady = int(rate * seconds)
     lines = read_lines(events, n_steady + backlog)
     try:
+        push = _push_compare(s)
+        log.info("push of one batch: %s", push)
         worker = _start_worker(s)
         asyncio.run(_consuming(s, worker))  # model, Feast registry and connections loaded
         try:
-            steady = asyncio.run(_steady(s, lines[:n_steady], rate, warmup_s))
+            steady = _steady(s, lines[:n_steady], rate, warmup_s, worker.pid)
         finally:
             _stop(worker)
         log.info("steady: %s", steady)
+        floor = _relay_floor(s, lines[:n_steady], rate, warmup_s)
+        log.info("relay, no work: %s", floor)
+        _purge(s)
         sat = asyncio.run(_saturation(s, lines[n_steady:]))
         log.info("saturation: %s", sat)
     finally:
         open_store(s).teardown()
         asyncio.run(_delete_queues(s))
         s.feast_registry.unlink(missing_ok=True)
-    return {"steady": steady, "saturation": sat}
+    return {"steady": steady, "relay_floor": floor, "saturation": sat, "push": push}
 
 
 async def _consuming(s: Settings, worker: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -225,6 +342,21 @@ async def _consuming(s: Settings, worker: subprocess.Popen, timeout_s: float = 1
                 pass  # not declared yet
             await asyncio.sleep(0.2)
     raise TimeoutError(f"the worker did not start consuming in {timeout_s}s; see {WORKER_LOG}")
+
+
+def _purge(s: Settings) -> None:
+    """Empty the predictions queue between phases (the relay's copies are not predictions)."""
+
+    async def go() -> None:
+        import aio_pika
+
+        conn = await aio_pika.connect_robust(s.amqp_url)
+        async with conn:
+            ch = await conn.channel()
+            q = await ch.declare_queue(s.stream_predictions_queue, durable=True)
+            await q.purge()
+
+    asyncio.run(go())
 
 
 async def _delete_queues(s: Settings) -> None:

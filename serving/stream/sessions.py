@@ -90,11 +90,15 @@ class SqliteSessionStore:
     def _add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
         db = self._db
         db.execute("BEGIN")
-        db.executemany(
-            "INSERT OR IGNORE INTO session_events VALUES (?, ?, ?)",
-            [(e.event_id, e.session_id, _dump(e)) for e in events],
-        )
-        db.execute("COMMIT")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO session_events VALUES (?, ?, ?)",
+                [(e.event_id, e.session_id, _dump(e)) for e in events],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")  # or every later BEGIN fails ("transaction within a transaction")
+            raise
         sessions = list(dict.fromkeys(e.session_id for e in events))
         out: dict[str, list[PageView]] = defaultdict(list)
         marks = ",".join("?" * len(sessions))

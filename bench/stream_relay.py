@@ -1,0 +1,56 @@
+"""The stream path's floor: the worker's broker layer with the work taken out.
+
+    python -m bench.stream_relay     # AMQP_URL, STREAM_* queue names from settings, until killed
+
+Consumes the events queue and republishes every message, unchanged, to the predictions queue, with the
+worker's code and settings for everything that touches RabbitMQ (`serving.stream.brokers.AmqpBroker`:
+prefetch window, batches of what has arrived, one write per batch with publisher confirms, cumulative
+ack after the confirms, `STREAM_PIPELINE_DEPTH` batches in flight) and the worker's timeline headers.
+The stream bench runs it at the same rate as the worker: the latency it measures is what two persistent
+RabbitMQ hops cost on this machine before any feature, model or database work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from core.cli import configure_logging
+from core.settings import Settings
+from serving.stream.brokers import PUBLISHED_AT, RECEIVED_AT, SCORED_AT, AmqpBroker, Outgoing, now_us
+
+
+async def relay(s: Settings) -> None:
+    assert s.amqp_url, "AMQP_URL is not set"
+    broker = AmqpBroker(
+        s.amqp_url,
+        s.stream_events_queue,
+        s.stream_predictions_queue,
+        s.stream_dead_letter_queue,
+        s.stream_prefetch,
+        s.stream_max_batch,
+    )
+    await broker.start()
+    pending: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue(maxsize=s.stream_pipeline_depth)
+
+    async def finish() -> None:
+        while True:
+            batch, confirmed = await pending.get()
+            await confirmed
+            await broker.ack(batch)
+
+    finisher = asyncio.create_task(finish())
+    while not finisher.done():
+        batch = await broker.next_batch()
+        now = now_us()
+        out = [
+            Outgoing(d.body, {**d.headers, RECEIVED_AT: d.received_us, SCORED_AT: now, PUBLISHED_AT: now})
+            for d in batch
+        ]
+        await pending.put((batch, await broker.publish(out, [])))
+    finisher.result()
+
+
+if __name__ == "__main__":
+    configure_logging()
+    asyncio.run(relay(Settings()))
