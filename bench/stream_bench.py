@@ -339,7 +339,10 @@ async def _consuming(s: Settings, worker: subprocess.Popen, timeout_s: float = 1
                 if q.declaration_result.consumer_count:
                     return
             except aio_pika.exceptions.ChannelClosed:
-                pass  # not declared yet
+                pass  # not declared yet (the broker closed the channel)
+            finally:
+                if not ch.is_closed:
+                    await ch.close()
             await asyncio.sleep(0.2)
     raise TimeoutError(f"the worker did not start consuming in {timeout_s}s; see {WORKER_LOG}")
 

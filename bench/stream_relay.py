@@ -2,10 +2,11 @@
 
     python -m bench.stream_relay     # AMQP_URL, STREAM_* queue names from settings, until killed
 
-Consumes the events queue and republishes every message, unchanged, to the predictions queue, with the
-worker's code and settings for everything that touches RabbitMQ (`serving.stream.brokers.AmqpBroker`:
-prefetch window, batches of what has arrived, one write per batch with publisher confirms, cumulative
-ack after the confirms, `STREAM_PIPELINE_DEPTH` batches in flight) and the worker's timeline headers.
+Consumes the events queue and republishes every message, unchanged, to the predictions queue, through
+the worker's broker class and settings (`serving.stream.brokers.AmqpBroker`: prefetch window, batches of
+what has arrived, one write per batch with publisher confirms, cumulative ack after the confirms) and the
+same shape of pipeline (`STREAM_PIPELINE_DEPTH` batches awaiting their confirms; no coalescing of
+finished batches, no retries), with the worker's timeline headers.
 The stream bench runs it at the same rate as the worker: the latency it measures is what two persistent
 RabbitMQ hops cost on this machine before any feature, model or database work.
 """

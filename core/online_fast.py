@@ -147,16 +147,17 @@ def _python_value(v: ValueProto) -> Any:
 class RedisPush:
     """`store.push(push_source, df, to=PushMode.ONLINE)` for the Redis online store, on an asyncio client.
 
-    Why (measured, docs/benchmarks.md): Feast's push spends ~0.6 ms per row in Python (a proto per cell,
-    a Timestamp and a key serialization per row, redis-py packing an HMGET and an HSET per entity) and is
-    synchronous: 28 ms of the stream worker's ~55 ms batch. Here each feature view fed by the push source
-    is written with `core.fast_materialize.RedisRows`, the bytes `feast materialize` writes (values through
-    Feast's own converter, once per distinct value), in two pipelined round trips: the stored `_ts:view`
-    of every key, then HSET (+ EXPIRE) of the rows that are newer, which is Feast's rule (`skip_dedup`
-    false). Rows of one key in one push: the latest wins, as in Feast. Rows are Python dicts: a stream
-    batch is a few dozen rows, where Arrow's and pandas' per-column costs would dominate (measured: 9 ms
-    per 45-row push through a DataFrame and Arrow, against XX ms row by row with cached cells). Feast
-    stays the source of truth: the views, fields, project and TTL come from its registry and config.
+    Why (measured by `python -m bench.run --only stream`, docs/benchmarks.md): Feast's push converts the
+    DataFrame through Arrow to a proto per cell, a Timestamp and a key serialization per row, and has
+    redis-py pack an HMGET and an HSET per entity, synchronously: 35-60 ms for one batch's 45 rows. Here
+    each feature view fed by the push source is written with `core.fast_materialize.RedisRows`, the bytes
+    `feast materialize` writes (values through Feast's own converter, once per distinct value; floats
+    encoded directly, checked against that converter), in two pipelined round trips: the stored
+    `_ts:view` of every key, then HSET (+ EXPIRE) of the rows that are newer, which is Feast's rule
+    (`skip_dedup` false): 2-6 ms for the same rows. Rows of one key in one push: the one with the greatest
+    timestamp wins, the first of equals, as in Feast. Rows are Python dicts: a stream batch is a few dozen
+    rows, where Arrow's and pandas' per-column costs would dominate. Feast stays the source of truth: the
+    views, fields, project and TTL come from its registry and config.
     tests/integration/test_online_fast.py checks the stored hash equals what `store.push` writes.
     """
 
@@ -190,7 +191,7 @@ class RedisPush:
             keys, cmds, ts_us = view.row_values(rows)
             latest: dict[bytes, int] = {}
             for i, (k, t) in enumerate(zip(keys, ts_us.tolist(), strict=True)):
-                if k not in latest or t >= ts_us[latest[k]]:
+                if k not in latest or t > ts_us[latest[k]]:
                     latest[k] = i
             pick = sorted(latest.values())
             plans.append((view, [keys[i] for i in pick], [cmds[i] for i in pick], ts_us[pick]))

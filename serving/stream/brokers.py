@@ -19,15 +19,19 @@ batch is one message (lowest latency) and under load batches grow (highest throu
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import aiormq
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
+
+log = logging.getLogger(__name__)
 
 # header: when the producer published the event, in integer microseconds since the epoch (AMQP tables
 # carry floats as 32-bit, too coarse for a timestamp), for end-to-end latency
@@ -80,6 +84,8 @@ async def publish_batch(channel: Any, messages: Sequence[tuple[str, Outgoing]]) 
     if not messages:
         return resolved()
     raw = await channel.get_underlay_channel()  # aiormq.Channel, the current one after a reconnect
+    if raw.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
     if not raw.publisher_confirms:
         raise ValueError("publish_batch needs a channel opened with publisher_confirms=True")
     frames: list[Any] = []
@@ -176,8 +182,19 @@ class AmqpBroker:
         )
 
     async def ack(self, batch: Sequence[Delivery]) -> None:
-        # Deliveries on a channel are acknowledged in order: one frame acks the whole batch.
-        await batch[-1].handle.ack(multiple=True)
+        # Deliveries on a channel are acknowledged in order: one frame per channel acks the whole batch.
+        # After a reconnect (aio-pika's robust connection) deliveries from the old channel cannot be
+        # acknowledged any more; RabbitMQ delivers them again, so they are left, not retried forever.
+        last: dict[int, Delivery] = {}
+        for d in batch:
+            last[id(d.handle.channel)] = d
+        for d in last.values():
+            try:
+                await d.handle.ack(multiple=True)
+            except aiormq.exceptions.ChannelInvalidStateError:
+                log.warning(
+                    "channel of %s deliveries closed before their ack: RabbitMQ redelivers them", len(batch)
+                )
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -11,9 +11,9 @@ For each batch the broker hands over (serving/stream/brokers.py), in this order:
 4. **push** each customer's current session state through the Feast PushSource `session_activity_push`
    to the online store (FeatureService purchase_propensity_v1): on Redis with core.online_fast.RedisPush
    (Feast's bytes and newer-wins rule, ~20x faster than `FeatureStore.push`), elsewhere with Feast's push;
-5. **read** the customers' online features of the FeatureService (the nightly purchase snapshot, and the
-   session state just pushed) the way the REST endpoint reads them, overriding the session features
-   with those right after the event being scored (a batch may hold several events of one session);
+5. **read** the customers' online features of the FeatureService (the nightly purchase snapshot) the way
+   the REST endpoint reads them, at the same time as step 2; the session features are those replayed
+   right after the event being scored (a batch may hold several events of one session);
 6. **score** with the model the API serves (core.predict), one CatBoost call for the batch;
 7. **publish** one prediction per valid event to the output queue, and the rejects to the dead-letter
    queue, with publisher confirms; then (`finish`) wait for the broker's confirms, **log** each prediction
@@ -41,6 +41,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,7 @@ from serving.stream.brokers import (
 log = logging.getLogger(__name__)
 MODEL = "purchase_propensity"
 T = TypeVar("T")
+CONFIRM_TIMEOUT_S = 30.0  # a batch's publisher confirms not back by then: published again
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Pending:
     push_rows: list[dict[str, Any]]  # the sessions' new state, pushed to the online store ...
     pushed: Awaitable[Any]  # ... by this task, started before scoring
     started: float
+    logged: bool = False  # records handed to the request log (the flush may still be owed)
 
 
 class StreamWorker:
@@ -124,7 +127,10 @@ class StreamWorker:
         self.broker, self.sessions, self.store, self.online = broker, sessions, store, online
         self.redis = redis  # redis.asyncio client when the online store is Redis: pushes take RedisPush
         self._pusher: RedisPush | None = None
+        self._feast_push = False  # RedisPush cannot write this push source's views: Feast's push it is
         self._push_lock = asyncio.Lock()
+        self._pushed_ts: OrderedDict[int, datetime] = OrderedDict()  # customer -> newest state sent
+        self.drain_timeout_s = 10.0
         self.pipeline_depth = pipeline_depth
         self.meta = meta
         self.predictor = make_predictor(model, meta)
@@ -151,6 +157,10 @@ class StreamWorker:
                 if finisher.done():  # it only ends by raising
                     finisher.result()
         finally:
+            # stopping (or cancelled): let what is processed finish, for a while, so a deploy does not
+            # hand the broker batches whose work is done; what is left is delivered again
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(pending.join(), self.drain_timeout_s)
             finisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await finisher
@@ -161,6 +171,8 @@ class StreamWorker:
             while not pending.empty():  # everything processed meanwhile: one commit, one ack for all
                 done.append(pending.get_nowait())
             await self._retrying(f"finishing {len(done)} batches", self.finish, done)
+            for _ in done:
+                pending.task_done()
 
     async def _retrying(self, what: str, step: Callable[[Any], Awaitable[T]], arg: Any) -> T:
         """Run `step(arg)` until it succeeds, with backoff: the batch stays unacknowledged meanwhile."""
@@ -174,17 +186,12 @@ class StreamWorker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
 
-    async def handle(self, batch: Sequence[Delivery]) -> list[dict[str, Any]]:
-        """One batch start to end (process, then finish), without the pipelining of `run`."""
-        done = await self.process(batch)
-        await self.finish([done])
-        return done.predictions
-
     async def process(self, batch: Sequence[Delivery]) -> Pending:
         """Steps 1-7 up to sending the outputs: what the next batch's results depend on."""
         started = time.perf_counter()
         valid: list[tuple[Delivery, PageView]] = []
         dead: list[Outgoing] = []
+        reasons: dict[str, int] = {}  # counted once the batch is through (a retried one is not recounted)
         for d in batch:
             try:
                 valid.append((d, parse_event(d.body)))
@@ -192,7 +199,7 @@ class StreamWorker:
                 dead.append(
                     Outgoing(d.body, {**d.headers, "x-reason-code": e.code, "x-reason": e.message[:500]})
                 )
-                self.stats.reasons[e.code] = self.stats.reasons.get(e.code, 0) + 1
+                reasons[e.code] = reasons.get(e.code, 0) + 1
         predictions: list[dict[str, Any]] = []
         records: list[PredictionRecord] = []
         headers: list[dict[str, int]] = []
@@ -207,6 +214,8 @@ class StreamWorker:
         ]
         confirmed = await self.broker.publish(out, dead)
         self.stats.timed("publish", t)
+        for code, n in reasons.items():
+            self.stats.reasons[code] = self.stats.reasons.get(code, 0) + n
         return Pending(batch, len(valid), out, dead, predictions, records, confirmed, *push, started)
 
     async def finish(self, done: list[Pending]) -> None:
@@ -217,22 +226,24 @@ class StreamWorker:
             try:
                 await d.pushed
             except Exception:
-                d.pushed = asyncio.ensure_future(self._push(d.push_rows))  # pushed again, then retried
+                # pushed again, then retried; rows a later batch superseded are left out (on a store
+                # without Feast's newer-wins check they would overwrite the newer state)
+                d.pushed = asyncio.ensure_future(self._push(self._not_superseded(d.push_rows)))
                 raise
-        t = self.stats.timed("push", t)
+        t = self.stats.timed("push_wait", t)
         for d in done:
             try:
-                await d.confirmed
+                await asyncio.wait_for(asyncio.shield(d.confirmed), CONFIRM_TIMEOUT_S)
             except Exception:
                 d.confirmed = await self.broker.publish(d.out, d.dead)  # sent again, then retried
                 raise
-        t = self.stats.timed("confirms", t)
-        records = [r for d in done for r in d.records]
-        if records:
-            for r in records:
-                self.request_log.log(r)
+        t = self.stats.timed("confirms_wait", t)
+        if any(d.records for d in done):
             for d in done:
-                d.records = []  # logged once, even if the flush below has to be retried
+                for r in d.records:
+                    self.request_log.log(r)
+                d.records, d.logged = [], True  # logged once, even if the flush below has to be retried
+        if any(d.logged for d in done):
             await asyncio.to_thread(self.request_log.flush)
             t = self.stats.timed("request_log", t)
         s = self.stats
@@ -251,14 +262,38 @@ class StreamWorker:
 
     async def _push(self, rows: list[dict[str, Any]]) -> None:
         """Feast's push to the online store: on Redis through core.online_fast.RedisPush (same bytes, same
-        newer-wins rule, asynchronous), elsewhere through `FeatureStore.push` in a thread."""
-        if self.redis is None:
-            await asyncio.to_thread(self.store.push, F.PUSH_SOURCE, pd.DataFrame(rows), to=PushMode.ONLINE)
+        newer-wins rule, asynchronous), elsewhere through `FeatureStore.push` in a thread. In batch order:
+        Feast's read-then-write newer-wins check is not atomic, and SQLite's upsert has none."""
+        if not rows:
             return
-        if self._pusher is None:  # built on first use: the registry may be applied after the worker starts
-            self._pusher = RedisPush(self.store, F.PUSH_SOURCE)
-        async with self._push_lock:  # in batch order: Feast's read-then-write newer-wins check is not atomic
-            await self._pusher.push(self.redis, rows)
+        async with self._push_lock:
+            if self.redis is not None and not self._feast_push and self._pusher is None:
+                try:  # built on first use: the registry may be applied after the worker starts
+                    self._pusher = RedisPush(self.store, F.PUSH_SOURCE)
+                except ValueError as e:  # a view kind RedisPush leaves to Feast
+                    log.warning("pushing with Feast's store.push: %s", e)
+                    self._feast_push = True
+            if self._pusher is not None:
+                await self._pusher.push(self.redis, rows)
+            else:
+                await asyncio.to_thread(
+                    self.store.push, F.PUSH_SOURCE, pd.DataFrame(rows), to=PushMode.ONLINE
+                )
+
+    def _not_superseded(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        newest = self._pushed_ts
+        return [r for r in rows if r[F.EVENT_TIMESTAMP] >= newest.get(r[F.ENTITY_ID], r[F.EVENT_TIMESTAMP])]
+
+    def _sent(self, rows: list[dict[str, Any]]) -> None:
+        """Remember each customer's newest state handed to the push (bounded: the pipeline's window)."""
+        newest = self._pushed_ts
+        for r in rows:
+            cid, ts = r[F.ENTITY_ID], r[F.EVENT_TIMESTAMP]
+            if ts >= newest.get(cid, ts):
+                newest[cid] = ts
+                newest.move_to_end(cid)
+        while len(newest) > 100_000:
+            newest.popitem(last=False)
 
     async def _score(
         self, valid: list[tuple[Delivery, PageView]], started: float
@@ -290,6 +325,7 @@ class StreamWorker:
             {F.ENTITY_ID: cid, F.EVENT_TIMESTAMP: datetime.fromtimestamp(ts, UTC), **feats}
             for cid, (ts, feats) in current.items()
         ]
+        self._sent(push_rows)
         pushed = asyncio.ensure_future(
             self._push(push_rows)
         )  # runs while the batch is scored; awaited before the ack

@@ -79,6 +79,12 @@ def test_fast_push_writes_what_feast_push_writes(purchase_world, push_settings):
     cols = [F.ENTITY_ID, F.EVENT_TIMESTAMP, *(f.name for f in view.features)]
     table = pd.read_parquet(purchase_world.features / f"{F.SESSION_TABLE}.parquet", columns=cols)
     rows = table.sort_values(F.EVENT_TIMESTAMP).groupby(F.ENTITY_ID).tail(2).head(80)  # two rows per key
+    # a tie: a copy of a row with the same time and other values (Feast keeps the first of equals)
+    newest = rows.sort_values(F.EVENT_TIMESTAMP).drop_duplicates(F.ENTITY_ID, keep="last")
+    other = newest.iloc[1]
+    tie = newest.iloc[[0]].assign(**{c: other[c] for c in cols[2:]})
+    assert not tie.iloc[0][cols[2:]].equals(newest.iloc[0][cols[2:]])
+    rows = pd.concat([rows, tie]).sample(frac=1.0, random_state=3)  # and not in time order
     assert rows[F.ENTITY_ID].duplicated().any() and rows.isna().any().any()  # latest-wins and nulls exercised
     client = redis.Redis.from_url(push_settings.redis_url)
     layout = RedisLayout(store, F.FEATURE_SERVICE)

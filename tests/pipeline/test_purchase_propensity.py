@@ -70,21 +70,29 @@ def streamed(purchase_world):
 
     lines = _lines(purchase_world, 400)
 
+    async def drain(broker, c, sent: int) -> list[dict]:
+        """Run the worker as deployed (`run`: pipelined) until every message is acknowledged."""
+        run = asyncio.create_task(c.worker.run())
+        for _ in range(3000):
+            if broker.acked >= sent:
+                break
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        return [orjson.loads(broker.predictions.get_nowait().body) for _ in range(broker.predictions.qsize())]
+
     async def go():
         broker = MemoryBroker(max_batch=64)
         c = Components(purchase_world.settings, broker)
         for line in lines:
             broker.send(line)
-        first = []
-        while not broker.events.empty():
-            first += await c.worker.handle(await broker.next_batch())
+        first = await drain(broker, c, len(lines))
         dead = [broker.dead_letters.get_nowait() for _ in range(broker.dead_letters.qsize())]
         # redeliver everything: the effects must not change
         for line in lines:
             broker.send(line, {"redelivered": True})
-        again = []
-        while not broker.events.empty():
-            again += await c.worker.handle(await broker.next_batch())
+        again = await drain(broker, c, 2 * len(lines))
         await c.close()
         return first, again, dead
 
@@ -162,15 +170,23 @@ def test_a_nacked_batch_is_published_again_before_its_ack(purchase_world):
 
     class NackingBroker(MemoryBroker):
         nacks = 1
+        trail: list[tuple[str, frozenset]] = []  # ("publish" | "ack", event ids), in order
 
         async def publish(self, predictions, dead):
             await super().publish(predictions, dead)
+            self.trail.append(("publish", frozenset(orjson.loads(m.body)["event_id"] for m in predictions)))
             if self.nacks and predictions:
                 self.nacks -= 1
                 f = asyncio.get_running_loop().create_future()
                 f.set_exception(ConnectionError("nacked"))
                 return f
             return resolved()
+
+        async def ack(self, batch):
+            await super().ack(batch)
+            self.trail.append(
+                ("ack", frozenset(parse_event(d.body).event_id for d in batch if _parses(d.body)))
+            )
 
     lines = _lines(purchase_world, 40)
 
@@ -202,6 +218,16 @@ def test_a_nacked_batch_is_published_again_before_its_ack(purchase_world):
     assert set(ids) == set(valid)
     resent = len(valid) - len(set(valid))  # the producer's re-sends are scored again too
     assert 0 < len(ids) - len(set(ids)) - resent <= 16  # the nacked batch's predictions, sent twice
+    # the nacked batch: published, published again, then acknowledged; nothing acknowledged before it
+    trail = broker.trail
+    first = next(i for i, (kind, ids_) in enumerate(trail) if kind == "publish" and ids_)
+    nacked = trail[first][1]
+    again = next(
+        i for i, (kind, ids_) in enumerate(trail) if kind == "publish" and i > first and ids_ == nacked
+    )
+    acked = next(i for i, (kind, ids_) in enumerate(trail) if kind == "ack" and nacked <= ids_)
+    assert first < again < acked
+    assert not any(kind == "ack" for kind, _ in trail[:acked])
 
 
 def _parses(line: bytes) -> bool:
