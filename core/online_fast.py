@@ -149,12 +149,12 @@ class RedisPush:
 
     Why (measured by `python -m bench.run --only stream`, docs/benchmarks.md): Feast's push converts the
     DataFrame through Arrow to a proto per cell, a Timestamp and a key serialization per row, and has
-    redis-py pack an HMGET and an HSET per entity, synchronously: 35-60 ms for one batch's 45 rows. Here
+    redis-py pack an HMGET and an HSET per entity, synchronously: 50-66 ms for one batch's 45 rows. Here
     each feature view fed by the push source is written with `core.fast_materialize.RedisRows`, the bytes
     `feast materialize` writes (values through Feast's own converter, once per distinct value; floats
     encoded directly, checked against that converter), in two pipelined round trips: the stored
     `_ts:view` of every key, then HSET (+ EXPIRE) of the rows that are newer, which is Feast's rule
-    (`skip_dedup` false): 2-6 ms for the same rows. Rows of one key in one push: the one with the greatest
+    (`skip_dedup` false): 3-4 ms for the same rows. Rows of one key in one push: the one with the greatest
     timestamp wins, the first of equals, as in Feast. Rows are Python dicts: a stream batch is a few dozen
     rows, where Arrow's and pandas' per-column costs would dominate. Feast stays the source of truth: the
     views, fields, project and TTL come from its registry and config.

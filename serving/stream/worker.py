@@ -10,7 +10,7 @@ For each batch the broker hands over (serving/stream/brokers.py), in this order:
    the features right after each event of the batch, and the session's current state;
 4. **push** each customer's current session state through the Feast PushSource `session_activity_push`
    to the online store (FeatureService purchase_propensity_v1): on Redis with core.online_fast.RedisPush
-   (Feast's bytes and newer-wins rule, ~20x faster than `FeatureStore.push`), elsewhere with Feast's push;
+   (Feast's bytes and newer-wins rule, ~15x faster than `FeatureStore.push` in the bench), elsewhere with Feast's push;
 5. **read** the customers' online features of the FeatureService (the nightly purchase snapshot) the way
    the REST endpoint reads them, at the same time as step 2; the session features are those replayed
    right after the event being scored (a batch may hold several events of one session);
