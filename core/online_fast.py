@@ -31,11 +31,10 @@ from feast import FeatureStore
 from feast.infra.online_stores.helpers import _mmh3, _redis_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.protos.feast.types.Value_pb2 import ValueType
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.fast_materialize import RedisRows, redis_rows
+from core.fast_materialize import RedisRows, _int64_key_prefix, redis_rows
 
 
 @dataclass(frozen=True)
@@ -79,15 +78,11 @@ class RedisLayout:
         # RESP encoding of "HMGET <key> <fields...>" = head + key + tail; only the key varies.
         self._resp_head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(self.fields) + 2)
         self._resp_tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in self.fields)
-        jk = self.join_key.encode()
-        self._int_prefix = (
-            b"".join(struct.pack("<I", x) for x in (1, ValueType.STRING, len(jk)))
-            + jk
-            + struct.pack("<I", ValueType.INT64)
-            + struct.pack("<I", 8)
-        )
+        # Feast's serialized INT64 key is a fixed prefix + the value (derived and checked against Feast
+        # in core.fast_materialize); the Redis key appends the project
+        self._int_prefix = _int64_key_prefix(self.join_key, self.key_version) or b""
         self._project = self.project.encode()
-        self._fast_int_keys = self.key_version == 3 and all(
+        self._fast_int_keys = bool(self._int_prefix) and all(
             self._fast_int_key(i) == self._feast_key(i) for i in (0, 1, -1, 10_000_001, 2**62)
         )
 
