@@ -630,7 +630,7 @@ def _encode_column(col: pa.Array, vtype: ValueType, with_text: bool) -> _Col:
 _KEY_PREFIX_CACHE: dict[tuple[str, int], bytes | None] = {}
 
 
-def _int64_key_prefix(join_key: str, version: int) -> bytes | None:
+def int64_key_prefix(join_key: str, version: int) -> bytes | None:
     """Feast's serialized key for one INT64 join key is prefix + '<q' value: derive it, and verify."""
     cache_key = (join_key, version)
     if cache_key not in _KEY_PREFIX_CACHE:
@@ -654,7 +654,7 @@ def _entity_keys(plan: _Plan, b: pa.RecordBatch, before: bytes = b"", after: byt
     says whether the fast path applies.
     """
     if _fixed_width(plan, b):
-        prefix = before + (_int64_key_prefix(plan.join_keys[0], plan.key_version) or b"")
+        prefix = before + (int64_key_prefix(plan.join_keys[0], plan.key_version) or b"")
         raw = np.asarray(b.column(plan.join_keys[0]).to_numpy(), dtype="<i8").tobytes()
         return [prefix + raw[i : i + 8] + after for i in range(0, len(raw), 8)]
     # any other key: Feast's own conversion and serializer, row by row
@@ -678,7 +678,7 @@ def _fixed_width(plan: _Plan, b: pa.RecordBatch) -> int | None:
     if len(plan.join_keys) != 1 or plan.key_types[0] != ValueType.INT64:
         return None
     col = b.column(plan.join_keys[0])
-    prefix = _int64_key_prefix(plan.join_keys[0], plan.key_version)
+    prefix = int64_key_prefix(plan.join_keys[0], plan.key_version)
     if prefix is None or not pa.types.is_integer(col.type) or col.null_count:
         return None
     return len(prefix) + 8
@@ -841,7 +841,7 @@ class RedisRows:
         """
         p = self.plan
         if len(p.join_keys) == 1 and p.key_types[0] == ValueType.INT64:
-            prefix = _int64_key_prefix(p.join_keys[0], p.key_version)
+            prefix = int64_key_prefix(p.join_keys[0], p.key_version)
         else:
             prefix = None
         keys = []

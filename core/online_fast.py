@@ -34,7 +34,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.fast_materialize import RedisRows, _int64_key_prefix, redis_rows
+from core.fast_materialize import RedisRows, int64_key_prefix, redis_rows
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class RedisLayout:
         self._resp_tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in self.fields)
         # Feast's serialized INT64 key is a fixed prefix + the value (derived and checked against Feast
         # in core.fast_materialize); the Redis key appends the project
-        self._int_prefix = _int64_key_prefix(self.join_key, self.key_version) or b""
+        self._int_prefix = int64_key_prefix(self.join_key, self.key_version) or b""
         self._project = self.project.encode()
         self._fast_int_keys = bool(self._int_prefix) and all(
             self._fast_int_key(i) == self._feast_key(i) for i in (0, 1, -1, 10_000_001, 2**62)
