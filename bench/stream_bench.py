@@ -34,6 +34,7 @@ from pipelines.common.params import load_params
 from pipelines.purchase_propensity import schema as S
 from serving.stream.brokers import PUBLISHED_AT, RECEIVED_AT, SCORED_AT, SENT_AT, now_us
 from serving.stream.producer import publish, read_lines
+from serving.stream.sessions import delete_sessions
 
 log = logging.getLogger("bench.stream")
 QUANTILES = (("p50", 50), ("p99", 99))
@@ -317,7 +318,10 @@ def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warm
         sat = asyncio.run(_saturation(s, lines[n_steady:]))
         log.info("saturation: %s", sat)
     finally:
+        import redis
+
         open_store(s).teardown()
+        delete_sessions(redis.Redis.from_url(s.redis_url), s.feast_project)
         asyncio.run(_delete_queues(s))
         s.feast_registry.unlink(missing_ok=True)
     return {"steady": steady, "relay_floor": floor, "saturation": sat, "push": push}

@@ -49,7 +49,7 @@ class Components:
             self.sessions: Any = RedisSessionStore(
                 self.redis,
                 settings.stream_session_ttl_s,
-                prefix=f"{store.config.project}:purchase_propensity:",
+                project=store.config.project,
             )
         else:
             self.sessions = SqliteSessionStore(settings.data_dir / SESSIONS_DB)

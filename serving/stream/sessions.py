@@ -52,11 +52,31 @@ class SessionStore(Protocol):
     async def close(self) -> None: ...
 
 
+def session_prefix(project: str) -> str:
+    """Where a Feast project's stream sessions live in Redis: "<project>:purchase_propensity:session:"."""
+    return f"{project}:purchase_propensity:session:"
+
+
+def delete_sessions(client: Any, project: str) -> int:
+    """Remove a project's session hashes (what `FeatureStore.teardown` does not know about); redis-py
+    sync client. Returns how many were removed."""
+    n = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=session_prefix(project) + "*", count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            n += client.unlink(*batch)
+            batch = []
+    if batch:
+        n += client.unlink(*batch)
+    return n
+
+
 class RedisSessionStore:
-    def __init__(self, client: Any, ttl_s: int, prefix: str) -> None:
+    def __init__(self, client: Any, ttl_s: int, project: str) -> None:
         self._redis = client  # redis.asyncio.Redis
         self._ttl = ttl_s
-        self._prefix = prefix + "session:"  # e.g. "<feast project>:purchase_propensity:session:<id>"
+        self._prefix = session_prefix(project)  # + session id
 
     async def add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
         sessions = list(dict.fromkeys(e.session_id for e in events))

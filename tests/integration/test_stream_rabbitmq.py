@@ -22,6 +22,7 @@ from pipelines.purchase_propensity import features as F
 from pipelines.purchase_propensity.events import InvalidEvent, parse_event
 from serving.stream.brokers import PUBLISHED_AT, RECEIVED_AT, SCORED_AT, SENT_AT
 from serving.stream.producer import publish
+from serving.stream.sessions import delete_sessions, session_prefix
 from tests.conftest import env_or_skip
 from tests.pipeline.test_purchase_propensity import _lines
 
@@ -55,6 +56,9 @@ def stream_settings(purchase_world, tmp_path_factory):
     assert sync_online(s) == "materialized"
     yield s
     open_store(s).teardown()
+    import redis
+
+    delete_sessions(redis.Redis.from_url(redis_url), s.feast_project)
     asyncio.run(_delete_queues(s))
 
 
@@ -188,7 +192,7 @@ def test_redelivery_counts_nothing_twice(purchase_world, stream_settings, run):
     s = stream_settings
     r = redis.Redis.from_url(s.redis_url)
     per_session = pd.Series([parse_event(line).session_id for line in valid.values()]).value_counts()
-    prefix = f"{s.feast_project}:purchase_propensity:session:"
+    prefix = session_prefix(s.feast_project)
     assert {sid: r.hlen(prefix + sid) for sid in per_session.index} == per_session.to_dict()
 
     activity = pd.read_parquet(purchase_world.features / f"{F.SESSION_TABLE}.parquet").set_index("event_id")
