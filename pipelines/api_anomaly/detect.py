@@ -107,8 +107,10 @@ def describe(rows: pd.DataFrame, threshold: float, level_shift_days: int) -> pd.
         out.loc[length >= level_shift_days, "score"] > 0, "level_shift_up", "level_shift_down"
     )
     same_sign = np.sign(out["score"])
-    out["whole_country"] = (np.sign(out["country_score"]) == same_sign) & (
-        out["country_score"].abs() >= threshold
+    out["whole_country"] = (
+        (np.sign(out["country_score"]) == same_sign)
+        & (out["country_score"].abs() >= threshold)
+        & out.get("country_broad", True)  # not a country total moved by one other OS
     )
     out["whole_os"] = (np.sign(out["os_score"]) == same_sign) & (out["os_score"].abs() >= threshold)
     return out
@@ -194,6 +196,9 @@ def seasonal_config(p: DetectParams) -> SeasonalConfig:
         mask_z=p.mask_z,
         max_mask_days=p.max_mask_days,
         memory_days=p.memory_days,
+        pool_own_weight=p.pool_own_weight,
+        scale_prior_days=p.scale_prior_days,
+        broad_share=p.broad_share,
     )
 
 

@@ -80,23 +80,24 @@ class SeasonalConfig:
     max_mask_days: int = 28  # ... for at most this many days in a row; a longer run is the new normal
     memory_days: int | None = 35  # memory level: median of the previous 35 de-seasonalized days (None: none)
     max_passes: int = 50  # masking passes until the mask stops changing (what a day-by-day job would mask)
+    pool_own_weight: float | None = 0.3  # weekday effects of a series in a country: this weight on its own
+    # estimate, the rest from the country's pattern x the OS's sensitivity (None: own estimate only)
+    scale_prior_days: float | None = 14.0  # residual scale shrunk towards what series of that volume show,
+    # as if the prior were worth this many days of the series' own residuals (None: own MAD only)
+    broad_share: float | None = 0.3  # a country total lifts a segment only when the total without any one
+    # other OS still moved by this share of its move (None: always)
 
 
-def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFrame]:
-    """The baseline of every segment as of each date, from the days strictly before it (y: dates x
-    segments of log1p counts, NaN = missing, holiday or masked). Returns wide frames: `level`,
-    `memory_level` (NaN without `memory_days`), `mad` (residual scale before the noise floor), `n_history`,
-    and `effect_<weekday>` for the seven weekdays, so the expectation for any date is level + effect of its
-    weekday (what the online store serves)."""
+def weekday_effects(y: pd.DataFrame, weeks: int) -> dict[str, pd.DataFrame]:
+    """Each weekday's effect on every series as of each date, from the days strictly before it (NaN where
+    there is no history): the median over the previous `weeks` weeks of that weekday's deviation from the
+    median of its own trailing week."""
     # each day's deviation from the median of its own trailing week (days t-6..t): nothing after t
     weekly = y.rolling(7, min_periods=4).median()
     dev = y - weekly
     # E_j(d): median over the previous `weeks` weeks of the deviation j days back (j = 1..7)
     e = {
-        j: pd.concat([dev.shift(j + 7 * k) for k in range(cfg.weeks)])
-        .groupby(level=0)
-        .median()
-        .reindex(y.index)
+        j: pd.concat([dev.shift(j + 7 * k) for k in range(weeks)]).groupby(level=0).median().reindex(y.index)
         for j in range(1, 8)
     }
     dow = y.index.dayofweek.to_numpy()
@@ -109,7 +110,71 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
         for jj in range(1, 8):
             rows = j == jj
             eff.loc[rows] = e[jj].loc[rows].to_numpy()
-        effects[f"effect_{name}"] = eff.fillna(0.0)
+        effects[name] = eff
+    return effects
+
+
+def group_totals(y: pd.DataFrame) -> pd.DataFrame:
+    """log1p of each first-level group's total (a country's over its OS) on the days all its usual members
+    reported (as many as on any of the last 14 days); NaN otherwise (a missing member would look like a dip)."""
+    counts = np.expm1(y)
+    group = y.columns.get_level_values(0)
+    present = counts.notna().T.groupby(group).sum().T
+    total = counts.T.groupby(group).sum(min_count=1).T
+    return np.log1p(total.where(present >= present.rolling(14, min_periods=1).max()))
+
+
+def pooled_effects(
+    y: pd.DataFrame, own: dict[str, pd.DataFrame], weeks: int, own_weight: float
+) -> dict[str, pd.DataFrame]:
+    """Weekday effects of series grouped by their first key (OS within a country), borrowing strength from
+    the group: the country's weekly pattern (from its total: far less noisy than a small segment) times the
+    OS's sensitivity to it (desktop dips deeper at weekends than mobile), estimated as of each date across
+    all countries by least squares; blended with the series' own estimate by `own_weight`."""
+    group = y.columns.get_level_values(0)
+    kind = y.columns.get_level_values(1)
+    country = weekday_effects(group_totals(y), weeks)
+    per_series = {w: country[w].reindex(columns=group).set_axis(y.columns, axis=1) for w in WEEKDAYS}
+    num = sum(own[w].fillna(0.0) * per_series[w].fillna(0.0) for w in WEEKDAYS)
+    den = sum(per_series[w].fillna(0.0) ** 2 for w in WEEKDAYS)
+    sensitivity = num.T.groupby(kind).sum().T / den.T.groupby(kind).sum().T
+    beta = sensitivity.reindex(columns=kind).set_axis(y.columns, axis=1)
+    out = {}
+    for w in WEEKDAYS:
+        pooled = beta * per_series[w]
+        out[w] = (pooled + own_weight * (own[w] - pooled)).fillna(own[w])
+    return out
+
+
+def shrink_scale(mad: pd.DataFrame, level: pd.DataFrame, n: pd.DataFrame, prior_days: float) -> pd.DataFrame:
+    """Each series' residual scale, shrunk on the log scale towards what series of its volume show that day
+    (a quadratic fit of log MAD on the level across the series with at least 20 days of residuals), with
+    weight n / (n + prior_days) on its own: a scale from a week of residuals is a poor estimate, and early
+    days would otherwise raise false alarms. Unchanged where fewer than 30 series can be fitted."""
+    log_mad = np.log(mad)
+    prior = pd.DataFrame(np.nan, index=mad.index, columns=mad.columns)
+    for d in mad.index:
+        x, v = level.loc[d], log_mad.loc[d]
+        ok = x.notna() & np.isfinite(v) & (n.loc[d] >= 20)
+        if ok.sum() > 30:
+            prior.loc[d] = np.polyval(np.polyfit(x[ok], v[ok], 2), x)
+    w = n / (n + prior_days)
+    return np.exp(w * log_mad + (1 - w) * prior).where(prior.notna(), mad)
+
+
+def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFrame]:
+    """The baseline of every segment as of each date, from the days strictly before it (y: dates x
+    segments of log1p counts, NaN = missing, holiday or masked). Returns wide frames: `level`,
+    `memory_level` (NaN without `memory_days`), `mad` (residual scale before the noise floor), `n_history`,
+    and `effect_<weekday>` for the seven weekdays, so the expectation for any date is level + effect of its
+    weekday (what the online store serves). On a (country, os) grid the weekday effects are pooled within
+    the country (`pooled_effects`) and the scale shrunk towards its volume's (`shrink_scale`)."""
+    grid = y.columns.nlevels >= 2
+    own = weekday_effects(y, cfg.weeks)
+    if grid and cfg.pool_own_weight is not None:
+        own = pooled_effects(y, own, cfg.weeks, cfg.pool_own_weight)
+    effects = {f"effect_{w}": own[w].fillna(0.0) for w in WEEKDAYS}
+    dow = y.index.dayofweek.to_numpy()
     today = np.stack([effects[f"effect_{WEEKDAYS[w]}"].to_numpy()[i] for i, w in enumerate(dow)])
     effect_today = pd.DataFrame(today, index=y.index, columns=y.columns)
     deseason = y - effect_today
@@ -122,6 +187,9 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
         memory = pd.DataFrame(np.nan, index=y.index, columns=y.columns)
     resid_hist = (y - (level + effect_today)).shift(1)
     mad = resid_hist.abs().rolling(cfg.mad_days, min_periods=cfg.min_history // 2).median() * MAD_TO_SD
+    if grid and cfg.scale_prior_days:
+        n_resid = resid_hist.notna().rolling(cfg.mad_days, min_periods=1).sum()
+        mad = shrink_scale(mad, level, n_resid, cfg.scale_prior_days)
     n_history = y.notna().shift(1, fill_value=False).rolling(cfg.mad_days + 7, min_periods=1).sum()
     return {
         "level": level,
@@ -275,25 +343,68 @@ def hierarchical_scores(
     seg = seasonal_scores(df, keys, cfg, holidays, date)
     out = seg
     for key in keys:
-        parent = df.groupby([date, key], as_index=False)["count"].sum()
-        # a parent day is only comparable when all its usual members reported: missing rows would look
-        # like a drop; such days are left unscored at the parent level
-        members = df.groupby([date, key]).size().rename("members").reset_index()
-        usual = members.groupby(key)["members"].transform("median")
-        parent = parent.merge(members.assign(complete=members["members"] >= usual), on=[date, key])
-        ps = seasonal_scores(
-            parent[parent["complete"]], [key], cfg, holidays if key == keys[0] else None, date
-        )
+        parent, members = _parent_totals(df, keys, key, date)
+        hol = holidays if key == keys[0] else None
+        ps = seasonal_scores(parent, [key], cfg, hol, date)
         out = out.merge(
             ps[[date, key, "score"]].rename(columns={"score": f"{key}_score"}), on=[date, key], how="left"
         )
+        if key == keys[0]:
+            broad = _broad(ps, members, keys, cfg, hol, date)
+            out = out.merge(broad, on=[date, *keys], how="left")
+            out[f"{key}_broad"] = out[f"{key}_broad"].astype("boolean").fillna(True).astype(bool)
     s = out["score"].to_numpy(float)
     boosted = s.copy()
     for key in keys:
         p = out[f"{key}_score"].to_numpy(float)
+        if f"{key}_broad" in out:
+            p = np.where(out[f"{key}_broad"].to_numpy(), p, 0.0)
         agree = np.sign(p) == np.sign(s)
         lift = np.where(agree, np.sign(s) * np.minimum(np.abs(p), max_boost * np.abs(s)), s)
         boosted = np.where(np.abs(lift) > np.abs(boosted), lift, boosted)
     out["segment_score"] = s
     out["score"] = np.where(np.isnan(s), np.nan, boosted)
     return out
+
+
+def _parent_totals(
+    df: pd.DataFrame, keys: list[str], key: str, date: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the totals per (date, key) on complete days, the member rows of those days with their total).
+    A parent day is only comparable when all its usual members reported: missing rows would look like a
+    drop; such days are left unscored at the parent level."""
+    members = df.groupby([date, key]).size().rename("members").reset_index()
+    usual = members.groupby(key)["members"].transform("median")
+    members = members[members["members"] >= usual]
+    total = df.groupby([date, key], as_index=False)["count"].sum().merge(members, on=[date, key])
+    rows = df[[date, *keys, "count"]].merge(total.rename(columns={"count": "total"}), on=[date, key])
+    return total[[date, key, "count"]], rows
+
+
+def _broad(
+    parent_scores: pd.DataFrame,
+    rows: pd.DataFrame,
+    keys: list[str],
+    cfg: SeasonalConfig,
+    holidays: pd.DataFrame | None,
+    date: str,
+) -> pd.DataFrame:
+    """Whether a parent's move on a day can lift each of its members (`<key>_broad`): the total without
+    any one *other* member still moved by at least `broad_share` of the parent's own move (log residuals
+    against each total's own baseline). A country total that jumps because its Android segment did is not
+    evidence that its iOS segment moved too; a move shared by all its OS passes, as does one of the member
+    itself (the totals without its siblings still carry it). Missing (no sibling, no residual): broad."""
+    key, other = keys[0], keys[1]
+    col = f"{key}_broad"
+    if cfg.broad_share is None or rows.empty:
+        return pd.DataFrame(columns=[date, *keys, col])
+    rows = rows[rows["members"] > 1]
+    loo = rows.assign(count=rows["total"] - rows["count"], excluded=rows[other])
+    ls = seasonal_scores(loo[[date, key, "excluded", "count"]], [key, "excluded"], cfg, holidays, date)
+    ls["r_without"] = np.log1p(ls["count"]) - ls["log_expected"]
+    ps = parent_scores.assign(r_parent=np.log1p(parent_scores["count"]) - parent_scores["log_expected"])
+    j = rows[[date, *keys]].merge(ps[[date, key, "r_parent"]], on=[date, key])
+    j = j.merge(ls[[date, key, "excluded", "r_without"]], on=[date, key])
+    j = j[j["excluded"] != j[other]]  # the totals without each sibling
+    share = (j["r_without"] / j["r_parent"]).groupby([j[date], j[key], j[other]]).min()
+    return (share.isna() | (share >= cfg.broad_share)).rename(col).reset_index()

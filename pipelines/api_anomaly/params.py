@@ -107,6 +107,23 @@ class DetectParams(_P):
         description="seasonal detector: a count the median level of these past days has seen is not anomalous"
         " (a return to normal after a learned shift; null: no memory)",
     )
+    pool_own_weight: float | None = Field(
+        ge=0,
+        le=1,
+        description="seasonal detector: weight of a segment's own weekday effects; the rest from its country's"
+        " weekly pattern x its OS's sensitivity (null: own only)",
+    )
+    scale_prior_days: float | None = Field(
+        gt=0,
+        description="seasonal detector: a segment's residual scale is shrunk towards its volume's as if the"
+        " prior were worth this many days of residuals (null: own scale only)",
+    )
+    broad_share: float | None = Field(
+        gt=0,
+        le=1,
+        description="hierarchy: a country total lifts a segment only if the total without any one other OS"
+        " still moved by this share of its move (null: always)",
+    )
 
 
 class ApiAnomalyParams(_P):

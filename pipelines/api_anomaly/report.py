@@ -114,6 +114,13 @@ def method_section(metrics: dict, p) -> str:
             f"Scale = the larger of the robust spread (MAD) of the last {d.mad_days} days' residuals and the "
             "Poisson floor at that volume, so small series are not alarmed by counting noise. Score = "
             "residual / scale, signed.",
+            "  * **Borrowing strength from the country:** a series' weekday effects are "
+            f"{d.pool_own_weight:.0%} its own estimate and the rest its country's weekly pattern (from the "
+            "country's total, far less noisy) times its OS's sensitivity to it (desktop dips deeper at weekends; "
+            "learned across all countries). A series' scale from a short history is shrunk towards the scale "
+            f"of series of its volume (as if that were worth {d.scale_prior_days:g} days of its own residuals)."
+            if d.pool_own_weight is not None and d.scale_prior_days
+            else "",
             f"  * Days scoring beyond {d.mask_z} stop feeding the baseline for up to {d.max_mask_days} days, so a "
             "drop does not drag the expectation down and the recovery is not flagged; a shift that lasts longer "
             "becomes the new normal.",
@@ -124,8 +131,10 @@ def method_section(metrics: dict, p) -> str:
             "  * **Hierarchy:** the same detector runs on each country's total and each OS's total. When the "
             "total moves the same way as the series, the series' score is raised towards the total's (at most "
             "2x its own): a 25% drop on every OS of a country is clear in the country's total while each series "
-            "alone is within its noise. `whole_country` / `whole_os` mark anomalies that are part of such a wider "
-            "event.",
+            "alone is within its noise. A country total lifts a series only when the move is broad: the total "
+            f"without any one other OS still moved by at least {d.broad_share} of it (a country total that jumps "
+            "because its Android segment did says nothing about its iOS segment). `whole_country` / `whole_os` "
+            "mark anomalies that are part of such a wider event.",
             f"* **Thresholds** are chosen on the tuning weeks ({metrics['tuning_window'][0]} to "
             f"{metrics['tuning_window'][1]}) by event-level F1, never on the evaluated two weeks "
             f"({metrics['evaluation_window'][0]} to {metrics['evaluation_window'][1]}). Seasonal threshold: "
