@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,25 @@ class ModelMetadata:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_jsonable) + "\n"
+
+    @classmethod
+    def trained(
+        cls, name: str, training_data: Path, fingerprint: dict[str, Any], **fields: Any
+    ) -> ModelMetadata:
+        """Metadata of a model just built from the file `training_data`: its version is a content hash of that
+        file and of everything else that shaped the model (`fingerprint`: parameters, tuned values), so the
+        same inputs give the same version; `created_at` is now."""
+        data_hash = file_sha256(training_data)
+        digest = hashlib.sha256(
+            json.dumps({"data": data_hash, **fingerprint}, sort_keys=True, default=_jsonable).encode()
+        ).hexdigest()
+        return cls(
+            name=name,
+            version=f"{name}-{digest[:12]}",
+            training_data_hash=data_hash,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            **fields,
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMetadata:

@@ -17,11 +17,9 @@ both windows, for the report) and the threshold curves.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -214,13 +212,11 @@ def feature_table(counts: pd.DataFrame, holidays: pd.DataFrame | None, cfg: Seas
 def band_model(metrics: dict, cfg: SeasonalConfig, features_path: Path, counts_path: Path) -> ModelMetadata:
     """The real-time check's model folder: kind "band" (core/band.py), state from `api_anomaly_v1`."""
     threshold = float(metrics.get("threshold", 5.0))
-    fingerprint = json.dumps(
-        {"state": file_sha256(features_path), "threshold": threshold, "cfg": asdict(cfg)}, sort_keys=True
-    )
     state_specs = [FeatureSpec(f, "Int64" if f == "n_history" else "Float64", False) for f in STATE_FIELDS]
-    return ModelMetadata(
-        name="api_anomaly",
-        version=f"api_anomaly-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}",
+    return ModelMetadata.trained(
+        "api_anomaly",
+        counts_path,
+        {"state": file_sha256(features_path), "threshold": threshold, "cfg": asdict(cfg)},
         task="anomaly",
         label=S.COUNT,
         entity="traffic_segment",
@@ -230,8 +226,6 @@ def band_model(metrics: dict, cfg: SeasonalConfig, features_path: Path, counts_p
         features=[FeatureSpec(S.DATE, "String", True), FeatureSpec(S.COUNT, "Float64", False), *state_specs],
         prediction_type="AnomalyScore",  # signed: residual / scale on log counts; |score| >= threshold
         params=asdict(cfg),
-        training_data_hash=file_sha256(counts_path),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         metrics={k: metrics[k] for k in ("event_f1", "event_precision", "event_recall") if k in metrics},
         extra={
             "threshold": threshold,  # also the band shown: outside it is anomalous

@@ -18,11 +18,9 @@ batch stage without knowing this model: the calibration map, the segments, and t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from core.cli import configure_logging
-from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
+from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame
 from pipelines.common.classification import classification_metrics
 from pipelines.common.params import load_params
@@ -236,13 +234,10 @@ def train(training_set: Path, model_dir: Path, params: CustomerRiskParams, oracl
 
     cv = summarize_folds(per_fold)
     cv["calibration"] = calibration
-    data_hash = file_sha256(training_set)
-    fingerprint = json.dumps(
-        {"data": data_hash, "params": cb_params, "iterations": iterations}, sort_keys=True
-    )
-    meta = ModelMetadata(
-        name=NAME,
-        version=f"{NAME}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:12]}",
+    meta = ModelMetadata.trained(
+        NAME,
+        training_set,
+        {"params": cb_params, "iterations": iterations},
         task="classification",
         label=F.LABEL,
         entity="customer",
@@ -251,8 +246,6 @@ def train(training_set: Path, model_dir: Path, params: CustomerRiskParams, oracl
         features=specs,
         prediction_type="Probability",
         params={**cb_params, "iterations": iterations},
-        training_data_hash=data_hash,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         metrics=cv,
         join_key_types={S.ID: "int"},
         extra={

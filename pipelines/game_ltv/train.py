@@ -8,10 +8,7 @@ never from a hand-written list. Writes models/game_ltv/ (model.cbm + metadata.js
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
 import joblib
@@ -20,7 +17,7 @@ from catboost import CatBoostRegressor, Pool
 from sklearn.dummy import DummyRegressor
 
 from core.cli import configure_logging
-from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
+from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame
 from core.settings import Settings
 from pipelines.common.baselines import linear_baseline
@@ -86,12 +83,11 @@ def run(
         for name, dtype in feature_service_features(settings, ts.feature_service)
     ]
     model, baselines, info = train(df, features, p)
-    data_hash = file_sha256(training_set_path)
     params = {"training_set": ts.model_dump(), "train": p.model_dump()}
-    version = hashlib.sha256((data_hash + json.dumps(params, sort_keys=True)).encode()).hexdigest()[:12]
-    meta = ModelMetadata(
-        name=MODEL_NAME,
-        version=f"{MODEL_NAME}-{version}",
+    meta = ModelMetadata.trained(
+        MODEL_NAME,
+        training_set_path,
+        params,
         task="regression",
         label=S.LABEL,
         entity="user",
@@ -101,8 +97,6 @@ def run(
         features=features,
         prediction_type=PREDICTION_TYPE,
         params=params,
-        training_data_hash=data_hash,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         metrics=info,
         extra={"prediction_hours": ts.prediction_hours, "unit": "revenue in the first 7 days after install"},
     )

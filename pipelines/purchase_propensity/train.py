@@ -18,10 +18,8 @@ type. The oracle is the generator's exact P(order | page views so far) (generate
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from catboost import CatBoostClassifier, Pool
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from core.cli import configure_logging
-from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
+from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame, predict
 from core.settings import Settings
 from pipelines.common.classification import (
@@ -195,12 +193,11 @@ def run(
         for name, dtype in feature_service_features(settings, ts.feature_service)
     ]
     model, info = fit(df, features, p)
-    data_hash = file_sha256(training_set_path)
     params = {"training_set": ts.model_dump(), "train": p.model_dump()}
-    version = hashlib.sha256((data_hash + json.dumps(params, sort_keys=True)).encode()).hexdigest()[:12]
-    meta = ModelMetadata(
-        name=MODEL_NAME,
-        version=f"{MODEL_NAME}-{version}",
+    meta = ModelMetadata.trained(
+        MODEL_NAME,
+        training_set_path,
+        params,
         task="classification",
         label=S.LABEL,
         entity="customer",
@@ -210,8 +207,6 @@ def run(
         features=features,
         prediction_type="Probability",
         params=params,
-        training_data_hash=data_hash,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         metrics=dict(info),
         extra={"unit": "probability that the customer's current session ends in an order"},
     )
