@@ -273,11 +273,11 @@ def build_report(
 ) -> None:
     img = out.with_suffix("")
     img.mkdir(parents=True, exist_ok=True)
-    anomalies = pd.read_csv(outputs / S.OUTPUT_ANOMALIES, parse_dates=[S.DATE])
+    anomalies = S.read_csv(outputs / S.OUTPUT_ANOMALIES, parse_dates=[S.DATE])
     scores = pd.read_parquet(outputs / "scores.parquet")
     planted = None
     if raw is not None and (raw / S.ANOMALIES_FILE).exists():
-        planted = pd.read_csv(raw / S.ANOMALIES_FILE)
+        planted = S.read_csv(raw / S.ANOMALIES_FILE)
         planted = planted[planted["window"] == S.EVALUATION].reset_index(drop=True)
     threshold = float(metrics.get("threshold", 5.0))
     ev, curve_fig = evaluation_section(metrics, scores, planted, outputs)

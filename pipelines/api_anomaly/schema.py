@@ -16,6 +16,11 @@ Raw layout (a folder; the generator writes it, your own export of the same struc
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
 # --- files -------------------------------------------------------------------------------------------
 COUNTS = "api_counts"  # file stem of the user-supplied table
 RAW_EXTENSIONS = (".parquet", ".csv")  # looked up in this order
@@ -120,3 +125,9 @@ LABEL_COLUMNS = [
     "window",
     "defect",  # the data-quality defect planted on this point's row, if any (nullable)
 ]
+
+
+def read_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """A CSV of this model (anomalies, holidays, ...): only empty cells are missing. pandas' defaults read
+    Namibia's country code "NA" as a missing value."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], **kwargs)

@@ -58,7 +58,7 @@ def _load(path: Path) -> tuple[float, pd.DataFrame]:
     with _lock:
         hit = _cache.get(path)
         if hit is None or hit[0] != mtime:
-            df = pd.read_csv(path, parse_dates=[S.DATE])
+            df = S.read_csv(path, parse_dates=[S.DATE])
             df[S.DATE] = df[S.DATE].dt.date
             hit = _cache[path] = (mtime, df)
     return hit

@@ -63,3 +63,19 @@ def test_without_labels_there_is_no_evaluation_and_the_default_threshold(small_w
     assert set(metrics) == {"evaluation_window", "tuning_window"} and curves == {}
     assert len(anomalies) and (anomalies["score"].abs() >= 5.0).all()
     assert "planted" not in anomalies.columns
+
+
+def test_namibia_is_a_country_not_a_missing_value_in_every_csv_this_model_reads(tmp_path):
+    """pandas reads "NA" as missing by default: Namibia's holidays were dropped and its anomalies broke
+    GET /v1/anomalies. The model's CSVs are read with `schema.read_csv`."""
+    hol = tmp_path / "holidays.csv"
+    hol.write_text(
+        "country,date,holiday,factor_mobile\nNA,2026-03-21,Independence Day,0.8\nNG,2026-03-21,,0.85\n"
+    )
+    h = load_holidays(hol)
+    assert h["country"].tolist() == ["NA", "NG"] and h["holiday"].isna().tolist() == [False, True]
+    out = tmp_path / "anomalies.csv"
+    pd.DataFrame({"date": ["2026-04-08"], "country": ["NA"], "os": ["android"], "score": [-6.4]}).to_csv(
+        out, index=False
+    )
+    assert S.read_csv(out, parse_dates=["date"])["country"].tolist() == ["NA"]
