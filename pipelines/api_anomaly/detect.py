@@ -108,7 +108,7 @@ def describe(rows: pd.DataFrame, threshold: float, level_shift_days: int) -> pd.
     out["whole_country"] = (
         (np.sign(out["country_score"]) == same_sign)
         & (out["country_score"].abs() >= threshold)
-        & out.get("country_broad", True)  # not a country total moved by one other OS
+        & out["country_broad"]  # not a country total moved by one other OS
     )
     out["whole_os"] = (np.sign(out["os_score"]) == same_sign) & (out["os_score"].abs() >= threshold)
     return out

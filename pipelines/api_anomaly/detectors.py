@@ -152,12 +152,13 @@ def shrink_scale(mad: pd.DataFrame, level: pd.DataFrame, n: pd.DataFrame, prior_
     weight n / (n + prior_days) on its own: a scale from a week of residuals is a poor estimate, and early
     days would otherwise raise false alarms. Unchanged where fewer than 30 series can be fitted."""
     log_mad = np.log(mad)
-    prior = pd.DataFrame(np.nan, index=mad.index, columns=mad.columns)
-    for d in mad.index:
-        x, v = level.loc[d], log_mad.loc[d]
-        ok = x.notna() & np.isfinite(v) & (n.loc[d] >= 20)
-        if ok.sum() > 30:
-            prior.loc[d] = np.polyval(np.polyfit(x[ok], v[ok], 2), x)
+    x_all, v_all = level.to_numpy(float), log_mad.to_numpy(float)
+    usable = ~np.isnan(x_all) & np.isfinite(v_all) & (n.to_numpy() >= 20)
+    prior_values = np.full(x_all.shape, np.nan)
+    for i in np.flatnonzero(usable.sum(axis=1) > 30):  # one fit per date, across series
+        ok = usable[i]
+        prior_values[i] = np.polyval(np.polyfit(x_all[i, ok], v_all[i, ok], 2), x_all[i])
+    prior = pd.DataFrame(prior_values, index=mad.index, columns=mad.columns)
     w = n / (n + prior_days)
     return np.exp(w * log_mad + (1 - w) * prior).where(prior.notna(), mad)
 

@@ -44,7 +44,7 @@ def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("api_anomaly_raw")
     summary = generate(p, out)
     labels = pd.read_parquet(out / S.LABELS_FILE)
-    anomalies = pd.read_csv(out / S.ANOMALIES_FILE, keep_default_na=False, na_values=[""])
+    anomalies = S.read_csv(out / S.ANOMALIES_FILE)
     defects = pd.read_csv(
         out / S.DEFECTS_FILE, dtype={"line": "Int64"}, keep_default_na=False, na_values=[""]
     )
