@@ -1,9 +1,9 @@
 """The "band" model kind: is a count anomalous against its series' expected band?
 
 A band model has no trained artefact: its state per series (level, memory level, weekday effects, residual
-scale) lives in the feature store, written by the detector's DVC stage (pipelines/api_anomaly), and its
+scale, the recent days' drift) lives in the feature store, written by the detector's DVC stage (pipelines/api_anomaly), and its
 metadata holds the decision threshold chosen on earlier weeks. The arithmetic here is the detector's own
-(`pipelines.api_anomaly.detectors` uses `noise_floor`, `score` and `band`; tests prove `band_check` gives
+(`pipelines.api_anomaly.detectors` uses `noise_floor`, `score`, `drift_score` and `band`; tests prove `band_check` gives
 the same score as the batch detector for the same state on ordinary days: the holiday calendar is the
 daily run's).
 """
@@ -19,7 +19,17 @@ import pandas as pd
 from core.model_bundle import ModelMetadata
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-STATE_FIELDS = ("level", "memory_level", "mad", "n_history", *(f"effect_{w}" for w in WEEKDAYS))
+# drift_*: the sustained-move evidence (`drift_score`); NaN where the detector has none
+DRIFT_FIELDS = ("drift_recent", "drift_usual", "drift_typical")
+STATE_FIELDS = (
+    "level",
+    "memory_level",
+    "mad",
+    "n_history",
+    *(f"effect_{w}" for w in WEEKDAYS),
+    *DRIFT_FIELDS,
+)
+DRIFT_MIN_LEAN = 1.0  # a day scores a drift only when it leans the same way by this many scales itself
 
 
 def noise_floor(log_expected: Any) -> Any:
@@ -54,6 +64,29 @@ def score(log_count: Any, log_expected: Any, scale: Any, log_memory: Any = None)
     return np.where(np.isnan(memory) | np.isnan(recent), recent, weaker)
 
 
+def drift_deviation(log_count: Any, log_memory: Any, scale: Any, usual: Any, clip: float) -> tuple[Any, Any]:
+    """(deviation, capped deviation) of a day from the memory expectation, in units of the larger of its band
+    scale and the series' usual deviation from the memory (`usual`, NaN: the scale); the capped one counts at
+    most `clip` units (one spike is not a shift). Scalars or arrays."""
+    r = (log_count - log_memory) / np.fmax(usual, scale)
+    return r, np.clip(r, -clip, clip)
+
+
+def drift_score(r: Any, capped: Any, recent: Any, typical: Any, days: int) -> Any:
+    """Signed evidence of a sustained move ending today: the capped deviations of the last `days` days
+    (`recent`: the sum of the `days` - 1 before today, `capped`: today's) summed / sqrt(days), in units of
+    `typical` (what that statistic usually is across series: the noise's serial correlation widens it);
+    NaN unless today itself leans the same way by `DRIFT_MIN_LEAN` (`r`): a move that has ended is not
+    flagged on its recovery. Scalars or arrays."""
+    z = (recent + capped) / np.sqrt(days) / typical
+    return np.where((np.sign(r) == np.sign(z)) & (np.abs(r) >= DRIFT_MIN_LEAN), z, np.nan)
+
+
+def stronger(score_a: Any, score_b: Any) -> Any:
+    """Elementwise the signed score of larger magnitude; a NaN `score_b` leaves `score_a`."""
+    return np.where(np.abs(score_b) > np.abs(score_a), score_b, score_a)
+
+
 def _expected(state: dict[str, Any], day: pd.Timestamp) -> tuple[float, float, float]:
     """(expected log1p count, memory log1p count, scale) of a series on `day` from its stored state."""
     effect = float(state[f"effect_{WEEKDAYS[day.dayofweek]}"])
@@ -63,15 +96,37 @@ def _expected(state: dict[str, Any], day: pd.Timestamp) -> tuple[float, float, f
     return log_expected, log_memory, max(float(state["mad"]), float(noise_floor(log_expected)))
 
 
-def band_check(state: dict[str, Any], day: pd.Timestamp, count: float, threshold: float) -> dict[str, Any]:
+def _drift(
+    state: dict[str, Any], count: float, log_memory: float, scale: float, drift: tuple[int, float] | None
+) -> float:
+    """The drift evidence of `count` from a series' stored state (NaN: none). `drift`: (days, clip)."""
+    recent, usual, typical = (np.nan if v is None else float(v) for v in (state.get(f) for f in DRIFT_FIELDS))
+    if drift is None or np.isnan(recent) or np.isnan(typical) or np.isnan(log_memory):
+        return float("nan")
+    r, capped = drift_deviation(np.log1p(count), log_memory, scale, usual, drift[1])
+    return float(drift_score(r, capped, recent, typical, drift[0]))
+
+
+def band_check(
+    state: dict[str, Any],
+    day: pd.Timestamp,
+    count: float,
+    threshold: float,
+    drift: tuple[int, float] | None = None,
+) -> dict[str, Any]:
     """A count on `day` against a series' state: expected log1p(count) = level + the weekday's effect;
-    scale = max(mad, Poisson floor); the score is `score` (negative: below expectation). The band shown is
-    the decision band: outside it is anomalous."""
+    scale = max(mad, Poisson floor); the score is `score` (negative: below expectation), or the drift evidence
+    (`drift_score`, with `drift` = (days, clip) of the detector) where that is stronger. The band shown is the
+    one-day decision band: outside it is anomalous whatever the drift."""
     log_expected, log_memory, scale = _expected(state, day)
-    s = float(score(np.log1p(count), log_expected, scale, log_memory))
+    one_day = float(score(np.log1p(count), log_expected, scale, log_memory))
+    d = _drift(state, count, log_memory, scale, drift)
+    s = float(stronger(one_day, d))
     lower, upper = band(log_expected, scale, threshold, log_memory)
     return {
         "score": s,
+        "one_day_score": one_day,
+        "drift_score": None if np.isnan(d) else d,
         "expected": float(np.expm1(log_expected)),
         "lower": float(lower),
         "upper": float(upper),
@@ -86,6 +141,8 @@ class BandPredictor:
     def __init__(self, meta: ModelMetadata) -> None:
         self.meta = meta
         self.threshold = float(meta.extra["threshold"])
+        days = meta.params.get("drift_days")
+        self.drift = (int(days), float(meta.params["drift_clip"])) if days else None
 
     @staticmethod
     def check_request(features: dict[str, list[Any]]) -> None:
@@ -108,23 +165,18 @@ class BandPredictor:
         out = np.full(len(rows), np.nan)
         for i, r in enumerate(rows):
             if self._known(r):
-                log_expected, log_memory, scale = _expected(r, pd.Timestamp(r["date"]))
-                out[i] = score(np.log1p(float(r["count"])), log_expected, scale, log_memory)
+                out[i] = band_check(
+                    r, pd.Timestamp(r["date"]), float(r["count"]), self.threshold, self.drift
+                )["score"]
         return out
 
     def details(self, rows: list[dict[str, Any]], scores: list[float]) -> list[dict[str, Any]]:
         """The band and the verdict for each row, given its score from `predict_rows`."""
         out = []
         for r, s in zip(rows, scores, strict=True):
-            d = dict.fromkeys(("expected", "lower", "upper", "is_anomaly"))
+            d = dict.fromkeys(("expected", "lower", "upper", "is_anomaly", "one_day_score", "drift_score"))
             if self._known(r):
-                log_expected, log_memory, scale = _expected(r, pd.Timestamp(r["date"]))
-                lower, upper = band(log_expected, scale, self.threshold, log_memory)
-                d = {
-                    "expected": float(np.expm1(log_expected)),
-                    "lower": float(lower),
-                    "upper": float(upper),
-                    "is_anomaly": bool(abs(s) >= self.threshold),
-                }
+                c = band_check(r, pd.Timestamp(r["date"]), float(r["count"]), self.threshold, self.drift)
+                d = {k: c[k] for k in d} | {"is_anomaly": bool(abs(s) >= self.threshold)}
             out.append(d | {"threshold": self.threshold})
         return out

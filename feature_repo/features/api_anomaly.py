@@ -10,7 +10,8 @@ from core.band import WEEKDAYS
 # The seasonal detector's state of each (country, os) series as of the start of a day, built from the
 # days strictly before it (pipelines/api_anomaly/detectors.py::state_frame). expected log1p(count) on a
 # day = level + effect_<its weekday>; scale = max(mad, Poisson floor); memory_level is the longer memory
-# `core.band.score` consults (a return to a level it has seen is normal). Rows are daily: older than a week,
+# `core.band.score` consults (a return to a level it has seen is normal); drift_* carry the last days'
+# deviations from it for `core.band.drift_score` (a sustained move). Rows are daily: older than a week,
 # a state is stale and the real-time check reports the segment as unknown.
 segment_baseline = FeatureView(
     name="segment_baseline",
@@ -30,6 +31,17 @@ segment_baseline = FeatureView(
         *(
             Field(name=f"effect_{w}", dtype=Float64, description=f"weekday effect of {w} (log scale)")
             for w in WEEKDAYS
+        ),
+        Field(
+            name="drift_recent",
+            dtype=Float64,
+            description="sum of the capped deviations from the memory of the days before (drift window - 1)",
+        ),
+        Field(
+            name="drift_usual", dtype=Float64, description="usual deviation from the memory level (log scale)"
+        ),
+        Field(
+            name="drift_typical", dtype=Float64, description="usual size of the drift statistic across series"
         ),
     ],
     source=segment_baseline_source,

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 KEYS = ["country", "os"]
 DETECTORS = ("iqr", "seasonal")  # baseline, stronger
 # anomalies.csv (and GET /v1/anomalies): one row per anomalous (date, country, os) of the evaluated weeks;
-# `lower`/`upper` is the decision band, `score` the signed evidence (hierarchy included), `segment_score`
-# the series' own; on generated data also whether a planted anomaly is there (`planted`, `planted_kind`)
+# `lower`/`upper` is the one-day decision band, `score` the signed evidence (hierarchy and drift included),
+# `segment_score` the series' own one-day score, `drift_score` its sustained-move evidence (empty: none); on generated data also whether a planted anomaly is there (`planted`, `planted_kind`)
 ANOMALY_COLUMNS = [
     "date",
     "country",
@@ -50,6 +50,7 @@ ANOMALY_COLUMNS = [
     "upper",
     "score",
     "segment_score",
+    "drift_score",
     "kind",
     "whole_country",
     "whole_os",
@@ -91,7 +92,8 @@ def attach_labels(scored: pd.DataFrame, labels: pd.DataFrame | None) -> pd.DataF
 
 
 def describe(rows: pd.DataFrame, threshold: float, level_shift_days: int) -> pd.DataFrame:
-    """Kind and extent of flagged rows: outage (near zero), spike/drop, level shift (a run that lasts), and
+    """Kind and extent of flagged rows: outage (near zero), spike/drop, level shift (a run that lasts, or a
+    sustained move the drift evidence found: a ramp or a modest shift), and
     whether the whole country or the whole OS moved the same way that day."""
     out = rows.copy()
     ratio = out["count"] / out["expected"].clip(lower=1)
@@ -101,8 +103,10 @@ def describe(rows: pd.DataFrame, threshold: float, level_shift_days: int) -> pd.
     new = (out[KEYS] != out[KEYS].shift()).any(axis=1) | (day.diff() != 1)
     run = new.cumsum()
     length = out.groupby(run)["date"].transform("size")
-    out.loc[length >= level_shift_days, "kind"] = np.where(
-        out.loc[length >= level_shift_days, "score"] > 0, "level_shift_up", "level_shift_down"
+    # a run that lasts, or a day flagged by the drift evidence (a move sustained over the last days)
+    sustained = (length >= level_shift_days) | (out["drift_score"].abs() >= threshold)
+    out.loc[sustained, "kind"] = np.where(
+        out.loc[sustained, "score"] > 0, "level_shift_up", "level_shift_down"
     )
     same_sign = np.sign(out["score"])
     out["whole_country"] = (
@@ -197,6 +201,9 @@ def seasonal_config(p: DetectParams) -> SeasonalConfig:
         pool_own_weight=p.pool_own_weight,
         scale_prior_days=p.scale_prior_days,
         broad_share=p.broad_share,
+        drift_days=p.drift_days,
+        drift_clip=p.drift_clip,
+        group_holidays=p.group_holidays,
     )
 
 

@@ -15,8 +15,12 @@ chosen on earlier weeks by `pipelines.api_anomaly.evaluation.choose_threshold`.
   residuals and the Poisson noise floor at that volume (on the log scale 1/sqrt(count)). score =
   residual / scale, unless the median level of the last `memory_days` has seen such a count
   (`core.band.score`: a return to normal after a shift the recent level had learned). Anomalous days
-  (|score| >= `mask_z`) and days in a known holiday calendar do not feed the baseline; holidays score only
-  as a spike above the ordinary band or a drop deeper than any holiday explains.
+  (|score| >= `mask_z`) and days in a known holiday calendar do not feed the baseline; on a holiday a series
+  is expected as deep as the other series of its group (the country's other OS) dip that day
+  (`holiday_expectation`). `drift_score`: the evidence of a sustained move (a slow ramp, a modest shift)
+  from the last `drift_days` days' capped deviations from the memory level (`drift_state`).
+* `hierarchical_scores`: the seasonal score lifted by the country's and the OS's totals, and replaced by
+  the drift evidence where that is stronger: the stronger detector of the stage.
 
 Both are vectorized over segments with pandas rolling windows over a dense (segment x date) grid.
 """
@@ -24,17 +28,27 @@ Both are vectorized over segments with pandas rolling windows over a dense (segm
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from core.band import STATE_FIELDS, WEEKDAYS, noise_floor
+from core.band import (
+    DRIFT_FIELDS,
+    STATE_FIELDS,
+    WEEKDAYS,
+    drift_deviation,
+    drift_score,
+    noise_floor,
+    stronger,
+)
 from core.band import score as band_score
 
 log = logging.getLogger(__name__)
 MAD_TO_SD = 1.4826
 HOLIDAY_MAX_DIP = 0.85  # the deepest traffic dip a public holiday explains (85% fewer requests)
+HOLIDAY_DEPTH_SD = 0.05  # how far (log scale) one OS's holiday dip strays from its siblings' beyond noise
+DRIFT_CALIBRATION_DAYS = 28  # the drift evidence is scaled by its spread across all series over these days
 
 
 def dense_grid(df: pd.DataFrame, keys: list[str], date: str = "date", count: str = "count") -> pd.DataFrame:
@@ -86,6 +100,11 @@ class SeasonalConfig:
     # as if the prior were worth this many days of the series' own residuals (None: own MAD only)
     broad_share: float | None = 0.3  # a country total lifts a segment only when the total without any one
     # other OS still moved by this share of its move (None: always)
+    drift_days: int | None = 7  # sustained-move evidence: the mean of this many days' deviations from the
+    # memory level (None: one-day evidence only; see `drift_state`) ...
+    drift_clip: float = 3.0  # ... each day counting at most this many scales: one spike is not a shift
+    group_holidays: bool = True  # on a holiday, a series is expected as deep as its group's other series dip
+    # (`holiday_expectation`); False: only spikes and drops deeper than any holiday's are scored
 
 
 def weekday_effects(y: pd.DataFrame, weeks: int) -> dict[str, pd.DataFrame]:
@@ -126,11 +145,12 @@ def group_totals(y: pd.DataFrame) -> pd.DataFrame:
 
 def pooled_effects(
     y: pd.DataFrame, own: dict[str, pd.DataFrame], weeks: int, own_weight: float
-) -> dict[str, pd.DataFrame]:
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Weekday effects of series grouped by their first key (OS within a country), borrowing strength from
     the group: the country's weekly pattern (from its total: far less noisy than a small segment) times the
     OS's sensitivity to it (desktop dips deeper at weekends than mobile), estimated as of each date across
-    all countries by least squares; blended with the series' own estimate by `own_weight`."""
+    all countries by least squares; blended with the series' own estimate by `own_weight`. Returns the
+    effects and each series' sensitivity as of each date (NaN before it can be estimated)."""
     group = y.columns.get_level_values(0)
     kind = y.columns.get_level_values(1)
     country = weekday_effects(group_totals(y), weeks)
@@ -143,7 +163,7 @@ def pooled_effects(
     for w in WEEKDAYS:
         pooled = beta * per_series[w]
         out[w] = (pooled + own_weight * (own[w] - pooled)).fillna(own[w])
-    return out
+    return out, beta
 
 
 def shrink_scale(mad: pd.DataFrame, level: pd.DataFrame, n: pd.DataFrame, prior_days: float) -> pd.DataFrame:
@@ -168,12 +188,15 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
     segments of log1p counts, NaN = missing, holiday or masked). Returns wide frames: `level`,
     `memory_level` (NaN without `memory_days`), `mad` (residual scale before the noise floor), `n_history`,
     and `effect_<weekday>` for the seven weekdays, so the expectation for any date is level + effect of its
-    weekday (what the online store serves). On a (country, os) grid the weekday effects are pooled within
+    weekday (what the online store serves); `sensitivity`, each series' depth of the days off relative to its
+    group's (1 off a grid). On a (country, os) grid the weekday effects are pooled within
     the country (`pooled_effects`) and the scale shrunk towards its volume's (`shrink_scale`)."""
     grid = y.columns.nlevels >= 2
     own = weekday_effects(y, cfg.weeks)
+    sensitivity = pd.DataFrame(1.0, index=y.index, columns=y.columns)
     if grid and cfg.pool_own_weight is not None:
-        own = pooled_effects(y, own, cfg.weeks, cfg.pool_own_weight)
+        own, beta = pooled_effects(y, own, cfg.weeks, cfg.pool_own_weight)
+        sensitivity = beta.where(beta > 0).fillna(1.0)
     effects = {f"effect_{w}": own[w].fillna(0.0) for w in WEEKDAYS}
     dow = y.index.dayofweek.to_numpy()
     today = np.stack([effects[f"effect_{WEEKDAYS[w]}"].to_numpy()[i] for i, w in enumerate(dow)])
@@ -198,6 +221,7 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
         "mad": mad,
         "n_history": n_history,
         "effect_today": effect_today,
+        "sensitivity": sensitivity,
         **effects,
     }
 
@@ -221,7 +245,7 @@ def baseline(
     hol = holiday_mask(y, holidays, keys[0], date)
     st = seasonal_state(y.mask(hol), cfg)  # holidays feed nothing
     if cfg.mask_z is None:
-        return counts, hol, st
+        return counts, hol, _with_drift(y, hol, st, cfg)
     # Anomalous days no longer feed the baseline, so a spike or a drop does not drag the expectation after
     # it (nor make its recovery look like an anomaly). A day-by-day job masks day d by its score against the
     # baseline of the days before d, itself built without the days masked before. The passes below reach
@@ -238,7 +262,16 @@ def baseline(
         st = seasonal_state(y.mask(hol | mask), cfg)
     else:
         log.warning("anomaly masking still changing after %d passes", cfg.max_passes)
-    return counts, hol, st
+    return counts, hol, _with_drift(y, hol, st, cfg)
+
+
+def _with_drift(
+    y: pd.DataFrame, hol: pd.DataFrame, st: dict[str, pd.DataFrame], cfg: SeasonalConfig
+) -> dict[str, pd.DataFrame]:
+    if cfg.drift_days:
+        _, memory, scale, _ = _score(y, st, cfg)
+        return st | drift_state(y.mask(hol), memory, scale, cfg)
+    return st | {f: pd.DataFrame(np.nan, index=y.index, columns=y.columns) for f in DRIFT_FIELDS}
 
 
 def _score(
@@ -287,30 +320,119 @@ def seasonal_scores(
     date: str = "date",
 ) -> pd.DataFrame:
     """Robust seasonal baseline per segment. `holidays`: optional (date, <keys[0]>) rows of known public
-    holidays for the first key (the country): excluded from the baseline, and scored only for spikes above
-    the ordinary band or drops deeper than any holiday's."""
+    holidays for the first key (the country): excluded from the baseline. On a holiday a series is scored
+    against the holiday's depth read off the other series of its group that day (`holiday_expectation`);
+    without any (or without `cfg.group_holidays`), only for spikes above the ordinary band or drops deeper than
+    any holiday's.
+    `drift_score` (with `cfg.drift_days`): the evidence of a sustained move (`drift_state`, `core.band.drift_score`)."""
     counts, hol, st = baseline(df, keys, cfg, holidays, date)
     y = np.log1p(counts)
     expected, memory, scale, score = _score(y, st, cfg)
+    r, capped = drift_deviation(y.mask(hol), memory, scale, st["drift_usual"], cfg.drift_clip)
+    drift = drift_score(r, capped, st["drift_recent"], st["drift_typical"], cfg.drift_days or 1)
     # A holiday only lowers traffic, and never by more than HOLIDAY_MAX_DIP: on a holiday a count above the
     # ordinary band is still a spike, and one far below even a holiday's dip is still an outage.
     on_holiday = score.where(score > 0, np.minimum(0.0, score - np.log(1 - HOLIDAY_MAX_DIP) / scale))
     score = score.where(~hol, on_holiday)
-    out = _long(
-        {
-            "count": counts,
-            "expected": np.expm1(expected),
-            "score": score,
-            "log_expected": expected,
-            "log_memory": memory,
-            "log_scale": scale,
-            "holiday": hol.astype(float),
-        },
-        keys,
-        date,
-    )
+    if cfg.group_holidays and y.columns.nlevels >= 2:
+        h_expected, h_scale = holiday_expectation(y, expected, scale, hol, st["sensitivity"])
+        known = h_expected.notna() & (st["n_history"] >= cfg.min_history)
+        score = score.mask(known, (y - h_expected) / h_scale)
+        expected, scale = expected.mask(known, h_expected), scale.mask(known, h_scale)
+        memory = memory.mask(known)
+    wide = {
+        "count": counts,
+        "expected": np.expm1(expected),
+        "score": score,
+        "log_expected": expected,
+        "log_memory": memory,
+        "log_scale": scale,
+        "holiday": hol.astype(float),
+    }
+    wide["drift_score"] = pd.DataFrame(drift, index=y.index, columns=y.columns)  # NaN without drift_days
+    out = _long(wide, keys, date)
     out["holiday"] = out["holiday"].astype(bool)
     return out[out["count"].notna()].reset_index(drop=True)
+
+
+def holiday_expectation(
+    y: pd.DataFrame, expected: pd.DataFrame, scale: pd.DataFrame, hol: pd.DataFrame, sensitivity: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(expected log count, scale) on each holiday of a series that has siblings (series with the same first
+    key, on holiday that day too); NaN elsewhere. A holiday's depth differs by country and year, but it is
+    shared by the country's OS up to their sensitivity to days off (desktop dips deeper, `pooled_effects`):
+    the depth is the median over the siblings of their log residual from the ordinary expectation divided by
+    their sensitivity (leaving the series out: its own anomaly must not set its expectation; the median: nor a
+    sibling's). The scale adds the uncertainty of that median (sqrt(pi/2) sd / sqrt(n)) and
+    `HOLIDAY_DEPTH_SD`."""
+    cells = (hol & expected.notna() & y.notna()).to_numpy()
+    rows, cols = np.nonzero(cells)
+    h_expected = pd.DataFrame(np.nan, index=y.index, columns=y.columns)
+    h_scale = h_expected.copy()
+    if not len(rows):
+        return h_expected, h_scale
+    beta = sensitivity.to_numpy()[rows, cols]
+    long = pd.DataFrame(
+        {
+            "row": rows,
+            "col": cols,
+            "group": y.columns.get_level_values(0)[cols],
+            "u": (y.to_numpy() - expected.to_numpy())[rows, cols] / beta,
+            "v": scale.to_numpy()[rows, cols] / beta,
+        }
+    )
+    pairs = long.merge(long, on=["row", "group"], suffixes=("", "_sib"))
+    pairs = pairs[pairs["col"] != pairs["col_sib"]]
+    g = pairs.groupby(["row", "col"])
+    depth, v, n = g["u_sib"].median(), g["v_sib"].median(), g.size()
+    r, c = depth.index.get_level_values(0), depth.index.get_level_values(1)
+    b = sensitivity.to_numpy()[r, c]
+    e = h_expected.to_numpy()
+    e[r, c] = expected.to_numpy()[r, c] + b * depth.to_numpy()
+    s = h_scale.to_numpy()
+    spread = b * np.sqrt(np.pi / 2) * v.to_numpy() / np.sqrt(n.to_numpy())
+    s[r, c] = np.sqrt(scale.to_numpy()[r, c] ** 2 + spread**2 + HOLIDAY_DEPTH_SD**2)
+    return pd.DataFrame(e, index=y.index, columns=y.columns), pd.DataFrame(
+        s, index=y.index, columns=y.columns
+    )
+
+
+def drift_state(
+    y: pd.DataFrame, memory: pd.DataFrame, scale: pd.DataFrame, cfg: SeasonalConfig
+) -> dict[str, pd.DataFrame]:
+    """The state of the sustained-move evidence (`core.band.drift_score`) as of each date, from the days
+    before it: a slow ramp or a modest level shift stays inside a day's band while the recent level follows
+    it, but the mean of `drift_days` days' deviations from the memory level (the median of the previous
+    `memory_days`, which a week-old move has not reached) leaves its own noise.
+
+    * `drift_usual`: the series' usual deviation from the memory (1.4826 x median |deviation| over the
+      previous `mad_days`): autocorrelated noise wanders from a 35-day median more than from a 7-day one, so
+      a day's deviation is in units of the larger of this and its band scale, capped at `drift_clip` (one
+      spike in the window is not a shift, and the days after it must not inherit it).
+    * `drift_recent`: the sum of the capped deviations of the `drift_days` - 1 days before (NaN when one of
+      them says nothing: missing, a holiday).
+    * `drift_typical`: what the window's sum / sqrt(days) usually is across all series over the previous
+      `DRIFT_CALIBRATION_DAYS` (1.4826 x median |.|; the noise's serial correlation makes it wider than a
+      standard normal); from a week of windows on.
+
+    `y`: log1p counts, NaN on days that say nothing; `memory` and `scale` as `_score` gives them."""
+    k = int(cfg.drift_days or 0)
+    usual = (y - memory).abs().shift(1).rolling(
+        cfg.mad_days, min_periods=cfg.min_history
+    ).median() * MAD_TO_SD
+    _, capped = drift_deviation(y, memory, scale, usual, cfg.drift_clip)
+    capped = pd.DataFrame(capped, index=y.index, columns=y.columns)
+    recent = capped.shift(1).rolling(k - 1, min_periods=k - 1).sum()
+    a = np.abs((recent + capped).to_numpy()) / np.sqrt(k)  # |the statistic| of the window ending each day
+    seen = np.cumsum(np.isfinite(a).any(axis=1))
+    typical = np.full(len(a), np.nan)
+    for i in np.flatnonzero(seen > DRIFT_CALIBRATION_DAYS // 4):  # from a week of windows before the day on
+        typical[i] = np.nanmedian(a[max(0, i - DRIFT_CALIBRATION_DAYS) : i]) * MAD_TO_SD
+    return {
+        "drift_recent": recent,
+        "drift_usual": usual,
+        "drift_typical": pd.DataFrame(np.repeat(typical[:, None], a.shape[1], axis=1), y.index, y.columns),
+    }
 
 
 def holiday_mask(
@@ -340,7 +462,8 @@ def hierarchical_scores(
     parent's, at most `max_boost` times its own: a 25% drop hitting every OS of a mid-volume country is
     clear in the country's total even where each segment alone is within its noise, while a segment that
     did not move (score near 0) stays near 0 whatever its parent does. `country_score` and `os_score` are
-    kept to say whether an anomaly is part of a wider event."""
+    kept to say whether an anomaly is part of a wider event. Last, a segment's `drift_score` (a sustained
+    move) replaces the score where it is the stronger evidence; `segment_score` stays the one-day score."""
     seg = seasonal_scores(df, keys, cfg, holidays, date)
     out = seg
     for key in keys:
@@ -364,6 +487,8 @@ def hierarchical_scores(
         lift = np.where(agree, np.sign(s) * np.minimum(np.abs(p), max_boost * np.abs(s)), s)
         boosted = np.where(np.abs(lift) > np.abs(boosted), lift, boosted)
     out["segment_score"] = s
+    # a sustained move the one-day evidence does not see
+    boosted = stronger(boosted, out["drift_score"].to_numpy(float))
     out["score"] = np.where(np.isnan(s), np.nan, boosted)
     return out
 
@@ -397,11 +522,18 @@ def _broad(
     itself (the totals without its siblings still carry it). Missing (no sibling, no residual): broad."""
     key, other = keys[0], keys[1]
     col = f"{key}_broad"
-    if cfg.broad_share is None or rows.empty:
-        return pd.DataFrame(columns=[date, *keys, col])
     rows = rows[rows["members"] > 1]
+    if cfg.broad_share is None or rows.empty:  # (no group with two members: nothing to leave out)
+        return pd.DataFrame(columns=[date, *keys, col])
     loo = rows.assign(count=rows["total"] - rows["count"], excluded=rows[other])
-    ls = seasonal_scores(loo[[date, key, "excluded", "count"]], [key, "excluded"], cfg, holidays, date)
+    # residuals against each total's ordinary expectation, as the parent's (not its siblings' holiday depth)
+    ls = seasonal_scores(
+        loo[[date, key, "excluded", "count"]],
+        [key, "excluded"],
+        replace(cfg, drift_days=None, group_holidays=False),
+        holidays,
+        date,
+    )
     ls["r_without"] = np.log1p(ls["count"]) - ls["log_expected"]
     ps = parent_scores.assign(r_parent=np.log1p(parent_scores["count"]) - parent_scores["log_expected"])
     j = rows[[date, *keys]].merge(ps[[date, key, "r_parent"]], on=[date, key])

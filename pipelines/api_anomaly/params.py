@@ -124,6 +124,16 @@ class DetectParams(_P):
         description="hierarchy: a country total lifts a segment only if the total without any one other OS"
         " still moved by this share of its move (null: always)",
     )
+    drift_days: int | None = Field(
+        ge=2,
+        description="seasonal detector: a sustained move is scored from the mean deviation of this many days"
+        " from the memory level (null: one-day evidence only)",
+    )
+    drift_clip: float = Field(gt=0, description="... each day's deviation counting at most this many scales")
+    group_holidays: bool = Field(
+        description="seasonal detector: on a holiday a series is expected as deep as its country's other OS dip"
+        " (false: only spikes and drops deeper than any holiday's are scored)"
+    )
 
 
 class ApiAnomalyParams(_P):

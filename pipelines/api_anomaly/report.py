@@ -127,7 +127,19 @@ def method_section(metrics: dict, p) -> str:
             f"  * **Memory:** a count that the median level of the last {d.memory_days} days has seen is not "
             "anomalous: when a long shift has become the recent normal, the return to the old level is not an "
             "alert. The band shown covers both levels.",
-            "  * Public holidays (`holidays.csv`) are not learned from; on a holiday only a spike above the ordinary band or a drop deeper than any holiday (85%) is anomalous.",
+            "  * **Public holidays** (`holidays.csv`) are not learned from. On a holiday a series is expected as "
+            "deep as the other OS of its country dip that day (the median of their dips, each divided by its OS's "
+            "sensitivity to days off, times the series' own), with that estimate's uncertainty added to the "
+            "scale: a spike or a drop on a holiday is still found, while the holiday itself is not an anomaly. "
+            "A country with one series: only a spike above the ordinary band or a drop deeper than any holiday "
+            "(85%) is anomalous.",
+            f"  * **Sustained moves (drift):** a slow ramp or a modest shift stays inside a day's band while the "
+            f"recent level follows it. Each day's deviation from the memory level (capped at {d.drift_clip:g} "
+            f"scales: one spike is not a shift) is averaged over the last {d.drift_days} days and scaled by what "
+            "that statistic usually is across all series; a day leaning the same way whose window scores beyond "
+            "the threshold is anomalous (`drift_score` in anomalies.csv; its kind is a level shift)."
+            if d.drift_days
+            else "",
             "  * **Hierarchy:** the same detector runs on each country's total and each OS's total. When the "
             "total moves the same way as the series, the series' score is raised towards the total's (at most "
             "2x its own): a 25% drop on every OS of a country is clear in the country's total while each series "
@@ -139,7 +151,7 @@ def method_section(metrics: dict, p) -> str:
             f"{metrics['tuning_window'][1]}) by event-level F1, never on the evaluated two weeks "
             f"({metrics['evaluation_window'][0]} to {metrics['evaluation_window'][1]}). Seasonal threshold: "
             f"**{metrics.get('threshold')}**.",
-            "* The detector's state per series and day (level, weekday effects, scale) is the Feast feature view "
+            "* The detector's state per series and day (level, weekday effects, scale, drift) is the Feast feature view "
             "`segment_baseline` (entity `traffic_segment`, key `<country>:<os>`); the API's real-time check reads "
             "it from the online store (`POST /v1/models/api_anomaly/predict`).",
             "",
@@ -373,12 +385,14 @@ def build_report(
         "## 6. Limitations",
         "",
         "* A day is scored from the days before it: the first two weeks of a series (and of a launch) are not "
-        "scored, and a slow ramp is seen only once it has moved far enough in a day.",
+        "scored, and a slow ramp is seen only once it has moved far enough in a day or over the drift window; "
+        "after a holiday or a missing day the drift waits for a full window again.",
         "* Holidays come from a calendar; a holiday missing from it looks like a country-wide drop.",
         "* Event precision counts each flagged run of a series; a country-wide event flagged on six OS counts "
         "six correct alerts.",
-        "* The real-time check scores one series against its own band; the hierarchy (country and OS totals) "
-        "needs the whole day, and the holiday calendar is not consulted: both are applied by the daily run.",
+        "* The real-time check scores one series against its own band and its drift (the last days' state "
+        "is in the feature store); the hierarchy (country and OS totals) needs the whole day, and the holiday "
+        "calendar is not consulted: both are applied by the daily run.",
         "",
     ]
     out.write_text("\n".join(md))

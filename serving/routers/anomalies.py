@@ -30,8 +30,13 @@ class Anomaly(BaseModel):
     expected: float = Field(description="expected count that day")
     lower: float = Field(description="decision band: below it the series alone is anomalous")
     upper: float
-    score: float = Field(description="signed evidence in noise units, the country/OS totals included")
-    segment_score: float = Field(description="the series' own score")
+    score: float = Field(
+        description="signed evidence in noise units, the country/OS totals and the drift evidence included"
+    )
+    segment_score: float = Field(description="the series' own one-day score")
+    drift_score: float | None = Field(
+        None, description="the series' evidence of a move sustained over the last days (null: none)"
+    )
     kind: str = Field(description="spike | drop | outage | level_shift_up | level_shift_down")
     whole_country: bool = Field(description="the country's total moved the same way (a country-wide event)")
     whole_os: bool = Field(description="the OS's total over countries moved the same way")
@@ -88,7 +93,8 @@ def list_anomalies(
     if os:
         keep &= df[S.OS].isin([o.lower() for o in os])
     hits = df[keep].sort_values("score", key=lambda s: s.abs(), ascending=False)
-    rows = hits.head(limit)[list(Anomaly.model_fields)].to_dict("records")
+    top = hits.head(limit).reindex(columns=list(Anomaly.model_fields))
+    rows = top.astype(object).where(top.notna(), None).to_dict("records")
     return AnomalyList(
         run={
             "file": str(path),

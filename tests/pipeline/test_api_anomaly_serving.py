@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.band import STATE_FIELDS, band_check
+from core.band import STATE_FIELDS, band_check, stronger
 from core.model_bundle import METADATA_FILE
 from core.settings import ROOT, Settings
 from pipelines.api_anomaly import schema as S
@@ -126,17 +126,24 @@ def test_feast_serves_the_state_point_in_time(aworld: AnomalyWorld):
 
 
 def test_band_check_from_the_stored_state_equals_the_batch_detector(aworld: AnomalyWorld):
+    """The real-time check, from the stored state alone, gives the batch detector's series score: the one-day
+    score, or the drift evidence where that is stronger (the hierarchy is batch-only)."""
     scored = seasonal_scores(aworld.counts, KEYS, aworld.cfg, aworld.holidays).dropna(subset=["score"])
     scored = scored[~scored["holiday"]]  # the real-time check has no holiday calendar (report: limitations)
-    rows = scored.sample(200, random_state=2).merge(
-        aworld.features.rename(columns={"event_timestamp": "date"}), on=[*KEYS, "date"]
+    drifted = scored[scored["drift_score"].abs() > scored["score"].abs()]
+    rows = pd.concat(
+        [scored.sample(200, random_state=2), drifted.sample(min(len(drifted), 50), random_state=2)]
     )
-    assert len(rows) == 200
+    rows = rows.merge(aworld.features.rename(columns={"event_timestamp": "date"}), on=[*KEYS, "date"])
+    assert len(rows) >= 200 + 10  # drifted rows are there to compare, not only one-day scores
+    drift = (aworld.cfg.drift_days, aworld.cfg.drift_clip)
     for r in rows.itertuples():
-        c = band_check({f: getattr(r, f) for f in STATE_FIELDS}, r.date, r.count, 4.0)
-        assert c["score"] == pytest.approx(r.score, rel=1e-9, abs=1e-9)
+        c = band_check({f: getattr(r, f) for f in STATE_FIELDS}, r.date, r.count, 4.0, drift)
+        want = float(stronger(r.score, r.drift_score))
+        assert c["score"] == pytest.approx(want, rel=1e-9, abs=1e-9)
+        assert c["one_day_score"] == pytest.approx(r.score, rel=1e-9, abs=1e-9)
         assert c["expected"] == pytest.approx(r.expected, rel=1e-9)
-        assert c["is_anomaly"] == (abs(r.score) >= 4.0)
+        assert c["is_anomaly"] == (abs(want) >= 4.0)
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +181,7 @@ def test_real_time_check_says_whether_a_count_is_anomalous(aworld: AnomalyWorld,
     assert meta["name"] == "api_anomaly"
     assert [p["is_anomaly"] for p in got] == [False, True, True]
     assert got[0]["entity"] == {"segment": f"{row['country']}:{row['os']}"}
+    assert {"one_day_score", "drift_score", "threshold"} <= set(got[0])
     assert abs(got[0]["prediction"]) < 1e-6 and got[1]["prediction"] < -threshold
     assert got[1]["lower"] == pytest.approx(band["lower"]) and got[1]["expected"] == pytest.approx(
         band["expected"]

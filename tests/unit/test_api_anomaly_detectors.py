@@ -344,3 +344,96 @@ def test_a_scale_from_a_few_days_is_pulled_towards_what_series_of_that_volume_sh
     np.testing.assert_allclose(out.iloc[:, 1:], mad.iloc[:, 1:], rtol=0.1)  # long histories keep theirs
     few = shrink_scale(mad.iloc[:, :20], level.iloc[:, :20], n.iloc[:, :20], prior_days=14)
     pd.testing.assert_frame_equal(few, mad.iloc[:, :20])  # too few series to fit: unchanged
+
+
+def test_a_slow_ramp_inside_the_daily_band_is_found_by_its_drift_but_a_lone_spike_is_not():
+    """A -25% log-linear ramp over 10 days in a noisy series never leaves the one-day band (the recent level
+    follows it), but its days' mean deviation from the memory level does; a lone spike, capped at
+    `drift_clip`, gives no drift to the days after it, and plain noise stays below 4."""
+    from pipelines.api_anomaly.detectors import hierarchical_scores
+
+    # the drift's calibration is across series: 30 ordinary ones beside the one that ramps
+    df = pd.concat(
+        [series(20_000, noise=0.06, seed=11)]
+        + [series(20_000, noise=0.06, seed=100 + k, country=f"C{k}") for k in range(30)],
+        ignore_index=True,
+    )
+    mine = df["country"] == "DE"
+    ramp = DAYS[52:62]
+    df.loc[mine & df["date"].isin(ramp), "count"] *= np.exp(np.log(0.75) * np.arange(1, 11) / 10)
+    df.loc[mine & (df["date"] > ramp[-1]), "count"] *= 0.75
+    spike = DAYS[35]
+    df.loc[mine & (df["date"] == spike), "count"] *= 4
+    every = seasonal_scores(df, KEYS)
+    noise = every[every["country"] != "DE"].dropna(subset=["score"])
+    assert (noise["drift_score"].abs() >= 4).mean() < 0.005, "noise alone: under 1 in 200 series-days"
+    s = every[every["country"] == "DE"].set_index("date")
+    moved = s.loc[DAYS[56] :]
+    assert moved["score"].abs().max() < 4, "inside the one-day band all along"
+    assert moved["drift_score"].min() < -4, "the drift evidence finds it"
+    assert s.loc[spike, "score"] > 8
+    after = slice(DAYS[36], DAYS[42])
+    capped = s.loc[after, "drift_score"].abs().max()
+    assert capped < 4, "the days after the spike inherit at most drift_clip / sqrt(7)"
+    uncapped = seasonal_scores(df[mine], KEYS, SeasonalConfig(drift_clip=1000)).set_index("date")
+    assert uncapped.loc[after, "drift_score"].abs().max() > 4, "... where an uncapped spike would flag them"
+    # the detector's score takes the drift where it is the stronger evidence; the series' own stays one-day
+    h = hierarchical_scores(df, KEYS)
+    assert h[h["country"] == "DE"].set_index("date").loc[DAYS[56] :, "score"].min() < -4
+    no_drift = seasonal_scores(df, KEYS, SeasonalConfig(drift_days=None))
+    assert no_drift["drift_score"].isna().all()
+
+
+def test_a_holiday_is_expected_as_deep_as_its_siblings_show_so_a_spike_on_it_is_still_found():
+    """On a holiday every OS of a country dips (desktop twice as deep in log): each series is expected as deep
+    as its siblings' dip times its sensitivity. A +50% spike on the holiday, still below the ordinary
+    day's band, is found; its siblings stay normal; a country with one series keeps the ordinary rule."""
+    levels = {"android": 100_000, "ios": 50_000, "web": 8_000, "windows": 4_000}
+    df = pd.concat(
+        [
+            _country(c, levels, {}, seed=50 + 10 * k, weekend=w)
+            for k, (c, w) in enumerate([("DE", 0.8), ("FR", 0.7)])
+        ]
+        + [series(30_000, seed=9, country="LU", os="android")],
+        ignore_index=True,
+    )
+    day = DAYS[58]
+    desktop = df["os"].isin(["windows", "macos"])
+    on = df["date"] == day
+    df.loc[on & ~desktop, "count"] *= 0.6
+    df.loc[on & desktop, "count"] *= 0.36  # sensitivity 2: (0.6)^2
+    df.loc[on & (df["country"] == "DE") & (df["os"] == "ios"), "count"] *= 1.5
+    holidays = pd.DataFrame({"date": [day] * 3, "country": ["DE", "FR", "LU"]})
+    s = seasonal_scores(df, KEYS, holidays=holidays).set_index(["date", "country", "os"])
+    spiked = s.loc[(day, "DE", "ios")]
+    assert spiked["count"] < spiked["expected"] / 0.6 * 0.95, "below the ordinary day"
+    assert spiked["score"] > 6 and spiked["expected"] == pytest.approx(50_000 * 0.6, rel=0.08)
+    others = s.loc[day].drop(index=[("DE", "ios")])
+    assert others.loc[["DE", "FR"], "score"].abs().max() < 3, "the dip itself is expected"
+    assert others.loc[("FR", "windows"), "expected"] == pytest.approx(4_000 * 0.36, rel=0.1)
+    assert others.loc[("LU", "android"), "score"] == 0, "no sibling: a holiday dip is not scored"
+    alone = seasonal_scores(df, KEYS, SeasonalConfig(group_holidays=False), holidays).set_index(
+        ["date", "country", "os"]
+    )
+    assert alone.loc[(day, "DE", "ios"), "score"] == 0, "without the siblings' depth the spike is invisible"
+
+
+def test_the_real_time_check_flags_a_count_inside_the_band_that_continues_a_sustained_move():
+    """`band_check` from a stored state: a count 2 scales below the memory is inside the one-day band, but
+    after six days summing -12 capped scales the window's drift is (-12 - 2) / sqrt(7) / 1.5 = -3.53; a count
+    leaning the other way, or a state without drift, leaves the one-day verdict."""
+    from core.band import band_check
+
+    state = {"level": 10.0, "memory_level": 10.0, "mad": 0.05, "n_history": 40}
+    state |= {f"effect_{w}": 0.0 for w in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    state |= {"drift_recent": -12.0, "drift_usual": 0.05, "drift_typical": 1.5}
+    day, count = pd.Timestamp("2026-04-15"), float(np.expm1(10.0 - 0.1))
+    c = band_check(state, day, count, 3.5, drift=(7, 3.0))
+    assert c["one_day_score"] == pytest.approx(-2.0, abs=0.01) and c["lower"] < count
+    assert c["drift_score"] == pytest.approx(-14 / np.sqrt(7) / 1.5, abs=0.01)
+    assert c["score"] == c["drift_score"] and c["is_anomaly"]
+    up = band_check(state, day, float(np.expm1(10.0 + 0.1)), 3.5, drift=(7, 3.0))
+    assert up["drift_score"] is None and not up["is_anomaly"], "leans the other way: the move has ended"
+    off = band_check(state | {"drift_recent": None}, day, count, 3.5, drift=(7, 3.0))
+    assert off["drift_score"] is None and off["score"] == off["one_day_score"] and not off["is_anomaly"]
+    assert band_check(state, day, count, 3.5)["drift_score"] is None, "a model without drift"
