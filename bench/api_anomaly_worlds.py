@@ -35,8 +35,9 @@ PARAMS = Path("params.yaml")
 
 
 def before_session_8(cfg: SeasonalConfig) -> SeasonalConfig:
-    """Without the drift evidence and without holiday depths from the country's other OS."""
-    return replace(cfg, drift_days=None, group_holidays=False)
+    """Without the drift evidence, without holiday depths from the country's other OS, parents lifting a
+    segment to twice its own score."""
+    return replace(cfg, drift_days=None, group_holidays=False, max_boost=2.0)
 
 
 def before_session_7(cfg: SeasonalConfig) -> SeasonalConfig:

@@ -201,6 +201,7 @@ def seasonal_config(p: DetectParams) -> SeasonalConfig:
         pool_own_weight=p.pool_own_weight,
         scale_prior_days=p.scale_prior_days,
         broad_share=p.broad_share,
+        max_boost=p.max_boost,
         drift_days=p.drift_days,
         drift_clip=p.drift_clip,
         group_holidays=p.group_holidays,

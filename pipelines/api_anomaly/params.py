@@ -124,6 +124,10 @@ class DetectParams(_P):
         description="hierarchy: a country total lifts a segment only if the total without any one other OS"
         " still moved by this share of its move (null: always)",
     )
+    max_boost: float = Field(
+        ge=1,
+        description="hierarchy: a parent total lifts a segment's score to at most this many times its own",
+    )
     drift_days: int | None = Field(
         ge=2,
         description="seasonal detector: a sustained move is scored from the mean deviation of this many days"

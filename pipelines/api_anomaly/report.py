@@ -142,8 +142,8 @@ def method_section(metrics: dict, p) -> str:
             else "",
             "  * **Hierarchy:** the same detector runs on each country's total and each OS's total. When the "
             "total moves the same way as the series, the series' score is raised towards the total's (at most "
-            "2x its own): a 25% drop on every OS of a country is clear in the country's total while each series "
-            "alone is within its noise. A country total lifts a series only when the move is broad: the total "
+            f"{d.max_boost:g}x its own): a series at the edge of its band whose country or OS moved the same way "
+            "crosses it. A country total lifts a series only when the move is broad: the total "
             f"without any one other OS still moved by at least {d.broad_share} of it (a country total that jumps "
             "because its Android segment did says nothing about its iOS segment). `whole_country` / `whole_os` "
             "mark anomalies that are part of such a wider event.",

@@ -126,8 +126,13 @@ def test_the_hierarchy_finds_a_country_wide_drop_hidden_in_noisy_segments_and_sp
     hit = (df["country"] == "PT") & (df["date"] == day) & (df["os"] != "other")
     df.loc[hit, "count"] = np.round(df.loc[hit, "count"] * 0.7)
     plain = seasonal_scores(df, KEYS).set_index(["date", "country", "os"])
-    hier = hierarchical_scores(df, KEYS).set_index(["date", "country", "os"])
+    cfg = SeasonalConfig(max_boost=2.0)  # the mechanism, with room to lift (the default cap is tighter)
+    hier = hierarchical_scores(df, KEYS, cfg).set_index(["date", "country", "os"])
     pt = [(day, "PT", o) for o in oses[:-1]]
+    capped = hierarchical_scores(df, KEYS).set_index(["date", "country", "os"])
+    cap = SeasonalConfig().max_boost
+    assert (capped.loc[pt, "score"].abs() <= cap * plain.loc[pt, "score"].abs() + 1e-9).all()
+    assert (capped.loc[pt, "score"].abs() > plain.loc[pt, "score"].abs()).any(), "lifted, within the cap"
     T = 4.0  # a decision threshold
     assert (plain.loc[pt, "score"].abs() < T).any(), "alone, some segments stay within their noise"
     assert (hier.loc[pt, "score"] < -T).sum() > (plain.loc[pt, "score"] < -T).sum()
