@@ -78,6 +78,7 @@ def drift_score(r: Any, capped: Any, recent: Any, typical: Any, days: int) -> An
     `typical` (what that statistic usually is across series: the noise's serial correlation widens it);
     NaN unless today itself leans the same way by `DRIFT_MIN_LEAN` (`r`): a move that has ended is not
     flagged on its recovery. Scalars or arrays."""
+    typical = np.where(np.asarray(typical, float) > 0, typical, np.nan)  # 0: constant series, no evidence
     z = (recent + capped) / np.sqrt(days) / typical
     return np.where((np.sign(r) == np.sign(z)) & (np.abs(r) >= DRIFT_MIN_LEAN), z, np.nan)
 

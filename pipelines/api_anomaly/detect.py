@@ -104,7 +104,9 @@ def describe(rows: pd.DataFrame, threshold: float, level_shift_days: int) -> pd.
     run = new.cumsum()
     length = out.groupby(run)["date"].transform("size")
     # a run that lasts, or a day flagged by the drift evidence (a move sustained over the last days)
-    sustained = (length >= level_shift_days) | (out["drift_score"].abs() >= threshold)
+    sustained = ((length >= level_shift_days) | (out["drift_score"].abs() >= threshold)) & (
+        out["kind"] != "outage"
+    )
     out.loc[sustained, "kind"] = np.where(
         out.loc[sustained, "score"] > 0, "level_shift_up", "level_shift_down"
     )

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 MAD_TO_SD = 1.4826
 HOLIDAY_MAX_DIP = 0.85  # the deepest traffic dip a public holiday explains (85% fewer requests)
 HOLIDAY_DEPTH_SD = 0.05  # how far (log scale) one OS's holiday dip strays from its siblings' beyond noise
+HOLIDAY_MIN_SIBLINGS = 3  # a holiday's depth is read off at least 3 other series: a median of fewer is one
+# sibling's own anomaly as often as not
 DRIFT_CALIBRATION_DAYS = 28  # the drift evidence is scaled by its spread across all series over these days
 
 
@@ -157,7 +159,8 @@ def pooled_effects(
     country = weekday_effects(group_totals(y), weeks)
     per_series = {w: country[w].reindex(columns=group).set_axis(y.columns, axis=1) for w in WEEKDAYS}
     num = sum(own[w].fillna(0.0) * per_series[w].fillna(0.0) for w in WEEKDAYS)
-    den = sum(per_series[w].fillna(0.0) ** 2 for w in WEEKDAYS)
+    # (only where the series has an estimate of its own: a series that starts later must not move the fit)
+    den = sum(per_series[w].where(own[w].notna()).fillna(0.0) ** 2 for w in WEEKDAYS)
     sensitivity = num.T.groupby(kind).sum().T / den.T.groupby(kind).sum().T
     beta = sensitivity.reindex(columns=kind).set_axis(y.columns, axis=1)
     out = {}
@@ -363,8 +366,9 @@ def holiday_expectation(
     key, on holiday that day too); NaN elsewhere. A holiday's depth differs by country and year, but it is
     shared by the country's OS up to their sensitivity to days off (desktop dips deeper, `pooled_effects`):
     the depth is the median over the siblings of their log residual from the ordinary expectation divided by
-    their sensitivity (leaving the series out: its own anomaly must not set its expectation; the median: nor a
-    sibling's). The scale adds the uncertainty of that median (sqrt(pi/2) sd / sqrt(n)) and
+    their sensitivity (leaving the series out: its own anomaly must not set its expectation; the median of at
+    least `HOLIDAY_MIN_SIBLINGS`: nor one sibling's), no shallower than 0 and no deeper than
+    `HOLIDAY_MAX_DIP`. The scale adds the uncertainty of that median (sqrt(pi/2) sd / sqrt(n)) and
     `HOLIDAY_DEPTH_SD`."""
     cells = (hol & expected.notna() & y.notna()).to_numpy()
     rows, cols = np.nonzero(cells)
@@ -386,10 +390,15 @@ def holiday_expectation(
     pairs = pairs[pairs["col"] != pairs["col_sib"]]
     g = pairs.groupby(["row", "col"])
     depth, v, n = g["u_sib"].median(), g["v_sib"].median(), g.size()
+    enough = (n >= HOLIDAY_MIN_SIBLINGS).to_numpy()
+    depth, v, n = depth[enough], v[enough], n[enough]
     r, c = depth.index.get_level_values(0), depth.index.get_level_values(1)
     b = sensitivity.to_numpy()[r, c]
     e = h_expected.to_numpy()
-    e[r, c] = expected.to_numpy()[r, c] + b * depth.to_numpy()
+    # a holiday only lowers traffic, and never by more than HOLIDAY_MAX_DIP (siblings all in one outage or
+    # one spike must not set an expectation that makes the others look anomalous)
+    dip = np.clip(b * depth.to_numpy(), np.log(1 - HOLIDAY_MAX_DIP), 0.0)
+    e[r, c] = expected.to_numpy()[r, c] + dip
     s = h_scale.to_numpy()
     spread = b * np.sqrt(np.pi / 2) * v.to_numpy() / np.sqrt(n.to_numpy())
     s[r, c] = np.sqrt(scale.to_numpy()[r, c] ** 2 + spread**2 + HOLIDAY_DEPTH_SD**2)
@@ -425,9 +434,9 @@ def drift_state(
     capped = pd.DataFrame(capped, index=y.index, columns=y.columns)
     recent = capped.shift(1).rolling(k - 1, min_periods=k - 1).sum()
     a = np.abs((recent + capped).to_numpy()) / np.sqrt(k)  # |the statistic| of the window ending each day
-    seen = np.cumsum(np.isfinite(a).any(axis=1))
+    seen_before = np.cumsum(np.isfinite(a).any(axis=1)) - np.isfinite(a).any(axis=1)  # days before each day
     typical = np.full(len(a), np.nan)
-    for i in np.flatnonzero(seen > DRIFT_CALIBRATION_DAYS // 4):  # from a week of windows before the day on
+    for i in np.flatnonzero(seen_before >= DRIFT_CALIBRATION_DAYS // 4):  # from a week of windows on
         typical[i] = np.nanmedian(a[max(0, i - DRIFT_CALIBRATION_DAYS) : i]) * MAD_TO_SD
     return {
         "drift_recent": recent,

@@ -100,63 +100,62 @@ def quality_section(ingest: dict, quarantine: pd.DataFrame) -> str:
 
 def method_section(metrics: dict, p) -> str:
     d = p.detect
-    return "\n".join(
-        [
-            "## 2. Method",
-            "",
-            "Each series is scored day by day from the days before it only, as a daily job would.",
-            "",
-            "* **Baseline: the IQR rule** (the brief's starting point). A day is anomalous when it lies more than "
-            f"k interquartile ranges outside the previous 28 days' quartiles (k = {metrics.get('iqr_threshold')}, "
-            "tuned). It ignores the weekly cycle, so weekends widen its band and hide weekday drops.",
-            "* **Seasonal detector (the stronger one).** On log counts: expected = recent level (median of the "
-            f"previous {d.level_days} de-seasonalized days) + the weekday's effect (median over {d.weeks} weeks). "
-            f"Scale = the larger of the robust spread (MAD) of the last {d.mad_days} days' residuals and the "
-            "Poisson floor at that volume, so small series are not alarmed by counting noise. Score = "
-            "residual / scale, signed.",
-            "  * **Borrowing strength from the country:** a series' weekday effects are "
-            f"{d.pool_own_weight:.0%} its own estimate and the rest its country's weekly pattern (from the "
-            "country's total, far less noisy) times its OS's sensitivity to it (desktop dips deeper at weekends; "
-            "learned across all countries). A series' scale from a short history is shrunk towards the scale "
-            f"of series of its volume (as if that were worth {d.scale_prior_days:g} days of its own residuals)."
-            if d.pool_own_weight is not None and d.scale_prior_days
-            else "",
-            f"  * Days scoring beyond {d.mask_z} stop feeding the baseline for up to {d.max_mask_days} days, so a "
-            "drop does not drag the expectation down and the recovery is not flagged; a shift that lasts longer "
-            "becomes the new normal.",
-            f"  * **Memory:** a count that the median level of the last {d.memory_days} days has seen is not "
-            "anomalous: when a long shift has become the recent normal, the return to the old level is not an "
-            "alert. The band shown covers both levels.",
-            "  * **Public holidays** (`holidays.csv`) are not learned from. On a holiday a series is expected as "
-            "deep as the other OS of its country dip that day (the median of their dips, each divided by its OS's "
-            "sensitivity to days off, times the series' own), with that estimate's uncertainty added to the "
-            "scale: a spike or a drop on a holiday is still found, while the holiday itself is not an anomaly. "
-            "A country with one series: only a spike above the ordinary band or a drop deeper than any holiday "
-            "(85%) is anomalous.",
-            f"  * **Sustained moves (drift):** a slow ramp or a modest shift stays inside a day's band while the "
-            f"recent level follows it. Each day's deviation from the memory level (capped at {d.drift_clip:g} "
-            f"scales: one spike is not a shift) is averaged over the last {d.drift_days} days and scaled by what "
-            "that statistic usually is across all series; a day leaning the same way whose window scores beyond "
-            "the threshold is anomalous (`drift_score` in anomalies.csv; its kind is a level shift)."
-            if d.drift_days
-            else "",
-            "  * **Hierarchy:** the same detector runs on each country's total and each OS's total. When the "
-            "total moves the same way as the series, the series' score is raised towards the total's (at most "
-            f"{d.max_boost:g}x its own): a series at the edge of its band whose country or OS moved the same way "
-            "crosses it. A country total lifts a series only when the move is broad: the total "
-            f"without any one other OS still moved by at least {d.broad_share} of it (a country total that jumps "
-            "because its Android segment did says nothing about its iOS segment). `whole_country` / `whole_os` "
-            "mark anomalies that are part of such a wider event.",
-            f"* **Thresholds** are chosen on the tuning weeks ({metrics['tuning_window'][0]} to "
-            f"{metrics['tuning_window'][1]}) by event-level F1, never on the evaluated two weeks "
-            f"({metrics['evaluation_window'][0]} to {metrics['evaluation_window'][1]}). Seasonal threshold: "
-            f"**{metrics.get('threshold')}**.",
-            "* The detector's state per series and day (level, weekday effects, scale, drift) is the Feast feature view "
-            "`segment_baseline` (entity `traffic_segment`, key `<country>:<os>`); the API's real-time check reads "
-            "it from the online store (`POST /v1/models/api_anomaly/predict`).",
-            "",
-        ]
-    )
+    lines = [
+        "## 2. Method",
+        "",
+        "Each series is scored day by day from the days before it only, as a daily job would.",
+        "",
+        "* **Baseline: the IQR rule** (the brief's starting point). A day is anomalous when it lies more than "
+        f"k interquartile ranges outside the previous 28 days' quartiles (k = {metrics.get('iqr_threshold')}, "
+        "tuned). It ignores the weekly cycle, so weekends widen its band and hide weekday drops.",
+        "* **Seasonal detector (the stronger one).** On log counts: expected = recent level (median of the "
+        f"previous {d.level_days} de-seasonalized days) + the weekday's effect (median over {d.weeks} weeks). "
+        f"Scale = the larger of the robust spread (MAD) of the last {d.mad_days} days' residuals and the "
+        "Poisson floor at that volume, so small series are not alarmed by counting noise. Score = "
+        "residual / scale, signed.",
+        "  * **Borrowing strength from the country:** a series' weekday effects are "
+        f"{d.pool_own_weight:.0%} its own estimate and the rest its country's weekly pattern (from the "
+        "country's total, far less noisy) times its OS's sensitivity to it (desktop dips deeper at weekends; "
+        "learned across all countries). A series' scale from a short history is shrunk towards the scale "
+        f"of series of its volume (as if that were worth {d.scale_prior_days:g} days of its own residuals)."
+        if d.pool_own_weight is not None and d.scale_prior_days
+        else None,
+        f"  * Days scoring beyond {d.mask_z} stop feeding the baseline for up to {d.max_mask_days} days, so a "
+        "drop does not drag the expectation down and the recovery is not flagged; a shift that lasts longer "
+        "becomes the new normal.",
+        f"  * **Memory:** a count that the median level of the last {d.memory_days} days has seen is not "
+        "anomalous: when a long shift has become the recent normal, the return to the old level is not an "
+        "alert. The band shown covers both levels.",
+        "  * **Public holidays** (`holidays.csv`) are not learned from. On a holiday a series is expected as "
+        "deep as the other OS of its country dip that day (the median of their dips, each divided by its OS's "
+        "sensitivity to days off, times the series' own), with that estimate's uncertainty added to the "
+        "scale: a spike or a drop on a holiday is still found, while the holiday itself is not an anomaly. "
+        "A country with one series: only a spike above the ordinary band or a drop deeper than any holiday "
+        "(85%) is anomalous.",
+        f"  * **Sustained moves (drift):** a slow ramp or a modest shift stays inside a day's band while the "
+        f"recent level follows it. Each day's deviation from the memory level (capped at {d.drift_clip:g} "
+        f"scales: one spike is not a shift) is averaged over the last {d.drift_days} days and scaled by what "
+        "that statistic usually is across all series; a day leaning the same way whose window scores beyond "
+        "the threshold is anomalous (`drift_score` in anomalies.csv; its kind is a level shift)."
+        if d.drift_days
+        else None,
+        "  * **Hierarchy:** the same detector runs on each country's total and each OS's total. When the "
+        "total moves the same way as the series, the series' score is raised towards the total's (at most "
+        f"{d.max_boost:g}x its own): a series at the edge of its band whose country or OS moved the same way "
+        "crosses it. A country total lifts a series only when the move is broad: the total "
+        f"without any one other OS still moved by at least {d.broad_share} of it (a country total that jumps "
+        "because its Android segment did says nothing about its iOS segment). `whole_country` / `whole_os` "
+        "mark anomalies that are part of such a wider event.",
+        f"* **Thresholds** are chosen on the tuning weeks ({metrics['tuning_window'][0]} to "
+        f"{metrics['tuning_window'][1]}) by event-level F1, never on the evaluated two weeks "
+        f"({metrics['evaluation_window'][0]} to {metrics['evaluation_window'][1]}). Seasonal threshold: "
+        f"**{metrics.get('threshold')}**.",
+        "* The detector's state per series and day (level, weekday effects, scale, drift) is the Feast feature view "
+        "`segment_baseline` (entity `traffic_segment`, key `<country>:<os>`); the API's real-time check reads "
+        "it from the online store (`POST /v1/models/api_anomaly/predict`).",
+        "",
+    ]
+    return "\n".join(line for line in lines if line is not None)  # None: a part that is switched off
 
 
 def evaluation_section(

@@ -442,3 +442,59 @@ def test_the_real_time_check_flags_a_count_inside_the_band_that_continues_a_sust
     off = band_check(state | {"drift_recent": None}, day, count, 3.5, drift=(7, 3.0))
     assert off["drift_score"] is None and off["score"] == off["one_day_score"] and not off["is_anomaly"]
     assert band_check(state, day, count, 3.5)["drift_score"] is None, "a model without drift"
+
+
+def test_a_holiday_outage_of_a_whole_country_or_of_one_of_few_siblings_does_not_flag_the_rest():
+    """The siblings' depth is a median of at least 3 other series and a holiday dip of at most 85%: a
+    country-wide outage on a holiday stays an outage on every OS (none looks like a spike), and in a country
+    with 3 OS one sibling's outage sets nobody's expectation."""
+    five = {"android": 100_000, "ios": 50_000, "web": 8_000, "windows": 4_000, "macos": 2_000}
+    three = {"android": 60_000, "ios": 30_000, "web": 5_000}
+    df = pd.concat(
+        [
+            _country("DE", five, {}, seed=70),
+            _country("FR", five, {}, seed=80),
+            _country("PT", three, {}, seed=90),
+        ],
+        ignore_index=True,
+    )
+    day = DAYS[58]
+    on = df["date"] == day
+    desktop = df["os"].isin(["windows", "macos"])
+    df.loc[on, "count"] = np.round(df.loc[on, "count"] * np.where(desktop[on], 0.7**2, 0.7))  # the holiday
+    df.loc[on & (df["country"] == "DE"), "count"] = np.round(
+        df.loc[on & (df["country"] == "DE"), "count"] * 0.03
+    )
+    df.loc[on & (df["country"] == "PT") & (df["os"] == "ios"), "count"] *= 0.03
+    holidays = pd.DataFrame({"date": [day] * 3, "country": ["DE", "FR", "PT"]})
+    s = seasonal_scores(df, KEYS, holidays=holidays).set_index(["date", "country", "os"]).loc[day]
+    assert (s.loc["DE", "score"] < -8).all(), "every OS of the country is in the outage"
+    assert s.loc[("PT", "ios"), "score"] < -8
+    assert s.loc[["PT"], "score"].drop(index=[("PT", "ios")]).abs().max() < 4, "its siblings are not spikes"
+    assert s.loc[["FR"], "score"].abs().max() < 4
+
+
+def test_a_series_that_starts_later_does_not_move_the_earlier_weekday_state():
+    """Point in time across series: the OS sensitivity is fitted on the series that have an estimate, so a
+    macos series launched on day 40 in a country that already reports leaves every series' state before
+    that day as it was."""
+    from pipelines.api_anomaly.detectors import dense_grid, seasonal_state
+
+    levels = {"android": 200_000, "ios": 80_000, "windows": 5_000, "macos": 3_000}
+    countries = [("DE", 0.8), ("FR", 0.7), ("IT", 0.85)]
+    full = pd.concat(
+        [_country(c, levels, {}, seed=10 * k, weekend=w) for k, (c, w) in enumerate(countries)],
+        ignore_index=True,
+    )
+    is_late = (full["country"] == "FR") & (full["os"] == "macos")
+    base = full[~is_late]
+    late = full[is_late & (full["date"] >= DAYS[40])]
+    cfg = SeasonalConfig(weeks=4, pool_own_weight=0.3)
+    before = seasonal_state(np.log1p(dense_grid(base, KEYS)), cfg)
+    with_late = seasonal_state(np.log1p(dense_grid(pd.concat([base, late]), KEYS)), cfg)
+    early = DAYS[:40]
+    for f in ("effect_sat", "effect_sun", "sensitivity", "level"):
+        pd.testing.assert_frame_equal(before[f].loc[early], with_late[f].loc[early, before[f].columns])
+    assert not np.allclose(
+        before["sensitivity"].iloc[-1], with_late["sensitivity"].iloc[-1][before["sensitivity"].columns]
+    ), "the later series does count once it has an estimate"
