@@ -362,8 +362,8 @@ def seasonal_scores(
 def holiday_expectation(
     y: pd.DataFrame, expected: pd.DataFrame, scale: pd.DataFrame, hol: pd.DataFrame, sensitivity: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(expected log count, scale) on each holiday of a series that has siblings (series with the same first
-    key, on holiday that day too); NaN elsewhere. A holiday's depth differs by country and year, but it is
+    """(expected log count, scale) on each holiday of a series with at least `HOLIDAY_MIN_SIBLINGS` siblings
+    (series with the same first key, on holiday that day too); NaN elsewhere. A holiday's depth differs by country and year, but it is
     shared by the country's OS up to their sensitivity to days off (desktop dips deeper, `pooled_effects`):
     the depth is the median over the siblings of their log residual from the ordinary expectation divided by
     their sensitivity (leaving the series out: its own anomaly must not set its expectation; the median of at
@@ -471,7 +471,7 @@ def hierarchical_scores(
     parent's, at most `cfg.max_boost` times its own: a segment at the edge of its band whose country or OS
     total moved the same way crosses it, while a segment that did not move (score near 0) stays near 0
     whatever its parent does. (A larger cap, 2, lifted too many segments whose total had been moved by other
-    series: event F1 0.841 against 0.857 on the worlds bench.) `country_score` and `os_score` are
+    series; docs/STATUS.md, session 8, has the comparison.) `country_score` and `os_score` are
     kept to say whether an anomaly is part of a wider event. Last, a segment's `drift_score` (a sustained
     move) replaces the score where it is the stronger evidence; `segment_score` stays the one-day score."""
     seg = seasonal_scores(df, keys, cfg, holidays, date)

@@ -127,10 +127,10 @@ def method_section(metrics: dict, p) -> str:
         "anomalous: when a long shift has become the recent normal, the return to the old level is not an "
         "alert. The band shown covers both levels.",
         "  * **Public holidays** (`holidays.csv`) are not learned from. On a holiday a series is expected as "
-        "deep as the other OS of its country dip that day (the median of their dips, each divided by its OS's "
+        "deep as the other OS of its country dip that day (the median of at least 3 such dips, each divided by its OS's "
         "sensitivity to days off, times the series' own), with that estimate's uncertainty added to the "
         "scale: a spike or a drop on a holiday is still found, while the holiday itself is not an anomaly. "
-        "A country with one series: only a spike above the ordinary band or a drop deeper than any holiday "
+        "The dip is taken as 0 to 85%. A country with fewer OS: only a spike above the ordinary band or a drop deeper than any holiday "
         "(85%) is anomalous.",
         f"  * **Sustained moves (drift):** a slow ramp or a modest shift stays inside a day's band while the "
         f"recent level follows it. Each day's deviation from the memory level (capped at {d.drift_clip:g} "
