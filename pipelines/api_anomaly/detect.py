@@ -71,6 +71,14 @@ def windows(dates: pd.Series, evaluation_days: int, warmup_days: int) -> tuple[p
     return eval_start, tune_start
 
 
+def tuned_metrics(scored: pd.DataFrame, eval_start: pd.Timestamp) -> tuple[float, dict, dict, pd.DataFrame]:
+    """(threshold, event metrics, point metrics, tuning curve) of labeled scores: the threshold is tuned on
+    the days before `eval_start` (`choose_threshold`), the metrics are on the days from it."""
+    threshold, curve = choose_threshold(scored[scored["date"] < eval_start], KEYS)
+    ev = scored[scored["date"] >= eval_start]
+    return threshold, event_metrics(ev, threshold, KEYS), point_metrics(ev, threshold), curve
+
+
 def load_holidays(path: Path, min_effect: float = 0.1) -> pd.DataFrame:
     """A public-holiday calendar: `country`, `date` and optionally the expected traffic factor. Days whose
     expected dip is below `min_effect` (e.g. a month of Ramadan at -4%) are ordinary days to the detector;
@@ -144,11 +152,7 @@ def run(
         frames[name] = s
         if labels is None:
             continue
-        tune = s[s["date"] < eval_start]
-        ev = s[s["date"] >= eval_start]
-        threshold, curve = choose_threshold(tune, KEYS)
-        curves[name] = curve
-        e, pt = event_metrics(ev, threshold, KEYS), point_metrics(ev, threshold)
+        threshold, e, pt, curves[name] = tuned_metrics(s, eval_start)
         prefix = "" if name == "seasonal" else f"{name}_"
         metrics.update(
             {f"{prefix}threshold": threshold}

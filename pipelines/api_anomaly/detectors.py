@@ -136,18 +136,27 @@ def weekday_effects(y: pd.DataFrame, weeks: int) -> dict[str, pd.DataFrame]:
     return effects
 
 
-def group_totals(y: pd.DataFrame) -> pd.DataFrame:
+def group_totals(y: pd.DataFrame, present: pd.DataFrame | None = None) -> pd.DataFrame:
     """log1p of each first-level group's total (a country's over its OS) on the days all its usual members
-    reported (as many as on any of the last 14 days); NaN otherwise (a missing member would look like a dip)."""
+    reported (as many as on any of the last 14 days) and none of them is left out of `y` (NaN: masked as an
+    anomaly, a holiday); NaN otherwise (a missing member would look like a dip). `present`: the days each
+    series has data, masked or not (default: where `y` has a value)."""
     counts = np.expm1(y)
     group = y.columns.get_level_values(0)
-    present = counts.notna().T.groupby(group).sum().T
+    reported = (y.notna() if present is None else present).T.groupby(group).sum().T
+    usable = counts.notna().T.groupby(group).sum().T
     total = counts.T.groupby(group).sum(min_count=1).T
-    return np.log1p(total.where(present >= present.rolling(14, min_periods=1).max()))
+    return np.log1p(
+        total.where((usable == reported) & (reported >= reported.rolling(14, min_periods=1).max()))
+    )
 
 
 def pooled_effects(
-    y: pd.DataFrame, own: dict[str, pd.DataFrame], weeks: int, own_weight: float
+    y: pd.DataFrame,
+    own: dict[str, pd.DataFrame],
+    weeks: int,
+    own_weight: float,
+    present: pd.DataFrame | None = None,
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Weekday effects of series grouped by their first key (OS within a country), borrowing strength from
     the group: the country's weekly pattern (from its total: far less noisy than a small segment) times the
@@ -156,7 +165,7 @@ def pooled_effects(
     effects and each series' sensitivity as of each date (NaN before it can be estimated)."""
     group = y.columns.get_level_values(0)
     kind = y.columns.get_level_values(1)
-    country = weekday_effects(group_totals(y), weeks)
+    country = weekday_effects(group_totals(y, present), weeks)
     per_series = {w: country[w].reindex(columns=group).set_axis(y.columns, axis=1) for w in WEEKDAYS}
     num = sum(own[w].fillna(0.0) * per_series[w].fillna(0.0) for w in WEEKDAYS)
     # (only where the series has an estimate of its own: a series that starts later must not move the fit)
@@ -187,10 +196,14 @@ def shrink_scale(mad: pd.DataFrame, level: pd.DataFrame, n: pd.DataFrame, prior_
     return np.exp(w * log_mad + (1 - w) * prior).where(prior.notna(), mad)
 
 
-def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFrame]:
+def seasonal_state(
+    y: pd.DataFrame, cfg: SeasonalConfig, present: pd.DataFrame | None = None
+) -> dict[str, pd.DataFrame]:
     """The baseline of every segment as of each date, from the days strictly before it (y: dates x
     segments of log1p counts, NaN = missing, holiday or masked). Returns wide frames: `level`,
-    `memory_level` (NaN without `memory_days`), `mad` (residual scale before the noise floor), `n_history`,
+    `memory_level` (NaN without `memory_days`), `mad` (residual scale before the noise floor), `n_history`
+    (days with data among the last `mad_days` + 7, from `present`: the days the series reported, masked or
+    not, default where `y` has a value; masking must not make a series look too young to score)
     and `effect_<weekday>` for the seven weekdays, so the expectation for any date is level + effect of its
     weekday (what the online store serves); `sensitivity`, each series' depth of the days off relative to its
     group's (1 off a grid). On a (country, os) grid the weekday effects are pooled within
@@ -199,9 +212,10 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
     own = weekday_effects(y, cfg.weeks)
     sensitivity = pd.DataFrame(1.0, index=y.index, columns=y.columns)
     if grid and cfg.pool_own_weight is not None:
-        own, beta = pooled_effects(y, own, cfg.weeks, cfg.pool_own_weight)
+        own, beta = pooled_effects(y, own, cfg.weeks, cfg.pool_own_weight, present)
         sensitivity = beta.where(beta > 0).fillna(1.0)
-    effects = {f"effect_{w}": own[w].fillna(0.0) for w in WEEKDAYS}
+    # a weekday with no unmasked day in the window (a masked run as long as `weeks`) keeps its last effect
+    effects = {f"effect_{w}": own[w].ffill().fillna(0.0) for w in WEEKDAYS}
     dow = y.index.dayofweek.to_numpy()
     today = np.stack([effects[f"effect_{WEEKDAYS[w]}"].to_numpy()[i] for i, w in enumerate(dow)])
     effect_today = pd.DataFrame(today, index=y.index, columns=y.columns)
@@ -215,10 +229,14 @@ def seasonal_state(y: pd.DataFrame, cfg: SeasonalConfig) -> dict[str, pd.DataFra
         memory = pd.DataFrame(np.nan, index=y.index, columns=y.columns)
     resid_hist = (y - (level + effect_today)).shift(1)
     mad = resid_hist.abs().rolling(cfg.mad_days, min_periods=cfg.min_history // 2).median() * MAD_TO_SD
+    # and so does the last scale: a series whose recent days are all masked is still scored (an unscored
+    # day is never masked, so a spike in it would feed the weekday effects)
+    mad = mad.ffill(limit=cfg.max_mask_days)
     if grid and cfg.scale_prior_days:
         n_resid = resid_hist.notna().rolling(cfg.mad_days, min_periods=1).sum()
         mad = shrink_scale(mad, level, n_resid, cfg.scale_prior_days)
-    n_history = y.notna().shift(1, fill_value=False).rolling(cfg.mad_days + 7, min_periods=1).sum()
+    seen = y.notna() if present is None else present
+    n_history = seen.shift(1, fill_value=False).rolling(cfg.mad_days + 7, min_periods=1).sum()
     return {
         "level": level,
         "memory_level": memory,
@@ -247,7 +265,7 @@ def baseline(
         counts = counts.reindex(pd.date_range(idx[0], idx[-1] + pd.Timedelta(days=extend_days), freq="D"))
     y = np.log1p(counts)
     hol = holiday_mask(y, holidays, keys[0], date)
-    st = seasonal_state(y.mask(hol), cfg)  # holidays feed nothing
+    st = seasonal_state(y.mask(hol), cfg, y.notna())  # holidays feed nothing
     if cfg.mask_z is None:
         return counts, hol, _with_drift(y, hol, st, cfg)
     # Anomalous days no longer feed the baseline, so a spike or a drop does not drag the expectation after
@@ -263,7 +281,7 @@ def baseline(
         if mask is not None and new.equals(mask):
             break
         mask = new
-        st = seasonal_state(y.mask(hol | mask), cfg)
+        st = seasonal_state(y.mask(hol | mask), cfg, y.notna())
     else:
         log.warning("anomaly masking still changing after %d passes", cfg.max_passes)
     return counts, hol, _with_drift(y, hol, st, cfg)
@@ -488,19 +506,27 @@ def hierarchical_scores(
             out = out.merge(broad, on=[date, *keys], how="left")
             out[f"{key}_broad"] = out[f"{key}_broad"].astype("boolean").fillna(True).astype(bool)
     s = out["score"].to_numpy(float)
+    out["segment_score"] = s
+    out["score"] = lifted(out, s, keys, cfg)
+    return out
+
+
+def lifted(scored: pd.DataFrame, s: np.ndarray, keys: list[str], cfg: SeasonalConfig) -> np.ndarray:
+    """One-day segment scores `s` (aligned with `scored`'s rows) with the hierarchy's evidence: each raised
+    towards its parents' scores (`<key>_score`, where `<key>_broad` allows) when they move the same way, to at
+    most `cfg.max_boost` times its own; then the segment's `drift_score` where that is stronger. NaN where
+    `s` is NaN (the segment is not scored)."""
     boosted = s.copy()
     for key in keys:
-        p = out[f"{key}_score"].to_numpy(float)
-        if f"{key}_broad" in out:
-            p = np.where(out[f"{key}_broad"].to_numpy(), p, 0.0)
+        p = scored[f"{key}_score"].to_numpy(float)
+        if f"{key}_broad" in scored:
+            p = np.where(scored[f"{key}_broad"].to_numpy(), p, 0.0)
         agree = np.sign(p) == np.sign(s)
         lift = np.where(agree, np.sign(s) * np.minimum(np.abs(p), cfg.max_boost * np.abs(s)), s)
         boosted = np.where(np.abs(lift) > np.abs(boosted), lift, boosted)
-    out["segment_score"] = s
     # a sustained move the one-day evidence does not see
-    boosted = stronger(boosted, out["drift_score"].to_numpy(float))
-    out["score"] = np.where(np.isnan(s), np.nan, boosted)
-    return out
+    boosted = stronger(boosted, scored["drift_score"].to_numpy(float))
+    return np.where(np.isnan(s), np.nan, boosted)
 
 
 def _parent_totals(

@@ -498,3 +498,47 @@ def test_a_series_that_starts_later_does_not_move_the_earlier_weekday_state():
     assert not np.allclose(
         before["sensitivity"].iloc[-1], with_late["sensitivity"].iloc[-1][before["sensitivity"].columns]
     ), "the later series does count once it has an estimate"
+
+
+def test_a_country_total_needs_every_os_that_reported_not_only_the_unmasked_ones():
+    """A member masked for weeks (a long level shift) leaves its country's total undefined on those days: the
+    sum of the other OS alone is not the country (it was: once the masking outlasted the 14-day memory of
+    how many members report, the remainder passed as the total, a drop of 99%, and its weekday "effects"
+    of +/-2.5 in log dominated the OS-sensitivity fit of every country)."""
+    from pipelines.api_anomaly.detectors import dense_grid, group_totals
+
+    df = _country("PK", {"android": 2_000_000, "ios": 200_000, "other": 10_000}, {}, seed=7)
+    y = np.log1p(dense_grid(df, KEYS))
+    present = y.notna()
+    masked = y.copy()
+    masked.loc[DAYS[20:45], ("PK", "android")] = np.nan  # 25 days masked as an anomaly
+    total = group_totals(masked, present)["PK"]
+    assert total.loc[DAYS[20:45]].isna().all()
+    assert total.loc[DAYS[45:]].notna().all() and total.loc[DAYS[:20]].notna().all()
+    # a member that stops reporting (no rows at all) still leaves a total once the others are all there
+    gone = y.drop(columns=[("PK", "other")]).reindex(columns=y.columns)
+    assert group_totals(gone, gone.notna())["PK"].loc[DAYS[40:]].notna().all()
+
+
+def test_a_long_masked_shift_does_not_pause_scoring_so_a_spike_after_it_is_not_learned():
+    """The history a series needs before it is scored counts the days it reported, masked or not: after a
+    25-day masked drop the series is still scored, so a x4 spike on a Friday is flagged and masked instead
+    of becoming that weekday's effect (it did: unscored days are never masked). And the weekend keeps its
+    effect though the masked run covered every weekend of the 4-week window (it fell to 0: the Saturdays
+    after the run were expected at the weekday level, scored -12 and masked in turn)."""
+    df = series(100_000, seed=8)
+    shift = df["date"].between(DAYS[20], DAYS[44])
+    df.loc[shift, "count"] *= 0.5
+    friday = DAYS[54]
+    assert friday.dayofweek == 4
+    df.loc[df["date"] == friday, "count"] *= 4
+    s = seasonal_scores(df, KEYS, SeasonalConfig(mask_z=3.0, max_mask_days=28)).set_index("date")
+    assert s.loc[friday, "score"] > 20
+    # the Fridays after it are expected as ordinary days: the spike fed nothing
+    for later in (DAYS[61], DAYS[68]):
+        assert later.dayofweek == 4
+        assert abs(s.loc[later, "score"]) < 4
+        assert s.loc[later, "expected"] == pytest.approx(100_000, rel=0.1)
+    weekend = s.loc[DAYS[45:]].loc[lambda f: f.index.dayofweek >= 5]
+    assert weekend["score"].abs().max() < 4
+    assert np.allclose(weekend["expected"], 60_000, rtol=0.1)
