@@ -15,7 +15,8 @@ chosen on earlier weeks by `pipelines.api_anomaly.evaluation.choose_threshold`.
   residuals and the Poisson noise floor at that volume (on the log scale 1/sqrt(count)). score =
   residual / scale, unless the median level of the last `memory_days` has seen such a count
   (`core.band.score`: a return to normal after a shift the recent level had learned). Anomalous days
-  (|score| >= `mask_z`) and days in a known holiday calendar do not feed the baseline; on a holiday a series
+  (|score| >= `mask_z`, the one-day score or the drift evidence, whichever is stronger) and days in a known
+  holiday calendar do not feed the baseline; on a holiday a series
   is expected as deep as the other series of its group (the country's other OS) dip that day
   (`holiday_expectation`). `drift_score`: the evidence of a sustained move (a slow ramp, a modest shift)
   from the last `drift_days` days' capped deviations from the memory level (`drift_state`).
@@ -92,7 +93,8 @@ class SeasonalConfig:
     level_days: int = 5  # recent level: median of the previous 5 de-seasonalized days
     mad_days: int = 28  # residual scale from the previous 28 days
     min_history: int = 14  # days of history before a segment is scored
-    mask_z: float | None = 3.5  # days scoring beyond this stop feeding the baseline (None: never) ...
+    mask_z: float | None = 3.5  # days scoring beyond this (one-day or drift) stop feeding the baseline
+    # (None: never) ...
     max_mask_days: int = 28  # ... for at most this many days in a row; a longer run is the new normal
     memory_days: int | None = 35  # memory level: median of the previous 35 de-seasonalized days (None: none)
     max_passes: int = 50  # masking passes until the mask stops changing (what a day-by-day job would mask)
@@ -269,14 +271,15 @@ def baseline(
     if cfg.mask_z is None:
         return counts, hol, _with_drift(y, hol, st, cfg)
     # Anomalous days no longer feed the baseline, so a spike or a drop does not drag the expectation after
-    # it (nor make its recovery look like an anomaly). A day-by-day job masks day d by its score against the
+    # it (nor make its recovery look like an anomaly), nor does a sustained move its drift evidence flags
+    # (`_series_score`). A day-by-day job masks day d by its score against the
     # baseline of the days before d, itself built without the days masked before. The passes below reach
     # that same mask without a loop over days: each pass scores with the previous pass's mask, and the
     # earliest day whose mask can still change moves forward every pass, so the mask settles (usually in
     # under 20 passes) on the day-by-day one. Causal throughout: nothing at or after d moves d's state.
     mask = None
     for _ in range(cfg.max_passes):
-        *_, s = _score(y, st, cfg)
+        s = _series_score(y, hol, st, cfg)
         new = anomaly_mask(s.mask(hol), cfg)
         if mask is not None and new.equals(mask):
             break
@@ -285,6 +288,21 @@ def baseline(
     else:
         log.warning("anomaly masking still changing after %d passes", cfg.max_passes)
     return counts, hol, _with_drift(y, hol, st, cfg)
+
+
+def _series_score(
+    y: pd.DataFrame, hol: pd.DataFrame, st: dict[str, pd.DataFrame], cfg: SeasonalConfig
+) -> pd.DataFrame:
+    """What masks a day: the series' one-day score, or its drift evidence where that is stronger (a ramp or
+    a modest shift the drift finds must not pull the recent level along with it either)."""
+    _, memory, scale, score = _score(y, st, cfg)
+    if not cfg.drift_days:
+        return score
+    seen = y.mask(hol)
+    drift = drift_state(seen, memory, scale, cfg)
+    r, capped = drift_deviation(seen, memory, scale, drift["drift_usual"], cfg.drift_clip)
+    d = drift_score(r, capped, drift["drift_recent"], drift["drift_typical"], cfg.drift_days)
+    return pd.DataFrame(stronger(score.to_numpy(), d), index=score.index, columns=score.columns)
 
 
 def _with_drift(

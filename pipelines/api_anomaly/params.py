@@ -99,7 +99,8 @@ class DetectParams(_P):
     )
     mask_z: float | None = Field(
         gt=0,
-        description="seasonal detector: days scoring beyond this stop feeding the baseline (null: never)",
+        description="seasonal detector: days scoring beyond this (the one-day score or the drift evidence,"
+        " whichever is stronger) stop feeding the baseline (null: never)",
     )
     max_mask_days: int = Field(ge=1, description="... for at most this many days in a row (then: new normal)")
     memory_days: int | None = Field(

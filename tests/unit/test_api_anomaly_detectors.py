@@ -353,7 +353,7 @@ def test_a_scale_from_a_few_days_is_pulled_towards_what_series_of_that_volume_sh
 
 def test_a_slow_ramp_inside_the_daily_band_is_found_by_its_drift_but_a_lone_spike_is_not():
     """A -25% log-linear ramp over 10 days in a noisy series never leaves the one-day band (the recent level
-    follows it), but its days' mean deviation from the memory level does; a lone spike, capped at
+    follows it until the drift flags it), but its days' mean deviation from the memory level does; a lone spike, capped at
     `drift_clip`, gives no drift to the days after it, and plain noise stays below 4."""
     from pipelines.api_anomaly.detectors import hierarchical_scores
 
@@ -387,6 +387,12 @@ def test_a_slow_ramp_inside_the_daily_band_is_found_by_its_drift_but_a_lone_spik
     assert h[h["country"] == "DE"].set_index("date").loc[DAYS[56] :, "score"].min() < -4
     no_drift = seasonal_scores(df, KEYS, SeasonalConfig(drift_days=None))
     assert no_drift["drift_score"].isna().all()
+    # once the drift flags the move, its days stop feeding the baseline: the recent level stops following
+    # the ramp down (without drift evidence it follows it all the way)
+    late = DAYS[64:69]
+    held = s.loc[late, "expected"].mean()
+    followed = no_drift[no_drift["country"] == "DE"].set_index("date").loc[late, "expected"].mean()
+    assert held > 1.07 * followed, (held, followed)
 
 
 def test_a_holiday_is_expected_as_deep_as_its_siblings_show_so_a_spike_on_it_is_still_found():
