@@ -120,9 +120,10 @@ def method_section(metrics: dict, p) -> str:
         f"of series of its volume (as if that were worth {d.scale_prior_days:g} days of its own residuals)."
         if d.pool_own_weight is not None and d.scale_prior_days
         else None,
-        f"  * Days scoring beyond {d.mask_z} stop feeding the baseline for up to {d.max_mask_days} days, so a "
-        "drop does not drag the expectation down and the recovery is not flagged; a shift that lasts longer "
-        "becomes the new normal.",
+        f"  * Days scoring beyond {d.mask_z} (one-day or drift evidence) stop feeding the baseline for up to "
+        f"{d.max_mask_days} days, so a drop does not drag the expectation down, the recovery is not flagged and "
+        "the expectation does not follow a ramp once it is found; a shift that lasts longer becomes the new "
+        "normal.",
         f"  * **Memory:** a count that the median level of the last {d.memory_days} days has seen is not "
         "anomalous: when a long shift has become the recent normal, the return to the old level is not an "
         "alert. The band shown covers both levels.",
