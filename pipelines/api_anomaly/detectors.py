@@ -267,9 +267,9 @@ def baseline(
         counts = counts.reindex(pd.date_range(idx[0], idx[-1] + pd.Timedelta(days=extend_days), freq="D"))
     y = np.log1p(counts)
     hol = holiday_mask(y, holidays, keys[0], date)
-    st = seasonal_state(y.mask(hol), cfg, y.notna())  # holidays feed nothing
+    st = _with_drift(y, hol, seasonal_state(y.mask(hol), cfg, y.notna()), cfg)  # holidays feed nothing
     if cfg.mask_z is None:
-        return counts, hol, _with_drift(y, hol, st, cfg)
+        return counts, hol, st
     # Anomalous days no longer feed the baseline, so a spike or a drop does not drag the expectation after
     # it (nor make its recovery look like an anomaly), nor does a sustained move its drift evidence flags
     # (`_series_score`). A day-by-day job masks day d by its score against the
@@ -279,15 +279,37 @@ def baseline(
     # under 20 passes) on the day-by-day one. Causal throughout: nothing at or after d moves d's state.
     mask = None
     for _ in range(cfg.max_passes):
-        s = _series_score(y, hol, st, cfg)
-        new = anomaly_mask(s.mask(hol), cfg)
+        new = anomaly_mask(_series_score(y, hol, st, cfg).mask(hol), cfg)
         if mask is not None and new.equals(mask):
             break
         mask = new
-        st = seasonal_state(y.mask(hol | mask), cfg, y.notna())
+        st = _with_drift(y, hol, seasonal_state(y.mask(hol | mask), cfg, y.notna()), cfg)
     else:
         log.warning("anomaly masking still changing after %d passes", cfg.max_passes)
-    return counts, hol, _with_drift(y, hol, st, cfg)
+    return counts, hol, st
+
+
+def _with_drift(
+    y: pd.DataFrame, hol: pd.DataFrame, st: dict[str, pd.DataFrame], cfg: SeasonalConfig
+) -> dict[str, pd.DataFrame]:
+    """`st` with the drift fields (`drift_state`; NaN without `drift_days`)."""
+    if cfg.drift_days:
+        _, memory, scale, _ = _score(y, st, cfg)
+        return st | drift_state(y.mask(hol), memory, scale, cfg)
+    return st | {f: pd.DataFrame(np.nan, index=y.index, columns=y.columns) for f in DRIFT_FIELDS}
+
+
+def _drift_evidence(
+    y: pd.DataFrame,
+    hol: pd.DataFrame,
+    st: dict[str, pd.DataFrame],
+    memory: pd.DataFrame,
+    scale: pd.DataFrame,
+    cfg: SeasonalConfig,
+) -> np.ndarray:
+    """Each day's `core.band.drift_score` from a state with its drift fields (NaN without `drift_days`)."""
+    r, capped = drift_deviation(y.mask(hol), memory, scale, st["drift_usual"], cfg.drift_clip)
+    return drift_score(r, capped, st["drift_recent"], st["drift_typical"], cfg.drift_days or 1)
 
 
 def _series_score(
@@ -296,22 +318,8 @@ def _series_score(
     """What masks a day: the series' one-day score, or its drift evidence where that is stronger (a ramp or
     a modest shift the drift finds must not pull the recent level along with it either)."""
     _, memory, scale, score = _score(y, st, cfg)
-    if not cfg.drift_days:
-        return score
-    seen = y.mask(hol)
-    drift = drift_state(seen, memory, scale, cfg)
-    r, capped = drift_deviation(seen, memory, scale, drift["drift_usual"], cfg.drift_clip)
-    d = drift_score(r, capped, drift["drift_recent"], drift["drift_typical"], cfg.drift_days)
+    d = _drift_evidence(y, hol, st, memory, scale, cfg)
     return pd.DataFrame(stronger(score.to_numpy(), d), index=score.index, columns=score.columns)
-
-
-def _with_drift(
-    y: pd.DataFrame, hol: pd.DataFrame, st: dict[str, pd.DataFrame], cfg: SeasonalConfig
-) -> dict[str, pd.DataFrame]:
-    if cfg.drift_days:
-        _, memory, scale, _ = _score(y, st, cfg)
-        return st | drift_state(y.mask(hol), memory, scale, cfg)
-    return st | {f: pd.DataFrame(np.nan, index=y.index, columns=y.columns) for f in DRIFT_FIELDS}
 
 
 def _score(
@@ -368,8 +376,7 @@ def seasonal_scores(
     counts, hol, st = baseline(df, keys, cfg, holidays, date)
     y = np.log1p(counts)
     expected, memory, scale, score = _score(y, st, cfg)
-    r, capped = drift_deviation(y.mask(hol), memory, scale, st["drift_usual"], cfg.drift_clip)
-    drift = drift_score(r, capped, st["drift_recent"], st["drift_typical"], cfg.drift_days or 1)
+    drift = _drift_evidence(y, hol, st, memory, scale, cfg)
     # A holiday only lowers traffic, and never by more than HOLIDAY_MAX_DIP: on a holiday a count above the
     # ordinary band is still a spike, and one far below even a holiday's dip is still an outage.
     on_holiday = score.where(score > 0, np.minimum(0.0, score - np.log(1 - HOLIDAY_MAX_DIP) / scale))
