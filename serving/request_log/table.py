@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 TABLE_NAME = "prediction_log"
 REQUEST_ID_LEN = 36
+RECORD_ID_LEN = 36
 MODEL_LEN = 100
 
 
@@ -87,7 +88,13 @@ def make_table(schema: str | None) -> Table:
         Column("prediction", Float, nullable=True),
         Column("latency_ms", Float, nullable=False),
         Column("created_at", UTCDateTime(), nullable=False),
+        # one id per logged prediction, made by the process that logged it: a batch written twice (its
+        # COMMIT was in flight when the connection dropped, or a spool file was replayed again after a
+        # crash) inserts nothing the second time (``ON CONFLICT DO NOTHING``). NULL on rows written
+        # before revision 0002.
+        Column("record_id", String(RECORD_ID_LEN), nullable=True),
         Index("ix_prediction_log_request_id", "request_id"),
+        Index("ux_prediction_log_record_id", "record_id", unique=True),
         Index("ix_prediction_log_created_at", "created_at"),
     )
 

@@ -35,11 +35,13 @@ How it works
   database is down. ``close()`` does the same and stops the thread; records logged after ``close()`` are
   spilled synchronously, and an ``atexit`` hook closes a writer the application forgot to close.
 
-Delivery is at-least-once, with two narrow duplicate windows: (1) the process dies after a spool file's
-transaction committed but before the file is deleted, so the next replay inserts it again; (2) the
-connection drops while COMMIT is in flight and the commit did succeed on the server, so the batch is
-retried. Avoiding both would need a unique record id with ``ON CONFLICT DO NOTHING``; not worth it for a
-request log. A process killed with SIGKILL loses what is still only in memory (at most ``max_buffer``
+Each record carries a ``record_id`` (a UUID made when it is created) under a unique index, and every insert
+is ``INSERT ... ON CONFLICT (record_id) DO NOTHING`` (PostgreSQL, SQLite), so the two ways a batch can be
+written twice store it once: (1) the process dies after a spool file's transaction committed but before the
+file is deleted, so the next replay inserts it again; (2) the connection drops while COMMIT is in flight and
+the commit did succeed on the server, so the batch is retried (the fast COPY path, which has no ON
+CONFLICT, is used only for a batch's first attempt). Other databases get a plain insert: at-least-once
+there. A process killed with SIGKILL loses what is still only in memory (at most ``max_buffer``
 records, normally less than ``flush_interval_s`` worth).
 """
 
@@ -55,6 +57,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -64,7 +67,8 @@ from typing import Any, BinaryIO
 
 import orjson
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, insert, make_url
+from sqlalchemy import Engine, Insert, Table, create_engine, insert, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -75,7 +79,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from serving.request_log.migrations import migrate_engine
-from serving.request_log.table import COLUMNS, MODEL_LEN, REQUEST_ID_LEN, make_table
+from serving.request_log.table import COLUMNS, MODEL_LEN, RECORD_ID_LEN, REQUEST_ID_LEN, make_table
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +114,7 @@ class PredictionRecord:
     prediction: float
     latency_ms: float
     created_at: datetime = field(default_factory=_utcnow)
+    record_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # what makes a re-write a no-op
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,6 +188,7 @@ def _to_row(record: Any) -> dict[str, Any]:
         "prediction": _number(record.prediction),
         "latency_ms": _number(record.latency_ms),
         "created_at": _as_utc(record.created_at),
+        "record_id": _text(record.record_id, RECORD_ID_LEN),
     }
 
 
@@ -196,6 +202,7 @@ COPY_COLUMNS = (
     "prediction",
     "latency_ms",
     "created_at",
+    "record_id",
 )
 JSON_COLUMNS = frozenset({"entity_key", "inputs", "features"})
 
@@ -217,7 +224,8 @@ def _decode_row(line: bytes) -> dict[str, Any]:
     data = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("spool line is not a JSON object")
-    row = {name: data[name] for name in COLUMNS}
+    # (spool files written before record ids existed have none: such rows are inserted as they are)
+    row = {name: data[name] if name != "record_id" else data.get(name) for name in COLUMNS}
     row["created_at"] = _as_utc(row["created_at"])
     return row
 
@@ -354,7 +362,6 @@ class RequestLogWriter:
             raise ValueError("intervals must be > 0 and retry_max_s >= retry_initial_s")
         self._schema = schema
         self._table = make_table(schema)
-        self._insert = insert(self._table)
         self._spool_dir = Path(spool_dir)
         self._rejected_dir = self._spool_dir / REJECTED_DIR
         self._batch_size = batch_size
@@ -364,6 +371,7 @@ class RequestLogWriter:
         self._retry_max_s = retry_max_s
         # Bad URL or missing driver: fail here, loudly. Connecting happens later.
         self._engine = _make_engine(url)
+        self._insert = _idempotent_insert(self._table, self._engine.dialect.name)
 
         # --- shared state, guarded by _cond (its lock is held only for O(1)/O(batch) work, never I/O
         # except the overflow write in log()) ---
@@ -712,7 +720,8 @@ class RequestLogWriter:
             with self._cond:
                 if self._abandoned:
                     return
-                if not self._inflight:
+                retry = bool(self._inflight)  # an earlier attempt at this batch may have committed
+                if not retry:
                     take = min(self._batch_size, len(self._queue))
                     if limit is not None:
                         take = min(take, limit - done)
@@ -736,7 +745,7 @@ class RequestLogWriter:
                     self._inflight = batch = [r for r in batch if not any(r is u for u in unusable)]
                     self._mem -= len(unusable)
                 done += len(unusable)
-            inserted = self._insert_rows(rows)
+            inserted = self._insert_rows(rows, first_attempt=not retry)
             with self._cond:
                 if self._abandoned:
                     return
@@ -745,14 +754,15 @@ class RequestLogWriter:
                 self._stats["written"] += inserted
             done += len(batch)
 
-    def _insert_rows(self, rows: list[dict[str, Any]]) -> int:
+    def _insert_rows(self, rows: list[dict[str, Any]], first_attempt: bool = True) -> int:
         """Insert ``rows`` in one transaction; rows the database refuses go to the rejected folder.
-        Returns the number of rows inserted."""
+        Returns the number of rows inserted. COPY (PostgreSQL) only on a batch's ``first_attempt``: a retry
+        may follow a COMMIT that succeeded, and only the insert skips rows already there."""
         if not rows:
             return 0
         try:
             with self._engine.begin() as conn:
-                if conn.dialect.name == "postgresql":
+                if conn.dialect.name == "postgresql" and first_attempt:
                     self._copy_rows(conn, rows)
                 else:
                     conn.execute(self._insert, rows)
@@ -801,6 +811,7 @@ class RequestLogWriter:
             "prediction": 0.0,
             "latency_ms": 0.0,
             "created_at": _utcnow(),
+            "record_id": None,
         }
         try:
             self._trial_insert(probe)
@@ -1052,6 +1063,15 @@ def writer_from_settings(settings: Any) -> RequestLogWriter:
         flush_interval_s=settings.request_log_flush_interval_s,
         max_buffer=settings.request_log_max_buffer,
     )
+
+
+def _idempotent_insert(table: Table, dialect: str) -> Insert:
+    """``INSERT ... ON CONFLICT (record_id) DO NOTHING`` where the dialect has it, a plain insert elsewhere."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["record_id"])
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["record_id"])
+    return insert(table)
 
 
 def _make_engine(url: str) -> Engine:

@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, make_url, select, text
+from sqlalchemy.exc import OperationalError
 
 from serving.request_log import PredictionRecord, RequestLogWriter, make_table, migrate
+from serving.request_log import writer as writer_module
 from tests.integration.tcp_proxy import TcpProxy
 
 DATABASE_URL = os.environ.get("DATABASE_URL")
@@ -124,7 +126,36 @@ def test_writes_every_record(url: str, schema: str, tmp_path: Path) -> None:
     assert row.entity_key == {"user_id": 7} and row.inputs == {"channel": "web"}
     assert row.features == expected.features and row.prediction == expected.prediction
     assert row.created_at == expected.created_at and row.created_at.utcoffset() == timedelta(0)
-    assert version == [("0001",)]
+    assert version == [("0002",)]
+
+
+def test_a_batch_retried_after_a_lost_commit_is_stored_once(url: str, schema: str, tmp_path: Path) -> None:
+    """The connection drops while COMMIT is in flight and the commit did succeed: the writer cannot tell,
+    retries the batch, and the retry (an insert that skips existing record ids, not COPY) adds nothing."""
+    w = RequestLogWriter(url, schema, tmp_path / "spool", batch_size=100, **FAST)
+    real_insert = w._insert_rows
+    attempts: list[bool] = []
+
+    def commit_reply_lost(rows: list[dict[str, Any]], first_attempt: bool = True) -> int:
+        attempts.append(first_attempt)
+        inserted = real_insert(rows, first_attempt)  # committed on the server ...
+        if len(attempts) == 1:  # ... but the client never hears of it
+            raise writer_module._DatabaseDown from OperationalError("COMMIT", None, Exception("reply lost"))
+        return inserted
+
+    w._insert_rows = commit_reply_lost  # type: ignore[method-assign]
+    w.start()
+    try:
+        for i in range(50):
+            w.log(record(i))
+        # the writer's own cycle retries the batch it still holds (flush() would spill it instead)
+        assert wait_until(lambda: len(attempts) >= 2, 10)
+        assert w.flush()
+    finally:
+        w.close()
+    assert attempts[:2] == [True, False]  # COPY first, then the idempotent insert
+    assert counts(url, schema) == (50, 50)
+    assert w.stats()["rejected_records"] == 0  # nothing refused as a duplicate and set aside either
 
 
 def test_real_outage_through_a_proxy(url: str, schema: str, tmp_path: Path) -> None:

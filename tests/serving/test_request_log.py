@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
 from serving.request_log import PredictionRecord, RequestLogWriter, migrate, prediction_log
+from serving.request_log import writer as writer_module
 
 FAST: dict[str, Any] = {"flush_interval_s": 0.02, "retry_initial_s": 0.02, "retry_max_s": 0.2}
 
@@ -186,15 +188,20 @@ def test_migrate_is_idempotent_and_creates_the_table(db: Db) -> None:
         "prediction",
         "latency_ms",
         "created_at",
+        "record_id",
     ]
     assert insp.get_pk_constraint("prediction_log")["constrained_columns"] == ["id"]
     assert not cols["request_id"]["nullable"] and cols["prediction"]["nullable"]
     assert {i["name"]: i["column_names"] for i in insp.get_indexes("prediction_log")} == {
         "ix_prediction_log_request_id": ["request_id"],
         "ix_prediction_log_created_at": ["created_at"],
+        "ux_prediction_log_record_id": ["record_id"],
+    }
+    assert {i["name"] for i in insp.get_indexes("prediction_log") if i["unique"]} == {
+        "ux_prediction_log_record_id"
     }
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version_request_log")).all() == [("0001",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version_request_log")).all() == [("0002",)]
         # the model and the migration agree: the table takes an insert through the Core Table
         conn.execute(prediction_log.insert(), [{"request_id": "x", **_row_defaults()}])
         conn.execute(prediction_log.insert(), [{"request_id": "y", **_row_defaults()}])
@@ -283,6 +290,41 @@ def test_close_while_down_spills_and_next_writer_replays(
     assert db.count() == (521, 521)
     assert spool_files(spool) == []
     assert second.stats()["replayed_records"] == 501
+
+
+def test_a_spool_file_replayed_again_is_stored_once(
+    db: Db, spool: Path, tmp_path: Path, writers: list[RequestLogWriter]
+) -> None:
+    """A process that dies after a spool file's transaction committed but before deleting the file replays
+    it again on restart: the rows' record ids make the second replay a no-op. A spool line written before
+    record ids existed (none in it) is still inserted."""
+    first = RequestLogWriter(db.url, None, spool, **FAST)
+    first.start()
+    assert first.flush()  # the table exists
+    db.down()
+    for i in range(30):
+        first.log(record(i))
+    first.close()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name in spool_files(spool):
+        (kept / name).write_bytes((spool / name).read_bytes())
+    legacy = orjson.loads(writer_module._encode_record(record(1000)))
+    del legacy["record_id"]
+    (spool / "0-legacy-0.jsonl").write_bytes(orjson.dumps(legacy) + b"\n")
+    db.up()
+    for _ in range(2):  # the second time, the same files are back as if never deleted
+        w = RequestLogWriter(db.url, None, spool, **FAST)
+        writers.append(w)
+        w.start()
+        assert w.flush()
+        assert spool_files(spool) == []
+        for f in kept.iterdir():
+            (spool / f.name).write_bytes(f.read_bytes())
+    assert db.count() == (31, 31)
+    assert [w.stats()["rejected_records"] for w in writers] == [0, 0]  # no duplicate refused and set aside
+    assert not (spool / "rejected").exists() or not any((spool / "rejected").iterdir())
+    assert db.query("SELECT count(*) FROM prediction_log WHERE record_id IS NULL") == [(1,)]
 
 
 def test_log_never_raises_and_stays_fast_while_down(
