@@ -327,6 +327,22 @@ def test_a_spool_file_replayed_again_is_stored_once(
     assert db.query("SELECT count(*) FROM prediction_log WHERE record_id IS NULL") == [(1,)]
 
 
+def test_record_ids_are_unique_across_forked_workers() -> None:
+    """uvicorn forks its workers after importing the app: each must draw its own id prefix."""
+    parent = [record(i).record_id for i in range(3)]
+    assert len(set(parent)) == 3 and all(len(r) == 36 for r in parent)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then exit without running the test session's teardown
+        os.write(write, record(0).record_id.encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert len(child) == 36 and child[:24] != parent[0][:24]
+
+
 def test_log_never_raises_and_stays_fast_while_down(
     db: Db, spool: Path, writers: list[RequestLogWriter]
 ) -> None:
