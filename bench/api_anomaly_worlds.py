@@ -13,10 +13,10 @@ detector can know: it has no noise in it), on every day or only on the days with
 the scale, the hierarchy's lift, the drift evidence and the threshold tuning stay the detector's.
 
 Two more sections say how much a difference can be trusted: each older detector paired with the current one
-world by world (mean difference and its standard error: one world's event F1 moves by about 0.04 between draws,
-so 8 worlds cannot tell apart detectors 0.01 apart, 24 can tell about 0.008), and the current detector's event F1
-at fixed thresholds (`fixed_threshold_f1`), beside the thresholds tuned on each world's earlier weeks: what the
-tuning itself costs.
+world by world (`paired`: the mean difference and its standard error; one world's event F1 moves by several
+points between draws, the paired difference of two similar detectors far less), and the current detector's
+event F1 at fixed thresholds (`fixed_threshold_f1`), beside the thresholds tuned on each world's earlier
+weeks: what the tuning itself costs.
 
     python -m bench.api_anomaly_worlds [--worlds 24] [--out docs/reports/api_anomaly_worlds.md]
 """
@@ -132,7 +132,9 @@ def oracle_metrics(
 FIXED_THRESHOLDS = (2.75, 3.0, 3.25, 3.5, 3.75, 4.0, 4.25, 4.5)
 
 
-def fixed_threshold_f1(scored: pd.DataFrame, eval_start: pd.Timestamp, thresholds=FIXED_THRESHOLDS) -> dict:
+def fixed_threshold_f1(
+    scored: pd.DataFrame, eval_start: pd.Timestamp, thresholds: tuple[float, ...] = FIXED_THRESHOLDS
+) -> dict[float, float]:
     """Event F1 on the days from `eval_start` at each of `thresholds` (labeled scored rows, `detect.run`'s
     frame): where the threshold tuned on the earlier weeks sits on the evaluated weeks' own curve."""
     ev = scored[scored["date"] >= eval_start]
@@ -162,7 +164,10 @@ def main() -> None:  # pragma: no cover - a bench
     ap.add_argument("--out", type=Path, default=Path("docs/reports/api_anomaly_worlds.md"))
     args = ap.parse_args()
     configure_logging()
-    p = load_params(PARAMS).api_anomaly.detect
+    params = load_params(PARAMS).api_anomaly
+    p, g = params.detect, params.generate
+    # planted anomalies per week before the evaluated weeks, and in them
+    rates = g.earlier_anomalies_per_week, g.evaluation_anomalies / g.evaluation_days * 7
     configs = {"current": detect.seasonal_config(p)}
     configs["before session 8"] = before_session_8(configs["current"])
     configs["before session 7"] = before_session_7(configs["current"])
@@ -219,25 +224,26 @@ def main() -> None:  # pragma: no cover - a bench
         "",
         summary.round(3).to_markdown(),
         "",
-        "## Paired with the current detector, world by world",
-        "",
-        "A difference is worth believing when it is well beyond two standard errors; one world's event F1 moves"
-        " by about 0.04 from one draw to the next, the paired difference of two similar detectors by much less.",
-        "",
-        pairs.round(4).to_markdown(),
-        "",
         "The oracle rows are not detectors: they rescore the current detector's rows against the generator's"
         " noise-free expected count (`oracle_metrics`), everywhere or only on days without a planted anomaly,"
         " with the detector's own scale, hierarchy, drift evidence and threshold tuning. The gap between them"
         " and the current row is what a better one-day expectation could win.",
+        "",
+        "## Paired with the current detector, world by world",
+        "",
+        "A difference is worth believing when it is well beyond two standard errors; one world's event F1 moves"
+        f" by {summary.loc['current', 'sd']:.2f} (sd) from one draw to the next, the paired difference of two"
+        " similar detectors by much less.",
+        "",
+        pairs.round(4).to_markdown(),
         "",
         "## What the threshold tuning costs",
         "",
         "The current detector's event F1 on the last two weeks at fixed thresholds, averaged over the worlds,"
         " beside the threshold each world tuned on its earlier weeks (mean"
         f" {wide['threshold']['current'].mean():.2f}): tuned, {tuned.mean():.3f}; the best single threshold in"
-        f" hindsight ({best}), {curve[best].mean():.3f}. The earlier weeks hold about half the evaluated"
-        " weeks' anomalies per week, so the F1-optimal threshold there is higher; a threshold picked on the"
+        f" hindsight ({best}), {curve[best].mean():.3f}. The earlier weeks hold {rates[0]:.0f} planted anomalies"
+        f" a week, the evaluated weeks {rates[1]:.1f}, so the F1-optimal threshold there is higher; a threshold picked on the"
         " evaluated weeks would be a choice made on the answers, and none is.",
         "",
         curve.mean().rename("mean event F1").rename_axis("threshold").to_frame().T.round(4).to_markdown(),

@@ -35,9 +35,9 @@ How it works
   database is down. ``close()`` does the same and stops the thread; records logged after ``close()`` are
   spilled synchronously, and an ``atexit`` hook closes a writer the application forgot to close.
 
-Each record carries a ``record_id`` (unique, made when it is created: ``_new_record_id``) under a unique index, and every insert
-is ``INSERT ... ON CONFLICT (record_id) DO NOTHING`` (PostgreSQL, SQLite), so the two ways a batch can be
-written twice store it once: (1) the process dies after a spool file's transaction committed but before the
+Each record carries a ``record_id`` (unique, made when it is created: ``_new_record_id``) under a unique
+index, and every insert is ``INSERT ... ON CONFLICT (record_id) DO NOTHING`` (PostgreSQL, SQLite), so the two
+ways a batch can be written twice store it once: (1) the process dies after a spool file's transaction committed but before the
 file is deleted, so the next replay inserts it again; (2) the connection drops while COMMIT is in flight and
 the commit did succeed on the server, so the batch is retried (the fast COPY path, which has no ON
 CONFLICT, is used only for a batch's first attempt). Other databases get a plain insert: at-least-once
@@ -134,7 +134,7 @@ class PredictionRecord:
     prediction: float
     latency_ms: float
     created_at: datetime = field(default_factory=_utcnow)
-    record_id: str = field(default_factory=lambda: _new_record_id())  # what makes a re-write a no-op
+    record_id: str = field(default_factory=_new_record_id)  # what makes a re-write a no-op
 
 
 # --------------------------------------------------------------------------------------------------
