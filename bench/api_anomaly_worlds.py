@@ -227,7 +227,9 @@ def main() -> None:  # pragma: no cover - a bench
         "The oracle rows are not detectors: they rescore the current detector's rows against the generator's"
         " noise-free expected count (`oracle_metrics`), everywhere or only on days without a planted anomaly,"
         " with the detector's own scale, hierarchy, drift evidence and threshold tuning. The gap between them"
-        " and the current row is what a better one-day expectation could win.",
+        " and the current row bounds what a better one-day expectation could win; it is not all winnable: the"
+        " noise-free count also knows where a series' autocorrelated noise has wandered (a series running 12%"
+        " under its noise-free level for days before a shift starts), which no forecast from the past can.",
         "",
         "## Paired with the current detector, world by world",
         "",

@@ -214,9 +214,10 @@ def evaluation_section(
             f"of the {sd['events']} evaluated events are under 3 noise sd and {sd['under_4']} under 4 (median "
             f"{sd['median']}). A single-day detector cannot tell those from noise without false alarms.",
             "",
-            "How far one evaluation can be trusted: with 45 planted events, F1 moves by several points from one "
-            "generated world to the next. `python -m bench.api_anomaly_worlds` runs this stage on 8 other worlds "
-            "([results](api_anomaly_worlds.md)); detector settings are chosen there and on the tuning weeks.",
+            f"How far one evaluation can be trusted: with {metrics['event_true_events']} planted events, F1 moves "
+            "by several points from one generated world to the next. `python -m bench.api_anomaly_worlds` runs "
+            "this stage on other generated worlds (24 by default; [results](api_anomaly_worlds.md)); detector "
+            "settings are chosen there and on the tuning weeks.",
             "",
         ]
     fig, ax = plt.subplots(figsize=(7, 3.5))
