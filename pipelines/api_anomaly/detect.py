@@ -82,11 +82,11 @@ def tuned_metrics(scored: pd.DataFrame, eval_start: pd.Timestamp) -> tuple[float
 def load_holidays(path: Path, min_effect: float = 0.1) -> pd.DataFrame:
     """A public-holiday calendar: `country`, `date` and optionally the expected traffic factor. Days whose
     expected dip is below `min_effect` (e.g. a month of Ramadan at -4%) are ordinary days to the detector;
-    the others are neither scored nor used as baseline."""
+    the others are neither scored nor used as baseline. A day without a factor is a holiday."""
     h = S.read_csv(path, parse_dates=["date"])
     h["date"] = h["date"].dt.tz_localize("UTC") if h["date"].dt.tz is None else h["date"]
     if "factor_mobile" in h:
-        h = h[(1 - h["factor_mobile"]).abs() >= min_effect]
+        h = h[h["factor_mobile"].isna() | ((1 - h["factor_mobile"]).abs() >= min_effect)]
     return h
 
 

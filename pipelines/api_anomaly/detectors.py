@@ -16,9 +16,9 @@ chosen on earlier weeks by `pipelines.api_anomaly.evaluation.choose_threshold`.
   residual / scale, unless the median level of the last `memory_days` has seen such a count
   (`core.band.score`: a return to normal after a shift the recent level had learned). Anomalous days
   (|score| >= `mask_z`, the one-day score or the drift evidence, whichever is stronger) and days in a known
-  holiday calendar do not feed the baseline; on a holiday a series
-  is expected as deep as the other series of its group (the country's other OS) dip that day
-  (`holiday_expectation`). `drift_score`: the evidence of a sustained move (a slow ramp, a modest shift)
+  holiday calendar do not feed the baseline (the drift's usual deviation excepted, see `drift_state`); on a
+  holiday a series is expected as deep as the other series of its group (the country's other OS) dip that
+  day (`holiday_expectation`). `drift_score`: the evidence of a sustained move (a slow ramp, a modest shift)
   from the last `drift_days` days' capped deviations from the memory level (`drift_state`).
 * `hierarchical_scores`: the seasonal score lifted by the country's and the OS's totals, and replaced by
   the drift evidence where that is stronger: the stronger detector of the stage.
@@ -51,6 +51,7 @@ HOLIDAY_MAX_DIP = 0.85  # the deepest traffic dip a public holiday explains (85%
 HOLIDAY_DEPTH_SD = 0.05  # how far (log scale) one OS's holiday dip strays from its siblings' beyond noise
 HOLIDAY_MIN_SIBLINGS = 3  # a holiday's depth is read off at least 3 other series: a median of fewer is one
 # sibling's own anomaly as often as not
+PARENT_USUAL_DAYS = 14  # a country's or an OS's total expects the members that reported on half these days
 DRIFT_CALIBRATION_DAYS = 28  # the drift evidence is scaled by its spread across all series over these days
 
 
@@ -335,11 +336,15 @@ def _score(
 
 def anomaly_mask(score: pd.DataFrame, cfg: SeasonalConfig) -> pd.DataFrame:
     """Days with |score| >= mask_z, except from the (max_mask_days+1)-th day of a run on: a shift that lasts
-    longer is the segment's new level and is learned."""
+    longer is the segment's new level and is learned. Unscored days (NaN: a holiday, a missing day) neither
+    end a run nor count in it: the level holds for at most `max_mask_days` too, and a holiday inside a long
+    shift must not let it stay masked after its level has expired."""
     hit = score.abs().ge(cfg.mask_z).to_numpy()
-    length = np.zeros(hit.shape, dtype=int)  # length of the run of flagged days ending at each day
+    unscored = score.isna().to_numpy()
+    length = np.zeros(hit.shape, dtype=int)  # flagged days in the run ending at each day
     for i in range(len(hit)):
-        length[i] = np.where(hit[i], (length[i - 1] if i else 0) + 1, 0)
+        before = length[i - 1] if i else 0
+        length[i] = np.where(hit[i], before + 1, np.where(unscored[i], before, 0))
     return pd.DataFrame(hit & (length <= cfg.max_mask_days), index=score.index, columns=score.columns)
 
 
@@ -461,7 +466,10 @@ def drift_state(
     * `drift_usual`: the series' usual deviation from the memory (1.4826 x median |deviation| over the
       previous `mad_days`): autocorrelated noise wanders from a 35-day median more than from a 7-day one, so
       a day's deviation is in units of the larger of this and its band scale, capped at `drift_clip` (one
-      spike in the window is not a shift, and the days after it must not inherit it).
+      spike in the window is not a shift, and the days after it must not inherit it). Unlike the baseline,
+      it is fed by the days masked as anomalous too: after a masked shift the wider unit holds the drift back
+      while the memory level is still the old one (built without them, it lost 0.005 of event F1 over 12
+      generated worlds, docs/STATUS.md, session 11).
     * `drift_recent`: the sum of the capped deviations of the `drift_days` - 1 days before (NaN when one of
       them says nothing: missing, a holiday).
     * `drift_typical`: what the window's sum / sqrt(days) usually is across all series over the previous
@@ -491,10 +499,18 @@ def drift_state(
 def holiday_mask(
     y: pd.DataFrame, holidays: pd.DataFrame | None, key: str, date: str = "date"
 ) -> pd.DataFrame:
+    """Which (day, series) are public holidays of the series' first key (its country). The calendar's days
+    must be in the counts' time zone (or both naive): a mismatch would silently match no day."""
     hol = pd.DataFrame(False, index=y.index, columns=y.columns)
     if holidays is not None and len(holidays):
+        days = pd.DatetimeIndex(holidays[date])
+        if (days.tz is None) != (y.index.tz is None):
+            raise ValueError(
+                f"holiday dates are {'naive' if days.tz is None else days.tz} but the counts' are "
+                f"{'naive' if y.index.tz is None else y.index.tz}: localize both the same way"
+            )
         first = y.columns.get_level_values(0)
-        for d, c in holidays[[date, key]].itertuples(index=False):
+        for d, c in zip(days, holidays[key], strict=True):
             if d in hol.index:
                 hol.loc[d, first == c] = True
     return hol
@@ -557,13 +573,22 @@ def lifted(scored: pd.DataFrame, s: np.ndarray, keys: list[str], cfg: SeasonalCo
 def _parent_totals(
     df: pd.DataFrame, keys: list[str], key: str, date: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the totals per (date, key) on complete days, the member rows of those days with their total).
-    A parent day is only comparable when all its usual members reported: missing rows would look like a
-    drop; such days are left unscored at the parent level."""
-    members = df.groupby([date, key]).size().rename("members").reset_index()
-    usual = members.groupby(key)["members"].transform("median")
-    members = members[members["members"] >= usual]
-    total = df.groupby([date, key], as_index=False)["count"].sum().merge(members, on=[date, key])
+    """(the totals per (date, key) on complete days, the member rows of those days with their total and
+    their number, `members`). A parent day is only comparable when every usual member reported: a missing
+    member would look like a drop. A member is usual when it reported on at least half of the previous
+    `PARENT_USUAL_DAYS` days (from the days before, as everything else: a member that stops reporting stops
+    being expected after a week; one that starts, a launch, is expected once it has a week of days). Other
+    days are left unscored at the parent level."""
+    present = dense_grid(df, keys, date).notna()
+    seen = present.astype(float).shift(1).rolling(PARENT_USUAL_DAYS, min_periods=1).mean()
+    group = present.columns.get_level_values(keys.index(key))
+    missing = (seen.ge(0.5) & ~present).T.groupby(group).any().T
+    reported = present.T.groupby(group).any().T
+    complete = (reported & ~missing).rename_axis(index=date, columns=key).stack().rename("complete")
+    days = complete[complete].reset_index()[[date, key]]
+    g = df.groupby([date, key])
+    total = g["count"].sum().rename("count").to_frame().join(g.size().rename("members")).reset_index()
+    total = total.merge(days, on=[date, key])
     rows = df[[date, *keys, "count"]].merge(total.rename(columns={"count": "total"}), on=[date, key])
     return total[[date, key, "count"]], rows
 

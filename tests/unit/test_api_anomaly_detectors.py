@@ -548,3 +548,51 @@ def test_a_long_masked_shift_does_not_pause_scoring_so_a_spike_after_it_is_not_l
     weekend = s.loc[DAYS[45:]].loc[lambda f: f.index.dayofweek >= 5]
     assert weekend["score"].abs().max() < 4
     assert np.allclose(weekend["expected"], 60_000, rtol=0.1)
+
+
+def _members(days: dict[str, range]) -> pd.DataFrame:
+    """One country's rows: each OS reports 1,000 a day on its days."""
+    rows = [(DAYS[d], "XX", os, 1_000.0) for os, ds in days.items() for d in ds]
+    return pd.DataFrame(rows, columns=["date", "country", "os", "count"])
+
+
+def test_a_parent_total_expects_the_members_that_usually_report_judged_from_the_days_before():
+    """A country's total is comparable only on days every usual member reported, and who is usual is
+    judged from the days before (it was the median number of members over the whole period: a launch on
+    day 10 removed every earlier day of the country's total, a use of later days; and any member, even a
+    rare one, could stand in for a missing usual one)."""
+    from pipelines.api_anomaly.detectors import _parent_totals
+
+    df = _members({"a": range(30), "b": range(30), "c": range(10, 30), "d": [22]})
+    df = df[~((df["os"] == "b") & (df["date"] == DAYS[22]))]  # b missing the day rare d appears
+    total, rows = _parent_totals(df, KEYS, "country", "date")
+    kept = set(total["date"])
+    assert set(DAYS[:10]) <= kept, "the days before the launch stay comparable"
+    assert DAYS[22] not in kept, "d does not stand in for b"
+    assert set(DAYS[17:22]) <= kept and set(DAYS[23:30]) <= kept, "c is expected once it has a week of days"
+    assert DAYS[10] in kept  # c's first day: a new member is not yet expected
+    assert (rows.groupby("date")["total"].first() == total.set_index("date")["count"]).all()
+    cut, _ = _parent_totals(df[df["date"] < DAYS[12]], KEYS, "country", "date")
+    assert cut.equals(total[total["date"] < DAYS[12]].reset_index(drop=True)), "later days change nothing"
+
+
+def test_an_unscored_day_inside_a_masked_run_neither_ends_it_nor_extends_it():
+    """A holiday (NaN score) inside a long shift: the run still stops being masked after `max_mask_days`
+    flagged days (it restarted, so a shift with a holiday in it stayed masked past the days the held level
+    lasts)."""
+    from pipelines.api_anomaly.detectors import anomaly_mask
+
+    score = pd.DataFrame({"s": [0, 5, 5, np.nan, 5, 5, 0, 5]}, dtype=float)
+    m = anomaly_mask(score, SeasonalConfig(mask_z=3.0, max_mask_days=3))["s"].tolist()
+    assert m == [False, True, True, False, True, False, False, True]
+
+
+def test_holidays_and_counts_must_agree_on_time_zones():
+    from pipelines.api_anomaly.detectors import holiday_mask
+
+    y = pd.DataFrame(1.0, index=DAYS[:3], columns=pd.MultiIndex.from_tuples([("DE", "ios")]))
+    naive = pd.DataFrame({"date": [pd.Timestamp("2026-02-02")], "country": ["DE"]})
+    with pytest.raises(ValueError, match="naive"):
+        holiday_mask(y, naive, "country")
+    aware = naive.assign(date=naive["date"].dt.tz_localize("UTC"))
+    assert holiday_mask(y, aware, "country")[("DE", "ios")].tolist() == [False, True, False]
