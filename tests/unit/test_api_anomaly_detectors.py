@@ -576,6 +576,21 @@ def test_a_parent_total_expects_the_members_that_usually_report_judged_from_the_
     assert cut.equals(total[total["date"] < DAYS[12]].reset_index(drop=True)), "later days change nothing"
 
 
+def test_a_parent_total_missing_only_a_tiny_member_stands_in_its_usual_count():
+    """An OS's total over many countries misses some tiny one most days: it stays comparable, the missing
+    member counted at its usual day (requiring every member left the OS totals undefined on 35-45% of days
+    and their scale 3-6x too wide); a missing member that matters still makes the day incomparable."""
+    from pipelines.api_anomaly.detectors import _parent_totals
+
+    df = _members({"a": range(30), "b": range(30), "tiny": range(30)})
+    df.loc[df["os"] == "tiny", "count"] = 10.0  # 0.5% of the total
+    df = df[~((df["os"] == "tiny") & (df["date"] == DAYS[20]))]
+    df = df[~((df["os"] == "b") & (df["date"] == DAYS[25]))]
+    total = _parent_totals(df, KEYS, "country", "date")[0].set_index("date")["count"]
+    assert total.loc[DAYS[20]] == 2_010.0, "the tiny member's usual day stands in for it"
+    assert DAYS[25] not in total.index
+
+
 def test_an_unscored_day_inside_a_masked_run_neither_ends_it_nor_extends_it():
     """A holiday (NaN score) inside a long shift: the run still stops being masked after `max_mask_days`
     flagged days (it restarted, so a shift with a holiday in it stayed masked past the days the held level
