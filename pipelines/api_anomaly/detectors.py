@@ -470,7 +470,7 @@ def drift_state(
       spike in the window is not a shift, and the days after it must not inherit it). Unlike the baseline,
       it is fed by the days masked as anomalous too: after a masked shift the wider unit holds the drift back
       while the memory level is still the old one (built without them, it lost 0.005 of event F1 over 12
-      generated worlds, docs/STATUS.md, session 11).
+      generated worlds in a scratch run, docs/STATUS.md, session 11).
     * `drift_recent`: the sum of the capped deviations of the `drift_days` - 1 days before (NaN when one of
       them says nothing: missing, a holiday).
     * `drift_typical`: what the window's sum / sqrt(days) usually is across all series over the previous
@@ -580,9 +580,8 @@ def _parent_totals(
     being expected after a week; one that starts, a launch, is expected once it has a week of days). A
     missing usual member would look like a drop: a day is comparable only when the usual members missing
     that day make at most `PARENT_MAX_MISSING` of the total on their usual days (the median of their last
-    `PARENT_USUAL_DAYS`), which then stand in for them. (Requiring every member left an OS's total over ~150
-    countries undefined on 35-45% of days, one tiny country missing, and its scale 3-6x too wide.) Other
-    days are left unscored at the parent level."""
+    `PARENT_USUAL_DAYS`), which then stand in for them: an OS's total over ~150 countries misses some tiny
+    one most days. Other days are left unscored at the parent level."""
     counts = dense_grid(df, keys, date)
     present = counts.notna()
     before = counts.shift(1).rolling(PARENT_USUAL_DAYS, min_periods=1)

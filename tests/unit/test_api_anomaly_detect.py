@@ -74,13 +74,17 @@ def test_namibia_is_a_country_not_a_missing_value_in_every_csv_this_model_reads(
     )
     h = load_holidays(hol)
     assert h["country"].tolist() == ["NA", "NG"] and h["holiday"].isna().tolist() == [False, True]
-    # a day without a factor is a holiday; one whose factor is too mild to matter is an ordinary day
-    hol.write_text(
-        "country,date,holiday,factor_mobile\nDE,2026-04-03,Good Friday,\nDE,2026-03-01,mild,0.96\n"
-    )
-    assert load_holidays(hol)["holiday"].tolist() == ["Good Friday"]
     out = tmp_path / "anomalies.csv"
     pd.DataFrame({"date": ["2026-04-08"], "country": ["NA"], "os": ["android"], "score": [-6.4]}).to_csv(
         out, index=False
     )
     assert S.read_csv(out, parse_dates=["date"])["country"].tolist() == ["NA"]
+
+
+def test_a_calendar_day_without_a_factor_is_a_holiday_and_a_mild_one_an_ordinary_day(tmp_path):
+    """A user's calendar may give no expected factor: the day was dropped (NaN failed the min-effect test)."""
+    hol = tmp_path / "holidays.csv"
+    hol.write_text(
+        "country,date,holiday,factor_mobile\nDE,2026-04-03,Good Friday,\nDE,2026-03-01,mild,0.96\n"
+    )
+    assert load_holidays(hol)["holiday"].tolist() == ["Good Friday"]

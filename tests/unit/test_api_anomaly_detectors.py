@@ -557,8 +557,8 @@ def _members(days: dict[str, range]) -> pd.DataFrame:
 
 
 def test_a_parent_total_expects_the_members_that_usually_report_judged_from_the_days_before():
-    """A country's total is comparable only on days every usual member reported, and who is usual is
-    judged from the days before (it was the median number of members over the whole period: a launch on
+    """A country's total is not comparable on a day a usual member that matters is missing, and who is
+    usual is judged from the days before (it was the median number of members over the whole period: a launch on
     day 10 removed every earlier day of the country's total, a use of later days; and any member, even a
     rare one, could stand in for a missing usual one)."""
     from pipelines.api_anomaly.detectors import _parent_totals
