@@ -22,7 +22,9 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
+# specs/dvc.yaml is derived from specs/*.yaml (a new spec gets its stages here), then DVC runs what is stale.
 repro: venv
+	python -m pipelines.tabular.dvcgen >/dev/null
 	dvc repro
 
 materialize: venv

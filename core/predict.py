@@ -26,8 +26,24 @@ def feature_frame(df: pd.DataFrame, features: list[FeatureSpec]) -> pd.DataFrame
 
 
 def predict(model: Any, meta: ModelMetadata, frame: pd.DataFrame) -> np.ndarray:
+    """One value per row: the prediction (a multiclass model's is its top class probability; its class
+    probabilities come from `predict_classes`)."""
     pool = Pool(feature_frame(frame, meta.features), cat_features=meta.categorical_features)
-    return from_raw(model.predict(pool, prediction_type="RawFormulaVal"), meta)
+    raw = model.predict(pool, prediction_type="RawFormulaVal")
+    if meta.prediction_type == MULTICLASS:
+        return softmax(np.asarray(raw, dtype=float)).max(axis=1)
+    return from_raw(raw, meta)
+
+
+def predict_classes(model: Any, meta: ModelMetadata, frame: pd.DataFrame) -> np.ndarray:
+    """(rows, classes) probabilities of a multiclass model, columns in `meta.extra["classes"]` order."""
+    pool = Pool(feature_frame(frame, meta.features), cat_features=meta.categorical_features)
+    return softmax(np.asarray(model.predict(pool, prediction_type="RawFormulaVal"), dtype=float))
+
+
+def softmax(raw: np.ndarray) -> np.ndarray:
+    z = np.exp(raw - raw.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def output_link(meta: ModelMetadata) -> Callable[[np.ndarray], np.ndarray]:
@@ -41,6 +57,8 @@ def output_link(meta: ModelMetadata) -> Callable[[np.ndarray], np.ndarray]:
             raise ValueError(f"model {meta.name}: unknown calibration method {cal.get('method')!r}")
         a, b = float(cal["a"]), float(cal["b"])
         return lambda raw: _sigmoid(a * raw + b)
+    if meta.prediction_type == MULTICLASS:
+        return lambda raw: softmax(raw).max(axis=1)
     if meta.prediction_type not in LINKS:
         raise ValueError(f"model {meta.name}: no link for prediction_type {meta.prediction_type!r}")
     return LINKS[meta.prediction_type]
@@ -68,6 +86,8 @@ def _sigmoid(raw: np.ndarray) -> np.ndarray:
 def _identity(raw: np.ndarray) -> np.ndarray:
     return raw
 
+
+MULTICLASS = "MultiProbability"  # a multiclass model's prediction type: softmax over the classes
 
 LINKS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Exponent": np.exp,
@@ -113,10 +133,41 @@ class ServingPredictor:
         ]
 
 
+class MulticlassPredictor(ServingPredictor):
+    """A multiclass model: the prediction is the top class's probability; `details` names the class and
+    gives every class's probability (same softmax as `predict_classes`)."""
+
+    def __init__(self, model: Any, meta: ModelMetadata) -> None:
+        super().__init__(model, meta)
+        self.classes = [str(c) for c in meta.extra["classes"]]
+
+    def _proba(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        pool = Pool(
+            [_row_values(r, self.meta.features) for r in rows], cat_features=self._cats, thread_count=1
+        )
+        raw = self.model.predict(pool, prediction_type="RawFormulaVal", thread_count=1)
+        return softmax(np.asarray(raw, dtype=float).reshape(len(rows), -1))
+
+    def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        return self._proba(rows).max(axis=1)
+
+    def details(self, rows: list[dict[str, Any]], preds: list[float]) -> list[dict[str, Any]]:
+        proba = self._proba(rows)
+        return [
+            {
+                "predicted_class": self.classes[int(np.argmax(p))],
+                "class_probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p, strict=True)},
+            }
+            for p in proba
+        ]
+
+
 def make_predictor(model: Any, meta: ModelMetadata) -> Any:
     """The serving predictor of a model's kind: `predict_rows(rows)` -> one float per row, and optionally
     `explain_rows` (reasons) and `details` (extra fields per row, e.g. a band's bounds)."""
     if meta.kind == "catboost":
+        if meta.prediction_type == MULTICLASS:
+            return MulticlassPredictor(model, meta)
         return ServingPredictor(model, meta)
     if meta.kind == "band":
         from core.band import BandPredictor

@@ -25,18 +25,28 @@ from core.fast_materialize import materialize_fast
 from core.feature_store import apply_definitions, open_store, raw_config
 from core.model_bundle import file_sha256
 from core.settings import Settings
+from core.spec import find_spec, load_specs
 from pipelines.common.offline_tables import publish_tables
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
-# model -> (profile table whose latest row is the spot-check entity, join key, a feature service)
+# model -> (profile table whose latest row is the spot-check entity, join key, a feature service); the
+# spec'd models (specs/*.yaml) join them in `models()`.
 MODELS = {
     "game_ltv": ("user_profile", "user_id", "game_ltv_v1"),
     "customer_risk": ("customer_profile", "customer_id", "customer_risk_v1"),
     "api_anomaly": ("segment_baseline", "segment", "api_anomaly_v1"),
     "purchase_propensity": ("session_activity", "customer_id", "purchase_propensity_v1"),
 }
+
+
+def models(settings: Settings) -> dict[str, tuple[str, str, str]]:
+    """MODELS and every spec'd model (its first source, join key and FeatureService)."""
+    out = dict(MODELS)
+    for spec in load_specs(settings.specs_dir):
+        out[spec.name] = (spec.sources[0].name, spec.entity.join_key, spec.feature_service)
+    return out
 
 
 def _store_id(settings: Settings) -> str:
@@ -47,17 +57,19 @@ def _store_id(settings: Settings) -> str:
 
 def _fingerprint(settings: Settings) -> dict[str, str]:
     fp = {}
-    for model in MODELS:
+    for model in models(settings):
         for f in sorted((settings.features_dir / model).glob("*.parquet")):
             fp[f"{model}/{f.name}"] = file_sha256(f)
     for f in sorted(settings.feature_repo.rglob("*.py")):
         fp[f"feature_repo/{f.relative_to(settings.feature_repo)}"] = file_sha256(f)
+    for spec in load_specs(settings.specs_dir):  # spec'd models' definitions are their specs
+        fp[f"specs/{spec.name}"] = file_sha256(settings.specs_dir / f"{spec.name}.yaml")
     return fp
 
 
 def sample_entities(settings: Settings) -> dict[str, int | str]:
     out = {}
-    for model, (table, key, _) in MODELS.items():
+    for model, (table, key, _) in models(settings).items():
         path = settings.features_dir / model / f"{table}.parquet"
         if path.exists():
             t = pd.read_parquet(path, columns=[key, "event_timestamp"])
@@ -73,7 +85,7 @@ def present_views(store, settings: Settings) -> list[str]:
     writes each customer's current state; loading the recorded history's last states would put rows in
     the online store that are newer than what a replay pushes, and Feast keeps the newer row."""
     views: list[str] = []
-    for model, (_, _, service) in MODELS.items():
+    for model, (_, _, service) in models(settings).items():
         if any((settings.features_dir / model).glob("*.parquet")):
             for p in store.get_feature_service(service).feature_view_projections:
                 if not isinstance(store.get_feature_view(p.name).stream_source, PushSource):
@@ -86,8 +98,9 @@ def present_views(store, settings: Settings) -> list[str]:
 def sync_online(settings: Settings, force: bool = False) -> str:
     store = open_store(settings)
     apply_definitions(store, settings)
+    registry = models(settings)
     if settings.offline_store == "postgres":
-        for model in MODELS:
+        for model in registry:
             publish_tables(settings, model)
     receipt_path = settings.data_dir / "feast" / f"materialized-{_store_id(settings)}.json"
     fp = _fingerprint(settings)
@@ -95,7 +108,7 @@ def sync_online(settings: Settings, force: bool = False) -> str:
     if not force and receipt_path.exists() and json.loads(receipt_path.read_text()).get("fingerprint") == fp:
         missing = []
         for model, entity in samples.items():
-            _, key, service = MODELS[model]
+            _, key, service = registry[model]
             row = store.get_online_features(
                 features=store.get_feature_service(service), entity_rows=[{key: entity}]
             ).to_dict()
@@ -129,16 +142,39 @@ def sync_online(settings: Settings, force: bool = False) -> str:
 def demo_curl(settings: Settings, port: int = 8000) -> str:
     """A curl per model for a recent entity (for game_ltv, a just-installed user), as pasted in a shell."""
     lines = []
+    registry = models(settings)
     for model, entity in sample_entities(settings).items():
-        request: dict = {"entities": {MODELS[model][1]: [entity]}}
+        request: dict = {"entities": {registry[model][1]: [entity]}}
         if model == "api_anomaly":  # a real-time check needs the day and the count: half the expected
             request = _band_example(settings)
+        elif model not in MODELS:
+            request = _spec_example(settings, model) or request
         body = json.dumps(request)
         lines.append(
             f"curl -s -X POST http://127.0.0.1:{port}/v1/models/{model}/predict "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
     return "\n".join(lines)
+
+
+def _spec_example(settings: Settings, model: str) -> dict | None:
+    """A spec'd model's request: the latest label row to score, with its request-time features."""
+    spec = find_spec(settings.specs_dir, model)
+    path = settings.data_dir / "clean" / model / "labels.parquet"
+    if not path.exists():
+        return None
+    labels = pd.read_parquet(path)
+    todo = labels[labels[spec.label.column].isna()]
+    row = (todo if len(todo) else labels).sort_values("prediction_time", kind="stable").iloc[-1]
+    key = spec.entity.join_key
+    entity = row[key].item() if hasattr(row[key], "item") else row[key]
+    request: dict = {"entities": {key: [entity]}}
+    if spec.request_feature_names:
+        request["features"] = {
+            c: [None if pd.isna(row[c]) else (row[c].item() if hasattr(row[c], "item") else row[c])]
+            for c in spec.request_feature_names
+        }
+    return request
 
 
 def _band_example(settings: Settings) -> dict:

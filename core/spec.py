@@ -1,0 +1,430 @@
+"""A model is a spec: one YAML file (``specs/<model>.yaml``) declares the entity, the sources and their
+columns, the label, the split, the model and the outputs; the generic stages (pipelines/tabular), the
+feature repo (feature_repo/spec_models.py) and serving read only this.
+
+Loading validates the file with pydantic (unknown keys, wrong types and inconsistent references fail) and
+names the offending key *and its line*: ``specs/x.yaml:14: sources[0].columns.age.min: ...``.
+The reference of every key is docs/specs.md; pydantic's field descriptions below are that reference's
+source.
+
+A leaf module: it imports nothing of the project but settings, so feature_repo and serving may import it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.settings import ROOT
+
+NAME = r"^[a-z][a-z0-9_]*$"
+ColumnType = Literal["int", "float", "string", "bool"]
+# Feast dtype of each column type (a bool feature is served as 0/1, like CatBoost sees it)
+FEAST_DTYPES = {"int": "Int64", "float": "Float64", "string": "String", "bool": "Int64"}
+SPEC_SUFFIX = ".yaml"
+NOT_SPECS = {"dvc.yaml"}  # specs/dvc.yaml is derived from the specs (pipelines/tabular/dvcgen.py)
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file, the line and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    type: ColumnType = Field(description="int, float, string or bool")
+    categorical: bool | None = Field(
+        default=None, description="a category for the model; default: true for string, false otherwise"
+    )
+    values: list[str | int] | None = Field(
+        default=None, description="the allowed values (a closed set); others are quarantined"
+    )
+    min: float | None = Field(default=None, description="smallest allowed value (numbers)")
+    max: float | None = Field(default=None, description="largest allowed value (numbers)")
+    nullable: bool = Field(default=False, description="may the value be empty? else the row is quarantined")
+    feature: bool = Field(default=True, description="a model input (false: kept and validated, not learned)")
+    description: str = ""
+    monotone: Literal[-1, 0, 1] = Field(
+        default=0,
+        description="+1: more of it never lowers the prediction (a CatBoost constraint); -1: never raises",
+    )
+    reason: str | None = Field(
+        default=None,
+        description="phrase quoted as a reason when the feature raises the prediction: '{value}'",
+    )
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.type == "string" if self.categorical is None else self.categorical
+
+    @property
+    def feast_dtype(self) -> str:
+        return "String" if self.is_categorical else FEAST_DTYPES[self.type]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnSpec:
+        if self.categorical and self.type == "float":
+            raise ValueError("a float column cannot be categorical; declare it as int or string")
+        if self.categorical is False and self.type == "string":
+            raise ValueError("a string column is always categorical")
+        if (self.min is not None or self.max is not None) and self.type not in {"int", "float"}:
+            raise ValueError("min/max apply to int and float columns only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.monotone and self.is_categorical:
+            raise ValueError("monotone applies to numeric features only")
+        return self
+
+
+class EntitySpec(_Strict):
+    name: str = Field(pattern=NAME, description="the business concept, e.g. obligation; one per concept")
+    join_key: str = Field(pattern=NAME, description="the id column in every source, e.g. obligation_id")
+    key_type: Literal["int", "str"] = "int"
+    description: str = ""
+
+
+class SourceSpec(_Strict):
+    name: str = Field(pattern=NAME, description="becomes the feature view <model>__<name>")
+    path: str | list[str] | None = Field(
+        default=None, description="CSV or Parquet file(s), relative to the project root"
+    )
+    table: str | None = Field(
+        default=None, description="a PostgreSQL table (schema.table) read when DATABASE_URL is set"
+    )
+    timestamp: str | None = Field(
+        default=None, description="event-timestamp column: a row is known from this time on"
+    )
+    as_of: datetime | None = Field(
+        default=None, description="for a static table without a timestamp column: when it was true"
+    )
+    ttl_days: float = Field(default=0, ge=0, description="rows older than this are not served; 0 = forever")
+    columns: dict[str, ColumnSpec] = Field(min_length=1, description="column name -> its declaration")
+
+    @model_validator(mode="after")
+    def _one_time(self) -> SourceSpec:
+        if (self.timestamp is None) == (self.as_of is None):
+            raise ValueError("give exactly one of `timestamp` (a column) or `as_of` (a fixed time)")
+        if self.path is None and self.table is None:
+            raise ValueError("give `path` (CSV/Parquet) or `table` (PostgreSQL)")
+        for c in self.columns:
+            if not re.match(NAME, c):
+                raise ValueError(f"column name {c!r} must match {NAME} (lower-case, digits, _)")
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        return [] if self.path is None else [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class LabelSpec(_Strict):
+    path: str | list[str] = Field(
+        description="the label table: CSV or Parquet file(s), one row per prediction"
+    )
+    column: str = Field(description="the label column; empty = not known yet (scored, not trained on)")
+    task: Literal["binary", "multiclass", "regression"]
+    positive: str | int | None = Field(
+        default=None, description="binary: the value meaning 'yes' (default 1)"
+    )
+    negative: str | int | None = Field(default=None, description="binary: the value meaning 'no' (default 0)")
+    classes: list[str] | None = Field(default=None, description="multiclass: the class values, in order")
+    prediction_time: str = Field(
+        description="column: when the prediction is made; features strictly before it are used"
+    )
+    horizon_days: float = Field(
+        default=0,
+        ge=0,
+        description="the label is final this long after prediction_time; younger rows are not trained on",
+    )
+    request_features: dict[str, ColumnSpec] = Field(
+        default_factory=dict,
+        description="label-table columns sent by the client at request time (model inputs)",
+    )
+    columns: dict[str, ColumnSpec] = Field(
+        default_factory=dict, description="other label-table columns to keep (e.g. a group for the split)"
+    )
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+    @model_validator(mode="after")
+    def _task(self) -> LabelSpec:
+        if self.task == "multiclass" and (not self.classes or len(self.classes) < 3):
+            raise ValueError("task multiclass needs `classes` with at least 3 values (2 is binary)")
+        if self.task != "multiclass" and self.classes is not None:
+            raise ValueError(f"`classes` is for task multiclass, not {self.task}")
+        if self.task != "binary" and (self.positive is not None or self.negative is not None):
+            raise ValueError(f"`positive`/`negative` are for task binary, not {self.task}")
+        return self
+
+    @property
+    def binary_values(self) -> tuple[str, str]:
+        """(positive, negative) as text, the way they appear in a CSV."""
+        return (
+            str(1 if self.positive is None else self.positive),
+            str(0 if self.negative is None else self.negative),
+        )
+
+
+class SplitSpec(_Strict):
+    kind: Literal["random", "time", "group"] = Field(
+        default="random", description="random (stratified for classification), time (latest rows), group"
+    )
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    group_column: str | None = Field(default=None, description="kind group: rows sharing it stay together")
+    seed: int = 7
+
+    @model_validator(mode="after")
+    def _group(self) -> SplitSpec:
+        if (self.kind == "group") != (self.group_column is not None):
+            raise ValueError("`group_column` is needed by kind group, and only by it")
+        return self
+
+
+class TuneSpec(_Strict):
+    n_trials: int = Field(default=0, ge=0, description="Optuna trials; 0 = train with `params` as given")
+    folds: int = Field(default=3, ge=2, description="cross-validation folds per trial")
+    timeout_s: float | None = Field(default=None, gt=0, description="stop the search after this long")
+
+
+class SegmentSpec(_Strict):
+    name: str
+    min: float
+
+
+class ModelSection(_Strict):
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="CatBoost parameters (iterations, depth, learning_rate, ...)"
+    )
+    tune: TuneSpec = TuneSpec()
+    validation_fraction: float = Field(
+        default=0.15, gt=0, lt=0.5, description="of the training rows: early stopping and calibration"
+    )
+    calibration: Literal["none", "platt"] = Field(default="none", description="binary: Platt scaling")
+    threshold: float | Literal["f1"] = Field(
+        default="f1", description="binary operating threshold: a probability, or f1 (best F1 on validation)"
+    )
+    segments: list[SegmentSpec] = Field(default_factory=list, description="named score bands by lower bound")
+    max_reasons: int = Field(default=3, ge=0)
+    seed: int = 42
+    thread_count: int = 2
+
+    @field_validator("params")
+    @classmethod
+    def _no_managed(cls, v: dict[str, Any]) -> dict[str, Any]:
+        managed = {"cat_features", "monotone_constraints", "random_seed", "thread_count", "class_names"}
+        bad = sorted(set(v) & managed)
+        if bad:
+            raise ValueError(f"{bad} are set by the platform from the spec (columns, seed); remove them")
+        return v
+
+
+class OutputSpec(_Strict):
+    path: str
+    columns: list[str] | None = Field(
+        default=None, description="columns to write (default: keys, time, prediction[, actual])"
+    )
+
+
+class OutputsSpec(_Strict):
+    holdout: OutputSpec | None = Field(default=None, description="test-split predictions with the actual")
+    scoring: OutputSpec | None = Field(default=None, description="predictions for rows without a label")
+
+
+class OracleSpec(_Strict):
+    path: str = Field(description="file with the join key, the prediction time and the true expectation")
+    column: str
+
+
+class DemoDataSpec(_Strict):
+    generator: str = Field(description="module with generate(out, **params), e.g. synthetic.payment_option")
+    out: str = Field(description="folder the generator writes (the sources' paths point into it)")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=NAME, description="the model's name: models/<name>/, metrics/<name>.json")
+    version: int = Field(default=1, ge=1, description="FeatureService <name>_v<version>")
+    description: str = ""
+    entity: EntitySpec
+    sources: list[SourceSpec] = Field(min_length=1)
+    label: LabelSpec
+    split: SplitSpec = SplitSpec()
+    model: ModelSection = ModelSection()
+    outputs: OutputsSpec = OutputsSpec()
+    oracle: OracleSpec | None = Field(default=None, description="for evaluation only: the true expectation")
+    demo_data: DemoDataSpec | None = Field(default=None, description="a built-in generator for the demo")
+
+    @model_validator(mode="after")
+    def _references(self) -> Spec:
+        seen: dict[str, str] = {}
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"source names must be unique; repeated: {dup}")
+        for s in self.sources:
+            for c, col in s.columns.items():
+                if c in {self.entity.join_key, s.timestamp}:
+                    raise ValueError(f"sources.{s.name}.columns.{c}: the join key and timestamp are implicit")
+                if col.feature and c in seen:
+                    raise ValueError(
+                        f"feature {c!r} is declared in sources {seen[c]} and {s.name}; a feature has one source"
+                    )
+                if col.feature:
+                    seen[c] = s.name
+        lab = self.label
+        for c in lab.request_features:
+            if c in seen:
+                raise ValueError(f"label.request_features.{c} is also a feature of source {seen[c]}")
+        reserved = {self.entity.join_key, lab.prediction_time, lab.column}
+        for c in [*lab.request_features, *lab.columns]:
+            if c in reserved:
+                raise ValueError(f"label column {c!r} is the key, the prediction time or the label itself")
+        if self.split.group_column and self.split.group_column not in lab.columns:
+            raise ValueError(
+                f"split.group_column {self.split.group_column!r} must be declared under label.columns"
+            )
+        if not self.features:
+            raise ValueError("the spec declares no feature (every column has feature: false)")
+        if lab.task == "multiclass":
+            for c, col in self.features:
+                if col.monotone or col.reason:
+                    raise ValueError(
+                        f"feature {c!r}: monotone constraints and reason phrases are for binary and regression "
+                        "models (CatBoost has no monotone multiclass; reasons explain one score)"
+                    )
+        if "loss_function" in self.model.params and lab.task != "regression":
+            raise ValueError(
+                "model.params.loss_function is set by the task for binary/multiclass (Logloss/MultiClass); "
+                "only a regression may choose its loss (RMSE, Poisson, Tweedie:variance_power=1.5, ...)"
+            )
+        return self
+
+    # --- derived names: the one place each is spelled ---
+    @property
+    def feature_service(self) -> str:
+        return f"{self.name}_v{self.version}"
+
+    def view_name(self, source: SourceSpec) -> str:
+        return f"{self.name}__{source.name}"
+
+    @cached_property
+    def features(self) -> list[tuple[str, ColumnSpec]]:
+        """The model's inputs in order: each source's feature columns, then the request features."""
+        out = [(c, col) for s in self.sources for c, col in s.columns.items() if col.feature]
+        return out + list(self.label.request_features.items())
+
+    @property
+    def request_feature_names(self) -> list[str]:
+        return list(self.label.request_features)
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else ROOT / p
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at pydantic's error location (the deepest one that exists)."""
+    line = None if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == part), None)
+            if nxt is None:  # an unknown key is reported at its own line
+                key = next((k for k, _ in node.value if k.value == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith(("function-", "union[", "literal[")) and "[" not in str(part):
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_spec(text: str, origin: str = "<spec>") -> Spec:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{origin}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise SpecError(f"{origin}: a spec is a YAML mapping (name:, entity:, sources:, label:, ...)")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(node, loc)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (a typo?)"
+            lines.append(f"{origin}:{line or '?'}: {_where(loc)}: {msg}")
+        raise SpecError("\n".join(lines)) from None
+
+
+def load_spec(path: Path | str) -> Spec:
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: no such spec file")
+    return parse_spec(path.read_text(), origin=str(path))
+
+
+def spec_paths(specs_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in Path(specs_dir).glob(f"*{SPEC_SUFFIX}")
+        if not p.name.startswith(("_", ".")) and p.name not in NOT_SPECS
+    )
+
+
+def load_specs(specs_dir: Path) -> list[Spec]:
+    """Every spec of a folder; two specs naming the same entity must declare it alike (one entity per
+    business concept), and model names are unique."""
+    specs = [load_spec(p) for p in spec_paths(specs_dir)]
+    entities: dict[str, tuple[str, EntitySpec]] = {}
+    models: set[str] = set()
+    for s in specs:
+        if s.name in models:
+            raise SpecError(f"{specs_dir}: two specs are named {s.name!r}")
+        models.add(s.name)
+        prev = entities.get(s.entity.name)
+        if prev and (prev[1].join_key, prev[1].key_type) != (s.entity.join_key, s.entity.key_type):
+            raise SpecError(
+                f"entity {s.entity.name!r} is declared differently by specs {prev[0]} and {s.name}: "
+                f"{prev[1].join_key}/{prev[1].key_type} vs {s.entity.join_key}/{s.entity.key_type}"
+            )
+        entities.setdefault(s.entity.name, (s.name, s.entity))
+    return specs
+
+
+def find_spec(specs_dir: Path, name: str) -> Spec:
+    path = Path(specs_dir) / f"{name}{SPEC_SUFFIX}"
+    if not path.exists():
+        known = [p.stem for p in spec_paths(specs_dir)]
+        raise SpecError(f"no spec {name!r} in {specs_dir}; known: {known}")
+    spec = load_spec(path)
+    if spec.name != name:
+        raise SpecError(f"{path}: the file is named {name!r} but declares name: {spec.name!r}")
+    return spec

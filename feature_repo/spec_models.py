@@ -1,0 +1,77 @@
+"""Feast objects of every spec'd model (core/spec.py), built from ``specs/*.yaml`` with no hand-written file.
+
+For each spec: its entity (shared by specs naming the same one, reused if a hand-written file already
+declares it), one offline source and one FeatureView ``<model>__<source>`` per declared source, and the
+FeatureService ``<model>_v<version>`` over them. Feast finds objects as module attributes, so each is
+bound to a module-level name here.
+"""
+
+from datetime import timedelta
+
+import entities as declared_entities
+from data_sources import offline_source
+from feast import Entity, FeatureService, FeatureView, Field, ValueType
+from feast.types import from_value_type
+
+from core.settings import active_settings
+from core.spec import load_specs
+
+_KEY_TYPES = {"int": ValueType.INT64, "str": ValueType.STRING}
+_VALUE_TYPES = {"Int64": ValueType.INT64, "Float64": ValueType.DOUBLE, "String": ValueType.STRING}
+
+
+def _entity(spec) -> Entity:
+    e = spec.entity
+    existing = getattr(declared_entities, e.name, None)
+    if isinstance(existing, Entity):
+        if existing.join_key != e.join_key:
+            raise ValueError(
+                f"spec {spec.name}: entity {e.name!r} exists in feature_repo/entities.py with join key "
+                f"{existing.join_key!r}, not {e.join_key!r}"
+            )
+        return existing
+    return Entity(
+        name=e.name,
+        join_keys=[e.join_key],
+        value_type=_KEY_TYPES[e.key_type],
+        description=e.description or f"declared by spec {spec.name}",
+    )
+
+
+def _build() -> dict[str, object]:
+    objects: dict[str, object] = {}
+    entities: dict[str, Entity] = {}
+    for spec in load_specs(active_settings().specs_dir):
+        entity = entities.setdefault(spec.entity.name, _entity(spec))
+        objects[f"entity__{spec.entity.name}"] = entity
+        views = []
+        for source in spec.sources:
+            view = FeatureView(
+                name=spec.view_name(source),
+                entities=[entity],
+                ttl=timedelta(days=source.ttl_days),
+                schema=[
+                    Field(
+                        name=c,
+                        dtype=from_value_type(_VALUE_TYPES[col.feast_dtype]),
+                        description=col.description,
+                    )
+                    for c, col in source.columns.items()
+                    if col.feature
+                ],
+                source=offline_source(spec.name, source.name, "event_timestamp"),
+                online=True,
+                tags={"model": spec.name, "spec": "true"},
+            )
+            objects[f"view__{view.name}"] = view
+            views.append(view)
+        objects[f"service__{spec.feature_service}"] = FeatureService(
+            name=spec.feature_service,
+            features=views,
+            description=spec.description,
+            tags={"model": spec.name, "entity": spec.entity.name, "spec": "true"},
+        )
+    return objects
+
+
+globals().update(_build())

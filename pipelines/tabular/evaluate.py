@@ -1,0 +1,308 @@
+"""Evaluate a spec'd model on its test rows, beside a majority/mean baseline, a linear baseline (trained on
+the same train rows) and, when the spec names one, the oracle (the true expectation, for generated data).
+
+binary: ROC-AUC, PR-AUC, log loss, Brier, expected calibration error, precision/recall/F1 at the model's
+threshold; multiclass: accuracy, macro/weighted F1, log loss, a per-class report; regression: RMSE, MAE,
+normalized Gini. Flat keys in ``metrics/<model>.json`` (``roc_auc``, ``baseline_pr_auc``,
+``oracle_roc_auc``, ...) so `dvc metrics diff` compares models and versions; plots under ``plots/<model>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+)
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from core.model_bundle import ModelMetadata, load_bundle
+from core.predict import feature_frame, predict, predict_classes
+from core.settings import Settings
+from core.spec import Spec
+from pipelines.common.classification import (
+    calibration_table,
+    classification_metrics,
+    expected_calibration_error,
+)
+from pipelines.common.ltv_metrics import normalized_gini
+from pipelines.tabular.ingest import PREDICTION_TIME
+from pipelines.tabular.layout import Layout
+from pipelines.tabular.train import label_array
+from pipelines.tabular.training_set import SPLIT
+
+log = logging.getLogger(__name__)
+
+
+def _signed_log(a: np.ndarray) -> np.ndarray:
+    return np.sign(a) * np.log1p(np.abs(a))
+
+
+def linear_baseline(meta: ModelMetadata, task: str) -> Pipeline:
+    """Logistic regression (binary, multinomial) or ridge on one-hot categories (rare ones pooled) and
+    imputed (with a missing flag), signed-log, standardized numbers."""
+    cats, nums = meta.categorical_features, [f.name for f in meta.features if not f.categorical]
+    parts = []
+    if cats:
+        parts.append(("cat", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20), cats))
+    if nums:
+        parts.append(
+            (
+                "num",
+                make_pipeline(
+                    SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+                    FunctionTransformer(_signed_log),
+                    StandardScaler(),
+                ),
+                nums,
+            )
+        )
+    head = Ridge(alpha=1.0) if task == "regression" else LogisticRegression(max_iter=3000, C=1.0)
+    return Pipeline([("pre", ColumnTransformer(parts)), ("model", head)])
+
+
+def oracle_values(layout: Layout, test: pd.DataFrame) -> np.ndarray | None:
+    o = layout.spec.oracle
+    if o is None:
+        return None
+    path = layout.resolve(o.path)
+    if not path.exists():
+        log.warning("oracle file %s is absent: oracle metrics are null", path)
+        return None
+    spec = layout.spec
+    key, pt = spec.entity.join_key, spec.label.prediction_time
+    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if pt not in raw or o.column not in raw or key not in raw:
+        raise ValueError(
+            f"oracle file {path} needs the columns {key}, {pt} and {o.column}; found {list(raw.columns)}"
+        )
+    raw[PREDICTION_TIME] = pd.to_datetime(raw[pt], utc=True).dt.as_unit("ns")
+    raw = raw.drop_duplicates([key, PREDICTION_TIME])
+    merged = test[[key, PREDICTION_TIME]].merge(
+        raw[[key, PREDICTION_TIME, o.column]], how="left", on=[key, PREDICTION_TIME]
+    )
+    values = merged[o.column].to_numpy(dtype=float)
+    if np.isnan(values).any():
+        log.warning(
+            "oracle has no value for %s of %s test rows: oracle metrics are null",
+            int(np.isnan(values).sum()),
+            len(values),
+        )
+        return None
+    return values
+
+
+def _prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}_{k}": v for k, v in d.items()}
+
+
+def binary_metrics(y, p, base, lin, oracle, threshold: float) -> dict[str, Any]:
+    out = {
+        **classification_metrics(y, p, threshold),
+        "ece": expected_calibration_error(y, p),
+        "threshold": threshold,
+    }
+    out |= _prefixed("majority", classification_metrics(y, np.full(len(y), base)))
+    out |= _prefixed("baseline", classification_metrics(y, lin, threshold))
+    if oracle is not None:
+        out |= _prefixed("oracle", classification_metrics(y, oracle, threshold))
+    return out
+
+
+def multiclass_metrics(y, proba, classes, base_proba, lin_proba) -> dict[str, Any]:
+    order = np.argsort(classes)
+    sorted_classes = [classes[i] for i in order]
+
+    def scores(prob: np.ndarray) -> dict[str, float]:
+        pred = np.asarray(classes)[prob.argmax(axis=1)]
+        return {
+            "accuracy": round(float(accuracy_score(y, pred)), 6),
+            "macro_f1": round(float(f1_score(y, pred, average="macro", labels=classes, zero_division=0)), 6),
+            "weighted_f1": round(
+                float(f1_score(y, pred, average="weighted", labels=classes, zero_division=0)), 6
+            ),
+            # sklearn reads the probability columns in sorted label order
+            "log_loss": round(float(log_loss(y, np.clip(prob[:, order], 1e-9, 1), labels=sorted_classes)), 6),
+        }
+
+    pred = np.asarray(classes)[proba.argmax(axis=1)]
+    report = classification_report(y, pred, labels=classes, output_dict=True, zero_division=0)
+    per_class = {c: {k: round(float(v), 6) for k, v in report[c].items()} for c in classes}
+    return {
+        **scores(proba),
+        **_prefixed("majority", scores(base_proba)),
+        **_prefixed("baseline", scores(lin_proba)),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y, pred, labels=classes).tolist(),
+        "classes": classes,
+    }
+
+
+def regression_metrics(y, p, base, lin, oracle) -> dict[str, Any]:
+    def scores(pred: np.ndarray) -> dict[str, float]:
+        return {
+            "rmse": round(float(np.sqrt(mean_squared_error(y, pred))), 6),
+            "mae": round(float(mean_absolute_error(y, pred)), 6),
+            "normalized_gini": round(float(normalized_gini(y, pred)), 6),
+        }
+
+    out = {
+        **scores(p),
+        **_prefixed("mean", scores(np.full(len(y), base))),
+        **_prefixed("baseline", scores(lin)),
+    }
+    if oracle is not None:
+        out |= _prefixed("oracle", scores(oracle))
+    return out
+
+
+def evaluate(layout: Layout, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, what the plots need)."""
+    spec: Spec = layout.spec
+    model, meta = load_bundle(layout.model_dir)
+    train, test = df[df[SPLIT] == "train"], df[df[SPLIT] == "test"].reset_index(drop=True)
+    if test.empty:
+        raise ValueError(f"{spec.name}: no test rows (is every label unknown or not final?)")
+    y_tr, y = label_array(train, spec), label_array(test, spec)
+    X_tr, X_te = feature_frame(train, meta.features), feature_frame(test, meta.features)
+    lin = linear_baseline(meta, spec.label.task).fit(X_tr, y_tr)
+    counts = {
+        "rows_train": len(train),
+        "rows_test": len(test),
+        "rows_scored": int((df[SPLIT] == "score").sum()),
+    }
+    task = spec.label.task
+    if task == "binary":
+        p = predict(model, meta, test)
+        oracle = oracle_values(layout, test)
+        m = binary_metrics(
+            y, p, float(y_tr.mean()), lin.predict_proba(X_te)[:, 1], oracle, float(meta.extra["threshold"])
+        )
+        m["positive_rate_test"] = round(float(y.mean()), 6)
+        plots = {"y": y, "p": p, "baseline": lin.predict_proba(X_te)[:, 1], "oracle": oracle}
+    elif task == "multiclass":
+        classes = list(meta.extra["classes"])
+        proba = predict_classes(model, meta, test)
+        freq = pd.Series(y_tr).value_counts(normalize=True).reindex(classes).fillna(0).to_numpy()
+        lin_p = (
+            pd.DataFrame(lin.predict_proba(X_te), columns=lin.classes_)
+            .reindex(columns=classes)
+            .fillna(0)
+            .to_numpy()
+        )
+        m = multiclass_metrics(y, proba, classes, np.tile(freq, (len(y), 1)), lin_p)
+        plots = {"confusion": m["confusion_matrix"], "classes": classes}
+    else:
+        p = predict(model, meta, test)
+        oracle = oracle_values(layout, test)
+        m = regression_metrics(y, p, float(y_tr.mean()), lin.predict(X_te), oracle)
+        plots = {"y": y, "p": p}
+    metrics = {"model_version": meta.version, "task": task, **counts, **m}
+    return metrics, plots
+
+
+def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    layout.plots.mkdir(parents=True, exist_ok=True)
+    name = layout.spec.name
+    if task == "binary":
+        y, curves = plots["y"], {"model": plots["p"], "linear baseline": plots["baseline"]}
+        if plots["oracle"] is not None:
+            curves["oracle"] = plots["oracle"]
+        fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+        for label, p in curves.items():
+            fpr, tpr, _ = roc_curve(y, p)
+            ax[0].plot(fpr, tpr, label=label)
+            prec, rec, _ = precision_recall_curve(y, p)
+            ax[1].plot(rec, prec, label=label)
+        ax[0].plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax[0].set(title="ROC (test rows)", xlabel="false positive rate", ylabel="true positive rate")
+        ax[1].axhline(y.mean(), color="k", ls=":", lw=0.8)
+        ax[1].set(title="precision-recall", xlabel="recall", ylabel="precision")
+        cal = calibration_table(y, plots["p"])
+        cal.to_csv(layout.plots / "calibration.csv", index=False)
+        ax[2].plot(cal["predicted"], cal["observed"], "o-", label="model")
+        lim = max(cal["predicted"].max(), cal["observed"].max())
+        ax[2].plot([0, lim], [0, lim], "k:", lw=0.8)
+        ax[2].set(
+            title="calibration (deciles of the prediction)", xlabel="mean predicted", ylabel="observed rate"
+        )
+        for a in ax:
+            a.legend(loc="best", fontsize=8)
+    elif task == "multiclass":
+        cm = np.asarray(plots["confusion"], dtype=float)
+        fig, a = plt.subplots(figsize=(6, 5))
+        a.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        classes = plots["classes"]
+        a.set(
+            xticks=range(len(classes)),
+            yticks=range(len(classes)),
+            xlabel="predicted",
+            ylabel="actual",
+            title="confusion matrix (row-normalized, test rows)",
+        )
+        a.set_xticklabels(classes, rotation=45, ha="right")
+        a.set_yticklabels(classes)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                a.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8)
+    else:
+        t = pd.DataFrame({"y": plots["y"], "p": plots["p"]})
+        t["decile"] = pd.qcut(t["p"].rank(method="first"), 10, labels=False) + 1
+        d = t.groupby("decile").agg(predicted=("p", "mean"), actual=("y", "mean")).reset_index()
+        d.to_csv(layout.plots / "deciles.csv", index=False)
+        fig, a = plt.subplots(figsize=(7, 4.5))
+        a.bar(d["decile"] - 0.2, d["predicted"], width=0.4, label="predicted")
+        a.bar(d["decile"] + 0.2, d["actual"], width=0.4, label="actual")
+        a.set(
+            title="mean by decile of the prediction (test rows)",
+            xlabel="decile",
+            ylabel=layout.spec.label.column,
+        )
+        a.legend()
+    fig.suptitle(f"{name}: evaluation")
+    fig.tight_layout()
+    fig.savefig(layout.plots / f"{name}_evaluation.png", dpi=90)
+    plt.close(fig)
+
+
+def run(settings: Settings, layout: Layout) -> dict[str, Any]:
+    df = pd.read_parquet(layout.training_set)
+    metrics, plots = evaluate(layout, df)
+    save_plots(layout, layout.spec.label.task, plots)
+    layout.metrics_dir.mkdir(parents=True, exist_ok=True)
+    layout.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    headline = {
+        k: metrics[k]
+        for k in (
+            "roc_auc",
+            "pr_auc",
+            "baseline_pr_auc",
+            "oracle_roc_auc",
+            "macro_f1",
+            "rmse",
+            "normalized_gini",
+        )
+        if k in metrics
+    }
+    log.info("%s: %s", layout.spec.name, headline)
+    return metrics

@@ -1,0 +1,293 @@
+"""Ingest a spec'd model's sources and label table: every row validated against the spec's declarations,
+bad rows quarantined with a reason code and a sentence, clean rows written as the tables Feast reads.
+
+Per column (core.spec.ColumnSpec): the type (int, float, string, bool), emptiness unless ``nullable``, the
+closed set ``values`` (a different letter case is repaired to the declared spelling and counted),
+``min``/``max``. Per table: a missing/unparsable join key or timestamp, exact duplicates (the first is
+kept) and conflicting rows for the same key and time (all quarantined: which one is true is unknown).
+Label rows also need a known label value (empty = not known yet, kept for scoring) and an entity that
+some source knows (else its features would all be missing without anyone noticing).
+
+Outputs: ``<features>/<source>.parquet`` (join key, ``event_timestamp``, declared columns),
+``data/clean/<model>/labels.parquet``, ``data/quarantine/<model>/<table>.csv``, and the counts in
+``metrics/<model>_ingest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.settings import Settings
+from core.spec import ColumnSpec, LabelSpec, SourceSpec, Spec
+from pipelines.common.validation import SOURCE_ROW, RowValidator, read_raw
+from pipelines.tabular.layout import Layout
+
+log = logging.getLogger(__name__)
+EVENT_TIMESTAMP = "event_timestamp"
+PREDICTION_TIME = "prediction_time"
+LABEL_TABLE = "labels"
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+
+
+def read_table(layout: Layout, settings: Settings, paths: list[str], table: str | None, columns: list[str]):
+    """The raw rows as text (CSV) or typed (Parquet, PostgreSQL), with their row number and file."""
+    if table and settings.database_url:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(settings.database_url)
+        with engine.connect() as conn:
+            df = pd.read_sql(sa.text(f"SELECT * FROM {table}"), conn)
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise ValueError(f"table {table}: missing required column(s) {missing}; found {list(df.columns)}")
+        df = df[columns].astype(object).where(df[columns].notna(), "").astype(str)
+        df.insert(0, SOURCE_ROW, np.arange(len(df)))
+        df["source_file"] = table
+        return df
+    if not paths:
+        raise ValueError(f"table {table} needs DATABASE_URL (no `path` declared)")
+    frames = []
+    for p in paths:
+        path = layout.resolve(p)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: declared in spec {layout.spec.name} but absent")
+        df = read_raw(path, columns)
+        df["source_file"] = path.name
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def utc(t) -> pd.Timestamp:
+    """A time as a UTC timestamp (naive times are taken as UTC, as everywhere in the platform)."""
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def parse_column(v: RowValidator, name: str, col: ColumnSpec) -> pd.Series:
+    """One declared column, typed; failing rows rejected with `<check>_<column>` reason codes."""
+    text = v.text(name)
+    empty = text.isna() | (text == "")
+    if not col.nullable:
+        v.reject(empty, f"missing_{name}", f"{name} is missing (declared not nullable)")
+    if col.type == "string" or (col.type == "int" and col.values is not None and col.is_categorical):
+        out = text.mask(empty)
+        if col.values is not None:
+            allowed = [str(x) for x in col.values]
+            exact = out.isin(allowed)
+            by_lower = {a.lower(): a for a in allowed}
+            fixed = out.str.lower().map(by_lower)
+            repair = ~empty & ~exact & fixed.notna()
+            v.repaired(repair, f"normalized_{name}")
+            out = out.where(~repair, fixed)
+            shown = ", ".join(allowed) if len(allowed) <= 12 else f"one of {len(allowed)} declared values"
+            v.reject(
+                ~empty & ~out.isin(allowed),
+                f"unknown_{name}",
+                lambda r: f"unknown {name} '" + r[name].astype(str) + f"' (expected {shown})",
+            )
+        return out.astype("string")
+    if col.type == "bool":
+        low = text.str.lower()
+        val = pd.Series(pd.NA, index=text.index, dtype="Int64")
+        val[low.isin(_TRUE).fillna(False)] = 1
+        val[low.isin(_FALSE).fillna(False)] = 0
+        v.reject(
+            ~empty & val.isna(),
+            f"not_bool_{name}",
+            lambda r: f"{name} is not true/false: '" + r[name].astype(str) + "'",
+        )
+        return val
+    num = pd.to_numeric(text.where(~empty), errors="coerce")
+    finite = num.notna() & np.isfinite(num)
+    kind = "a whole number" if col.type == "int" else "a number"
+    bad = ~empty & ~finite
+    if col.type == "int":
+        not_whole = finite & (num != np.floor(num))
+        bad |= not_whole | (finite & (num.abs() >= 2.0**63))
+    v.reject(bad, f"not_{col.type}_{name}", lambda r: f"{name} is not {kind}: '" + r[name].astype(str) + "'")
+    ok = finite & ~bad
+    if col.min is not None:
+        low = ok & (num < col.min)
+        v.reject(low, f"below_min_{name}", lambda r: f"{name} is below {col.min:g}: " + r[name].astype(str))
+        ok &= ~low
+    if col.max is not None:
+        high = ok & (num > col.max)
+        v.reject(high, f"above_max_{name}", lambda r: f"{name} is above {col.max:g}: " + r[name].astype(str))
+        ok &= ~high
+    if col.values is not None:
+        allowed_num = {float(x) for x in col.values}
+        unknown = ok & ~num.isin(allowed_num)
+        v.reject(
+            unknown,
+            f"unknown_{name}",
+            lambda r: f"unknown {name} " + r[name].astype(str) + f" (expected one of {sorted(allowed_num)})",
+        )
+    num = num.where(ok)
+    return num.round().astype("Int64") if col.type == "int" else num.astype("float64")
+
+
+def parse_key(v: RowValidator, spec: Spec) -> pd.Series:
+    key = spec.entity.join_key
+    if spec.entity.key_type == "int":
+        return v.integer(key, f"bad_{key}", min_value=None)
+    return v.required(key)
+
+
+def _finish(v: RowValidator, raw: pd.DataFrame, parsed: dict[str, pd.Series], key_cols: list[str]):
+    ok_so_far = ~v.rejected()
+    for c in key_cols:
+        ok_so_far &= parsed[c].notna()
+    frame = pd.DataFrame(parsed)
+    # Duplicates are judged on the parsed values (" F" and "F" are the same row).
+    v.duplicates(key_cols, parsed_ok=ok_so_far, values=frame.astype("string").fillna(""))
+    ok, quarantine, reasons = v.split()
+    report = {
+        "rows_in": len(raw),
+        "rows_ok": int(ok.sum()),
+        "quarantined": len(quarantine),
+        "by_reason": reasons,
+        "repaired": dict(sorted(v.repairs.items())),
+    }
+    return frame[ok].reset_index(drop=True), quarantine, report
+
+
+def validate_source(raw: pd.DataFrame, spec: Spec, source: SourceSpec):
+    v = RowValidator(raw)
+    key = spec.entity.join_key
+    parsed: dict[str, pd.Series] = {key: parse_key(v, spec)}
+    if source.timestamp:
+        ts = v.timestamp(
+            source.timestamp, f"bad_{source.timestamp}", missing_code=f"missing_{source.timestamp}"
+        )
+        parsed[EVENT_TIMESTAMP] = ts
+    else:
+        parsed[EVENT_TIMESTAMP] = pd.Series(utc(source.as_of), index=raw.index)
+    for c, col in source.columns.items():
+        parsed[c] = parse_column(v, c, col)
+    clean, quarantine, report = _finish(v, raw, parsed, [key, EVENT_TIMESTAMP])
+    clean[EVENT_TIMESTAMP] = pd.to_datetime(clean[EVENT_TIMESTAMP], utc=True).dt.as_unit("ns")
+    if spec.entity.key_type == "int":
+        clean[key] = clean[key].astype("int64")
+    return clean, quarantine, report
+
+
+def label_values(v: RowValidator, label: LabelSpec) -> pd.Series:
+    """The label as the model learns it: binary 1/0, multiclass the class text, regression a number;
+    <NA> where empty (not known yet)."""
+    name = label.column
+    text = v.text(name)
+    empty = text.isna() | (text == "")
+    if label.task == "regression":
+        num = pd.to_numeric(text.where(~empty), errors="coerce")
+        bad = ~empty & (num.isna() | ~np.isfinite(num))
+        v.reject(bad, f"bad_{name}", lambda r: f"label {name} is not a number: '" + r[name].astype(str) + "'")
+        return num.where(~bad).astype("float64")
+    if label.task == "binary":
+        pos, neg = label.binary_values
+        mapping = {pos.lower(): 1, neg.lower(): 0}
+        expected = f"{pos} or {neg}"
+    else:
+        mapping = {str(c).lower(): str(c) for c in label.classes or []}
+        expected = ", ".join(str(c) for c in label.classes or [])
+    val = text.str.lower().map(mapping)
+    bad = ~empty & val.isna()
+    v.reject(
+        bad,
+        f"bad_{name}",
+        lambda r: (
+            f"label {name} '" + r[name].astype(str) + f"' is not one of the declared values ({expected})"
+        ),
+    )
+    return val.astype("Int64") if label.task == "binary" else val.astype("string")
+
+
+def validate_labels(raw: pd.DataFrame, spec: Spec, known_entities: set):
+    label = spec.label
+    v = RowValidator(raw)
+    key = spec.entity.join_key
+    parsed: dict[str, pd.Series] = {key: parse_key(v, spec)}
+    pt = label.prediction_time
+    parsed[PREDICTION_TIME] = v.timestamp(pt, f"bad_{pt}", missing_code=f"missing_{pt}")
+    for c, col in {**label.request_features, **label.columns}.items():
+        parsed[c] = parse_column(v, c, col)
+    parsed[label.column] = label_values(v, label)
+    unknown = parsed[key].notna() & ~parsed[key].isin(known_entities)
+    v.reject(
+        unknown,
+        f"unknown_{spec.entity.name}",
+        lambda r: (
+            f"{key} " + r[key].astype(str) + " is in no source table (its features would all be missing)"
+        ),
+    )
+    clean, quarantine, report = _finish(v, raw, parsed, [key, PREDICTION_TIME])
+    clean[PREDICTION_TIME] = pd.to_datetime(clean[PREDICTION_TIME], utc=True).dt.as_unit("ns")
+    if spec.entity.key_type == "int":
+        clean[key] = clean[key].astype("int64")
+    report["labeled"] = int(clean[label.column].notna().sum())
+    report["unlabeled"] = int(clean[label.column].isna().sum())
+    return clean, quarantine, report
+
+
+def _write_quarantine(layout: Layout, table: str, quarantine: pd.DataFrame) -> None:
+    layout.quarantine.mkdir(parents=True, exist_ok=True)
+    quarantine.to_csv(layout.quarantine / f"{table}.csv", index=False)
+
+
+def run(settings: Settings, layout: Layout) -> dict:
+    spec = layout.spec
+    key = spec.entity.join_key
+    layout.features.mkdir(parents=True, exist_ok=True)
+    for stale in layout.features.glob("*.parquet"):  # a source removed from the spec must not linger
+        stale.unlink()
+    report: dict[str, dict] = {}
+    known: set = set()
+    for source in spec.sources:
+        cols = [key, *([source.timestamp] if source.timestamp else []), *source.columns]
+        raw = read_table(layout, settings, source.paths, source.table, cols)
+        clean, quarantine, r = validate_source(raw, spec, source)
+        clean.to_parquet(layout.features / f"{source.name}.parquet", index=False)
+        _write_quarantine(layout, source.name, quarantine)
+        known.update(clean[key].unique().tolist())
+        report[source.name] = r
+        log.info(
+            "%s/%s: %s rows ok, %s quarantined %s",
+            spec.name,
+            source.name,
+            r["rows_ok"],
+            r["quarantined"],
+            r["by_reason"],
+        )
+    label = spec.label
+    cols = [key, label.prediction_time, label.column, *label.request_features, *label.columns]
+    raw = read_table(layout, settings, label.paths, None, cols)
+    clean, quarantine, r = validate_labels(raw, spec, known)
+    layout.clean.mkdir(parents=True, exist_ok=True)
+    clean.to_parquet(layout.labels, index=False)
+    _write_quarantine(layout, LABEL_TABLE, quarantine)
+    report[LABEL_TABLE] = r
+    log.info(
+        "%s/labels: %s rows ok (%s labeled), %s quarantined %s",
+        spec.name,
+        r["rows_ok"],
+        r["labeled"],
+        r["quarantined"],
+        r["by_reason"],
+    )
+    metrics = {
+        "rows_in": sum(t["rows_in"] for t in report.values()),
+        "quarantined": sum(t["quarantined"] for t in report.values()),
+        "tables": report,
+    }
+    layout.metrics_dir.mkdir(parents=True, exist_ok=True)
+    layout.ingest_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def quarantine_files(layout: Layout) -> list[Path]:
+    return sorted(layout.quarantine.glob("*.csv"))

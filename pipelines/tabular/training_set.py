@@ -1,0 +1,102 @@
+"""The point-in-time training set of a spec'd model, through its FeatureService.
+
+Every row of the clean label table becomes an entity row stamped just before its prediction time (1 µs
+earlier), so Feast's point-in-time join gives each row the latest feature values *strictly before* the
+prediction time, never a value stamped at or after it. Request-time features and kept columns ride along
+from the label table.
+
+A row is *trainable* when its label is known and final: ``prediction_time + label.horizon_days`` is not
+after the data's end (the latest time in any source or label row). The others are the scoring
+population. Trainable rows are split into train and test by the spec (`split`); the ``split`` column
+says train / test / score. Nothing else touches the test rows until evaluate.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from core.settings import Settings
+from core.spec import Spec
+from pipelines.common.feast_training import historical_features
+from pipelines.tabular.ingest import EVENT_TIMESTAMP, PREDICTION_TIME
+from pipelines.tabular.layout import Layout
+
+log = logging.getLogger(__name__)
+SPLIT = "split"
+ROW = "_row"
+JUST_BEFORE = pd.Timedelta(microseconds=1)
+
+
+def data_end(layout: Layout, labels: pd.DataFrame) -> pd.Timestamp:
+    ends = [labels[PREDICTION_TIME].max()]
+    for source in layout.spec.sources:
+        ts = pd.read_parquet(layout.features / f"{source.name}.parquet", columns=[EVENT_TIMESTAMP])
+        if len(ts):
+            ends.append(ts[EVENT_TIMESTAMP].max())
+    return max(pd.Timestamp(t) for t in ends if pd.notna(t))
+
+
+def assign_split(df: pd.DataFrame, trainable: pd.Series, spec: Spec) -> pd.Series:
+    s = spec.split
+    out = pd.Series("score", index=df.index, dtype=object)
+    idx = df.index[trainable]
+    y = df.loc[idx, spec.label.column]
+    if s.kind == "time":
+        order = df.loc[idx, PREDICTION_TIME].sort_values(kind="stable")
+        n_test = round(len(order) * s.test_fraction)
+        test = order.index[len(order) - n_test :]
+    elif s.kind == "group":
+        gss = GroupShuffleSplit(n_splits=1, test_size=s.test_fraction, random_state=s.seed)
+        _, te = next(gss.split(idx, groups=df.loc[idx, s.group_column].astype(str)))
+        test = idx[te]
+    else:
+        strat = y.astype(str) if spec.label.task != "regression" else None
+        _, test = train_test_split(idx, test_size=s.test_fraction, random_state=s.seed, stratify=strat)
+    out[idx] = "train"
+    out[test] = "test"
+    return out
+
+
+def build(settings: Settings, layout: Layout) -> pd.DataFrame:
+    spec = layout.spec
+    label = spec.label
+    labels = pd.read_parquet(layout.labels)
+    end = data_end(layout, labels)
+    horizon = pd.Timedelta(days=label.horizon_days)
+    known = labels[label.column].notna()
+    final = known & (labels[PREDICTION_TIME] + horizon <= end)
+    log.info(
+        "%s: %s label rows, %s trainable (%s known but not final by %s), %s to score",
+        spec.name,
+        len(labels),
+        int(final.sum()),
+        int((known & ~final).sum()),
+        end,
+        int((~final).sum()),
+    )
+    entity_df = labels.copy()
+    entity_df[ROW] = np.arange(len(entity_df))
+    entity_df[EVENT_TIMESTAMP] = entity_df[PREDICTION_TIME] - JUST_BEFORE
+    df = historical_features(settings, spec.feature_service, entity_df)
+    df = df.sort_values(ROW, kind="stable").reset_index(drop=True)
+    if len(df) != len(labels):
+        raise RuntimeError(f"Feast returned {len(df)} rows for {len(labels)} entity rows")
+    trainable = pd.Series(final.to_numpy(), index=df.index)
+    df[SPLIT] = assign_split(df, trainable, spec)
+    df = df.drop(columns=[EVENT_TIMESTAMP, ROW])
+    if label.task == "binary":
+        df[label.column] = df[label.column].astype("Int64")
+    return df
+
+
+def run(settings: Settings, layout: Layout) -> dict:
+    df = build(settings, layout)
+    layout.training_set.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(layout.training_set, index=False)
+    counts = df[SPLIT].value_counts().to_dict()
+    log.info("%s: training set %s rows %s -> %s", layout.spec.name, len(df), counts, layout.training_set)
+    return counts

@@ -1,0 +1,1 @@
+"""Seeded synthetic data for demos and tests; never imported by serving."""

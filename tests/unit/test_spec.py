@@ -1,0 +1,94 @@
+"""A spec that cannot be used is refused with the file, the line and the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from core.spec import SpecError, load_specs, parse_spec
+from tests.tabular_world import write_spec
+
+GOOD = """\
+name: churn
+entity:
+  name: subscriber
+  join_key: subscriber_id
+sources:
+  - name: usage
+    path: data/raw/churn/usage.csv
+    timestamp: week
+    columns:
+      minutes: {type: float, min: 0}
+      plan: {type: string, values: [basic, plus]}
+label:
+  path: data/raw/churn/labels.csv
+  column: churned
+  task: binary
+  prediction_time: as_of
+"""
+
+
+def test_a_good_spec_derives_its_names_and_features():
+    spec = parse_spec(GOOD)
+    assert spec.feature_service == "churn_v1" and spec.view_name(spec.sources[0]) == "churn__usage"
+    assert [name for name, _ in spec.features] == ["minutes", "plan"]
+    assert [col.feast_dtype for _, col in spec.features] == ["Float64", "String"]
+    assert spec.label.binary_values == ("1", "0") and spec.split.kind == "random"
+
+
+def _error(text: str) -> str:
+    with pytest.raises(SpecError) as e:
+        parse_spec(text, origin="specs/churn.yaml")
+    return str(e.value)
+
+
+def test_an_unknown_key_is_named_with_its_line():
+    msg = _error(
+        GOOD.replace("      minutes: {type: float, min: 0}", "      minutes: {type: float, minn: 0}")
+    )
+    assert msg == "specs/churn.yaml:10: sources[0].columns.minutes.minn: unknown key (a typo?)"
+
+
+def test_a_wrong_type_is_named_with_its_line():
+    msg = _error(GOOD.replace("min: 0}", "min: zero}"))
+    assert msg.startswith("specs/churn.yaml:10: sources[0].columns.minutes.min: ")
+    assert "number" in msg
+    msg = _error(GOOD.replace("task: binary", "task: ranking"))
+    assert (
+        msg.startswith("specs/churn.yaml:15: label.task: ")
+        and "'binary', 'multiclass' or 'regression'" in msg
+    )
+
+
+def test_a_missing_section_and_inconsistent_declarations_are_explained():
+    assert "specs/churn.yaml:1: label: Field required" in _error(GOOD.split("label:")[0])
+    no_time = GOOD.replace("    timestamp: week\n", "")
+    assert "give exactly one of `timestamp` (a column) or `as_of`" in _error(no_time)
+    multi = GOOD.replace("task: binary", "task: multiclass\n  classes: [a, b]")
+    assert "needs `classes` with at least 3 values" in _error(multi)
+    group = GOOD + "split: {kind: group}\n"
+    assert "specs/churn.yaml:17: split: `group_column` is needed by kind group" in _error(group)
+    managed = GOOD + "model: {params: {loss_function: RMSE}}\n"
+    assert "only a regression may choose its loss" in _error(managed)
+    twice = GOOD.replace(
+        "      plan: {type: string, values: [basic, plus]}",
+        "      plan: {type: string}\n      subscriber_id: {type: int}",
+    )
+    assert "the join key and timestamp are implicit" in _error(twice)
+    assert "not valid YAML" in _error("name: [unclosed")
+
+
+def test_specs_naming_one_entity_must_declare_it_alike(tmp_path):
+    a = yaml.safe_load(GOOD)
+    b = yaml.safe_load(GOOD.replace("name: churn", "name: upsell"))
+    b["entity"]["key_type"] = "str"
+    write_spec(tmp_path, a)
+    write_spec(tmp_path, b)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")  # derived, not a spec
+    with pytest.raises(
+        SpecError, match="entity 'subscriber' is declared differently by specs churn and upsell"
+    ):
+        load_specs(tmp_path)
+    b["entity"]["key_type"] = "int"
+    write_spec(tmp_path, b)
+    assert [s.name for s in load_specs(tmp_path)] == ["churn", "upsell"]
