@@ -1,8 +1,21 @@
 """Ingest and validate the studio's files; build the feature tables Feast reads.
 
-Inputs: the users file (the brief's columns + install_time; CSV or Parquet) and, optionally, the hourly
-activity log. Every row is validated; rejected rows go to ``data/quarantine/game_ltv/*.csv`` with their
-reasons, and the counts by reason go to ``metrics/game_ltv_ingest.json``. Nothing is dropped silently.
+Inputs: the users file (CSV or Parquet) and, optionally, the hourly activity log. Every row is validated;
+rejected rows go to ``data/quarantine/game_ltv/*.csv`` with their reasons, and the counts by reason go to
+``metrics/game_ltv_ingest.json``. Nothing is dropped silently.
+
+Timing, recorded as ``timing`` in the metrics and in ``<features>/timing.json``:
+* ``install_time``: the users file has the brief's 11 columns plus ``install_time``. Real install cohorts;
+  an activity file may add hour-by-hour snapshots; the training set is split by install time.
+* ``assumed_install_time``: the users file has only the brief's 11 columns (``user_id, country,
+  country_region, source, platform, device_family, os_version, event_1, event_2, event_3, revenue``).
+  Every user is taken as installed at one common time, ``game_ltv.ingest.assumed_install_time`` (the
+  export's time minus ``counts_observed_hours``; null: the fixed ``schema.DEFAULT_ASSUMED_INSTALL_TIME``,
+  2001-01-01T00:00:00Z, so the same file always gives the same features). The event counts are one
+  snapshot at that time + ``counts_observed_hours``; ``install_hour``/``install_dow`` are left empty
+  (null: the model treats them as missing rather than learning a made-up hour); an empty ``revenue`` still
+  means "label not known yet"; the training set falls back to a seeded random split. No activity file is
+  accepted in this mode (its hours could not be placed after an install time nobody knows).
 
 Outputs (``--features``):
 * ``user_profile.parquet``: one row per user, stamped at install time (attributes known at install).
@@ -18,10 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from core.cli import configure_logging
 from pipelines.common.geo import ISO_3166_ALPHA2
@@ -33,10 +48,17 @@ from pipelines.game_ltv.params import IngestParams
 log = logging.getLogger(__name__)
 
 
-def validate_users(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def validate_users(
+    raw: pd.DataFrame, assumed_install_time: pd.Timestamp | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Clean users and the quarantine. With `assumed_install_time`, `raw` has no install_time column
+    and every user gets that time (see the module docstring)."""
     v = RowValidator(raw)
     uid = v.integer(S.ID, "bad_user_id", min_value=1, negative_code="bad_user_id")
-    install = v.timestamp(S.INSTALL_TIME, "bad_install_time")
+    if assumed_install_time is None:
+        install = v.timestamp(S.INSTALL_TIME, "bad_install_time")
+    else:
+        install = pd.Series(assumed_install_time, index=raw.index).dt.as_unit("ns")
     country = v.category("country", ISO_3166_ALPHA2, "invalid_country", upper=True)
     source = v.category("source", S.SOURCES, "unknown_source")
     platform = v.category("platform", S.PLATFORMS, "unknown_platform")
@@ -117,10 +139,14 @@ def _us(ts: pd.Series) -> pd.Series:
     return pd.to_datetime(ts, utc=True).dt.as_unit("us")
 
 
-def build_profile(users: pd.DataFrame) -> pd.DataFrame:
+def build_profile(users: pd.DataFrame, install_time_known: bool = True) -> pd.DataFrame:
     prof = users[[S.ID, *S.CATEGORICAL]].copy()
-    prof["install_hour"] = users[S.INSTALL_TIME].dt.hour.astype("int64")
-    prof["install_dow"] = users[S.INSTALL_TIME].dt.dayofweek.astype("int64")
+    if install_time_known:
+        prof["install_hour"] = users[S.INSTALL_TIME].dt.hour.astype("int64")
+        prof["install_dow"] = users[S.INSTALL_TIME].dt.dayofweek.astype("int64")
+    else:  # an assumed time says nothing about the user: missing, not a fabricated hour and day
+        prof["install_hour"] = pd.array([pd.NA] * len(users), dtype="Int64")
+        prof["install_dow"] = pd.array([pd.NA] * len(users), dtype="Int64")
     prof.insert(1, S.EVENT_TIMESTAMP, _us(users[S.INSTALL_TIME]))
     return prof
 
@@ -179,6 +205,38 @@ def find_inputs(raw_dir: Path) -> tuple[Path, Path | None]:
     return users, first("activity")
 
 
+def file_columns(path: Path) -> list[str]:
+    """The column names of a users/activity file, without reading its rows."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return list(pq.read_schema(path).names)
+    if suffix in {".csv", ".gz", ".txt"}:
+        return list(pd.read_csv(path, dtype=str, nrows=0).columns)
+    return list(read_raw(path, []).columns)  # raises: unsupported file type
+
+
+def assumed_install_time(p: IngestParams) -> pd.Timestamp:
+    """The common install time of the `assumed_install_time` mode (UTC), checked for sense."""
+    text = p.assumed_install_time or S.DEFAULT_ASSUMED_INSTALL_TIME
+    t = pd.Timestamp(text)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    # compared as Python datetimes: a far-off year is out of pandas' nanosecond range
+    counts_at = t.to_pydatetime() + timedelta(hours=p.counts_observed_hours)
+    if t.to_pydatetime() < datetime.fromisoformat(S.EARLIEST_ASSUMED_INSTALL_TIME):
+        raise ValueError(
+            f"game_ltv.ingest.assumed_install_time {text} is before {S.EARLIEST_ASSUMED_INSTALL_TIME}: "
+            "its rows would never reach the online store (materialization starts there)"
+        )
+    if counts_at > datetime.now(UTC):
+        raise ValueError(
+            f"game_ltv.ingest.assumed_install_time {text} + counts_observed_hours "
+            f"({p.counts_observed_hours} h) = {counts_at.isoformat()} is in the future: the counts of an "
+            "export cannot have been observed after it was taken (set it to the export's time minus "
+            "counts_observed_hours)"
+        )
+    return t.as_unit("ns")
+
+
 def ingest(
     p: IngestParams,
     features_dir: Path,
@@ -189,19 +247,54 @@ def ingest(
 ) -> dict:
     if users_path is None:
         users_path, activity_path = find_inputs(Path(p.raw_dir))
+    assumed = None
+    timing: dict = {"timing": S.TIMING_INSTALL_TIME}
+    if S.INSTALL_TIME not in file_columns(Path(users_path)):
+        if activity_path is not None:
+            raise ValueError(
+                f"{users_path} has no {S.INSTALL_TIME} column, but an activity file was given "
+                f"({activity_path}): its hours can only be placed relative to real install times. Add "
+                f"{S.INSTALL_TIME} to the users file, or remove the activity file."
+            )
+        assumed = assumed_install_time(p)
+        counts_at = assumed + pd.Timedelta(hours=p.counts_observed_hours)
+        timing = {
+            "timing": S.TIMING_ASSUMED,
+            "assumed_install_time": assumed.isoformat(),
+            "counts_as_of": counts_at.isoformat(),
+        }
+        log.warning(
+            "%s has no %s column: every user is assumed installed at %s and event_1..3 are taken as the "
+            "counts at %s (install + counts_observed_hours = %s h); install_hour/install_dow are left "
+            "empty, and the training set is split at random instead of by install time.",
+            users_path,
+            S.INSTALL_TIME,
+            timing["assumed_install_time"],
+            timing["counts_as_of"],
+            p.counts_observed_hours,
+        )
+    elif p.assumed_install_time is not None:
+        log.warning(
+            "%s has an %s column: game_ltv.ingest.assumed_install_time (%s) is ignored",
+            users_path,
+            S.INSTALL_TIME,
+            p.assumed_install_time,
+        )
     features_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
-    raw_users = read_raw(users_path, S.RAW_USER_COLUMNS)
-    users, q_users, rep_users = validate_users(raw_users)
+    raw_users = read_raw(users_path, S.RAW_USER_COLUMNS if assumed is None else S.BRIEF_USER_COLUMNS)
+    users, q_users, rep_users = validate_users(raw_users, assumed)
     q_users.to_csv(quarantine_dir / "users.csv", index=False)
-    report: dict = {"users": rep_users}
+    report: dict = {**timing, "users": rep_users}
     hourly = None
     if activity_path is not None:
         raw_act = read_raw(activity_path, S.RAW_ACTIVITY_COLUMNS)
         hourly, q_act, rep_act = validate_activity(raw_act, users)
         q_act.to_csv(quarantine_dir / "activity.csv", index=False)
         report["activity"] = rep_act
-    build_profile(users).to_parquet(features_dir / f"{S.PROFILE_TABLE}.parquet", index=False)
+    build_profile(users, install_time_known=assumed is None).to_parquet(
+        features_dir / f"{S.PROFILE_TABLE}.parquet", index=False
+    )
     activity = build_activity(users, hourly, p.counts_observed_hours)
     activity.to_parquet(features_dir / f"{S.ACTIVITY_TABLE}.parquet", index=False)
     labels = build_labels(users)
@@ -213,6 +306,10 @@ def ingest(
         "activity_snapshots": len(activity),
         "payer_share": round(float((labels[S.LABEL] > 0).mean()), 5) if len(labels) else None,
     }
+    # The downstream stages' copy of the timing (the training set splits by it); counts_observed_hours:
+    # the one snapshot's hour after install when there is no activity file, else null.
+    timing_file = {**timing, "counts_observed_hours": p.counts_observed_hours if hourly is None else None}
+    (features_dir / S.TIMING_FILE).write_text(json.dumps(timing_file, indent=2) + "\n")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(report, indent=2) + "\n")
     log.info("ingested %s users (%s quarantined)", len(users), rep_users["quarantined"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import date, datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _P(BaseModel):
@@ -26,12 +28,36 @@ class IngestParams(_P):
         description="folder with users.csv|users.parquet and optionally activity.parquet|.csv"
     )
     counts_observed_hours: int = Field(gt=0, description="hours counted by the users file's event columns")
+    assumed_install_time: str | None = Field(
+        default=None,
+        description=(
+            "used only when the users file has no install_time column: the one install time every user "
+            "is given (ISO-8601, UTC if no offset), i.e. the export's time minus counts_observed_hours; "
+            "null: schema.DEFAULT_ASSUMED_INSTALL_TIME"
+        ),
+    )
+
+    @field_validator("assumed_install_time", mode="before")
+    @classmethod
+    def _iso_8601(cls, v: object) -> object:
+        if isinstance(v, date):  # an unquoted YAML timestamp or date arrives parsed
+            v = v.isoformat()
+        if isinstance(v, str):
+            try:
+                datetime.fromisoformat(v)
+            except ValueError as e:
+                raise ValueError(f"assumed_install_time {v!r} is not an ISO-8601 timestamp") from e
+        return v
 
 
 class TrainingSetParams(_P):
     feature_service: str
     prediction_hours: int = Field(gt=0, description="predict this many hours after install")
-    test_fraction: float = Field(gt=0, lt=1, description="latest install cohorts held out for testing")
+    test_fraction: float = Field(
+        gt=0,
+        lt=1,
+        description="latest install cohorts held out for testing (a seeded random share if install times are assumed)",
+    )
     validation_fraction: float = Field(
         gt=0, lt=1, description="latest part of the train cohorts, early stopping"
     )

@@ -6,12 +6,14 @@ definitions read the feature tables that ingestion writes.
 
 from __future__ import annotations
 
-# The brief's dataset, plus `install_time` (needed for cohorts and point-in-time features).
+# The brief's dataset (11 columns), plus `install_time` when the data has it (cohorts, point-in-time
+# features, a split by time). Without it every user gets one assumed install time (see TIMING_* below).
 ID = "user_id"
 INSTALL_TIME = "install_time"
 LABEL = "revenue"
 CATEGORICAL = ["country", "country_region", "source", "platform", "device_family", "os_version"]
 EVENT_COUNTS = ["event_1", "event_2", "event_3"]
+BRIEF_USER_COLUMNS = [ID, *CATEGORICAL, *EVENT_COUNTS, LABEL]
 RAW_USER_COLUMNS = [ID, INSTALL_TIME, *CATEGORICAL, *EVENT_COUNTS, LABEL]
 
 # Hourly activity log: events per user per hour after install (optional richer source).
@@ -29,3 +31,14 @@ PROFILE_TABLE = "user_profile"
 ACTIVITY_TABLE = "user_activity"
 LABELS_TABLE = "labels"
 EVENT_TIMESTAMP = "event_timestamp"
+
+# Timing modes, recorded by ingestion (metrics and TIMING_FILE in the features dir) and read downstream.
+TIMING_FILE = "timing.json"
+TIMING_INSTALL_TIME = "install_time"  # the users file has install_time: real cohorts, split by time
+TIMING_ASSUMED = "assumed_install_time"  # it has not: one common install time, random split
+# The assumed install time when params give none. A fixed constant, not the file's modification time (which
+# `git clone` / `dvc checkout` reset), so the same file always gives the same features and model version.
+# Clearly artificial, never mistaken for a real install; after the start of the online store's
+# materialization window (2000-01-01, pipelines/materialize.EPOCH) and before any real "now".
+DEFAULT_ASSUMED_INSTALL_TIME = "2001-01-01T00:00:00Z"
+EARLIEST_ASSUMED_INSTALL_TIME = "2000-01-01T00:00:00Z"  # earlier rows would never be materialized

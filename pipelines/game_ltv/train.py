@@ -25,7 +25,7 @@ from pipelines.common.feast_training import feature_service_features
 from pipelines.common.params import load_params
 from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.params import TrainingSetParams, TrainParams
-from pipelines.game_ltv.training_set import SPLIT
+from pipelines.game_ltv.training_set import SPLIT, split_info
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "game_ltv"
@@ -98,7 +98,11 @@ def run(
         prediction_type=PREDICTION_TYPE,
         params=params,
         metrics=info,
-        extra={"prediction_hours": ts.prediction_hours, "unit": "revenue in the first 7 days after install"},
+        extra={
+            "prediction_hours": ts.prediction_hours,
+            "unit": "revenue in the first 7 days after install",
+            **split_info(df),  # timing: install_time, or assumed_install_time (install_* features empty)
+        },
     )
     save_bundle(model_dir, model, meta)
     joblib.dump(baselines, model_dir / BASELINES_FILE)

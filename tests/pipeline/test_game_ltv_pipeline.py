@@ -190,3 +190,158 @@ def test_pandas_free_serving_prediction_equals_batch_prediction(world):
         served, model.predict(pool, prediction_type=meta.prediction_type), rtol=1e-12, atol=0
     )
     assert model.get_metadata()["params"], "the loaded model itself keeps its metadata"
+
+
+# --- The brief's dataset alone: 11 columns, no install_time, no activity file ---------------------------
+
+BRIEF_COLUMNS = [
+    "user_id",
+    "country",
+    "country_region",
+    "source",
+    "platform",
+    "device_family",
+    "os_version",
+    "event_1",
+    "event_2",
+    "event_3",
+    "revenue",
+]
+
+
+@pytest.fixture(scope="module")
+def brief_world(tmp_path_factory):
+    """A small generated world cut down to the brief's 11 columns, through the stage functions `dvc repro`
+    runs (ingest finds its inputs in raw_dir as the stage does), into its own embedded stores."""
+    from pipelines.game_ltv import evaluate, generate, ingest, train, training_set
+    from tests.conftest import World, embedded_settings, small_params
+
+    root = tmp_path_factory.mktemp("brief_world")
+    settings = embedded_settings(root)
+    p = small_params()
+    generated = root / "generated"
+    generate.generate(p.generate, generated)
+    own = root / "data" / "raw" / "own"
+    own.mkdir(parents=True)
+    full = pd.read_csv(generated / "users.csv", dtype=str, keep_default_na=False)
+    assert S.INSTALL_TIME in full.columns
+    full[BRIEF_COLUMNS].to_csv(own / "users.csv", index=False)
+    p = p.model_copy(update={"ingest": p.ingest.model_copy(update={"raw_dir": str(own)})})
+    w = World(
+        params=p,
+        settings=settings,
+        root=root,
+        raw=own,
+        features=settings.features_dir / "game_ltv",
+        quarantine=root / "data" / "quarantine" / "game_ltv",
+        training_set=root / "data" / "training" / "game_ltv.parquet",
+        model_dir=settings.models_dir / "game_ltv",
+        metrics=root / "metrics" / "game_ltv.json",
+        plots=root / "plots",
+        ingest_report={},
+        eval_metrics={},
+    )
+    w.ingest_report = ingest.ingest(p.ingest, w.features, w.quarantine, root / "metrics" / "ingest.json")
+    df = training_set.build_training_set(settings, p.training_set, w.features)
+    w.training_set.parent.mkdir(parents=True)
+    df.to_parquet(w.training_set, index=False)
+    train.run(settings, w.training_set, w.model_dir, p.training_set, p.train)
+    w.eval_metrics = evaluate.evaluate(
+        w.training_set,
+        w.model_dir,
+        own / "oracle.parquet",  # absent, as for real data
+        p.evaluate,
+        p.training_set.prediction_hours,
+        w.metrics,
+        w.plots,
+    )
+    return w, generated
+
+
+def test_brief_columns_alone_are_accepted_with_an_assumed_install_time(brief_world):
+    w, generated = brief_world
+    report = w.ingest_report
+    assert list(pd.read_csv(w.raw / "users.csv", nrows=0).columns) == BRIEF_COLUMNS
+    assert not (w.raw / "activity.parquet").exists() and "activity" not in report
+    assert report["timing"] == S.TIMING_ASSUMED == "assumed_install_time"
+    assumed = pd.Timestamp(report["assumed_install_time"])
+    assert assumed == pd.Timestamp(S.DEFAULT_ASSUMED_INSTALL_TIME)
+    assert json.loads((w.features / S.TIMING_FILE).read_text())["timing"] == S.TIMING_ASSUMED
+    # no row refused for lacking install_time; every other planted defect still quarantined with its reason
+    users = report["users"]
+    assert (
+        users["rows_in"] == len(pd.read_csv(w.raw / "users.csv")) == users["rows_ok"] + users["quarantined"]
+    )
+    q = pd.read_csv(w.quarantine / "users.csv", dtype=str, keep_default_na=False)
+    assert not q["reason"].str.contains("install_time").any()
+    assert not any("install_time" in code for code in users["by_reason"])
+    defects = pd.read_csv(generated / "defects.csv")["kind"].value_counts()
+    for kind, n in defects.drop("bad_install_time", errors="ignore").items():
+        assert users["by_reason"][kind] == (2 * n if kind == "conflicting_duplicate" else n), kind
+    # everyone installed at the assumed time; the counts are one snapshot at + counts_observed_hours
+    prof = pd.read_parquet(w.features / f"{S.PROFILE_TABLE}.parquet")
+    assert (prof[S.EVENT_TIMESTAMP] == assumed).all()
+    assert prof["install_hour"].isna().all() and prof["install_dow"].isna().all()
+    act = pd.read_parquet(w.features / f"{S.ACTIVITY_TABLE}.parquet")
+    counts_at = assumed + pd.Timedelta(hours=w.params.ingest.counts_observed_hours)
+    assert set(act[S.EVENT_TIMESTAMP]) == {assumed, counts_at}
+    # empty revenue = label not known yet: not trained on
+    labels = pd.read_parquet(w.features / f"{S.LABELS_TABLE}.parquet")
+    assert 0 < len(labels) < users["rows_ok"] and labels[S.LABEL].notna().all()
+
+
+def test_brief_columns_training_set_is_split_at_random_and_says_so(brief_world):
+    w, _ = brief_world
+    ts = pd.read_parquet(w.training_set)
+    assert ts.attrs["timing"] == S.TIMING_ASSUMED and ts.attrs["split"].startswith("random")
+    assert ts[S.INSTALL_TIME].nunique() == 1
+    assert abs((ts[SPLIT] == "test").mean() - w.params.training_set.test_fraction) < 0.01
+    assert (ts[SPLIT] == "valid").sum() > 0 and (ts[SPLIT] == "train").sum() > 0
+    # the features are the users file's counts (prediction at install + 24 h = the snapshot's time)
+    flat = pd.read_csv(w.raw / "users.csv", dtype=str, keep_default_na=False).drop_duplicates(S.ID)
+    flat = flat[flat[S.ID].isin(ts[S.ID].astype(str))].set_index(S.ID)
+    flat.index = flat.index.astype("int64")
+    np.testing.assert_array_equal(
+        ts.set_index(S.ID).loc[flat.index, S.EVENT_COUNTS].to_numpy(dtype=int),
+        flat[S.EVENT_COUNTS].to_numpy(dtype=int),
+    )
+
+
+def test_brief_columns_model_is_built_and_beats_the_mean_baseline(brief_world):
+    w, _ = brief_world
+    model, meta = load_bundle(w.model_dir)
+    assert meta.version.startswith("game_ltv-") and meta.feature_service == "game_ltv_v1"
+    assert meta.extra["timing"] == S.TIMING_ASSUMED and meta.extra["split"].startswith("random")
+    ts = pd.read_parquet(w.training_set)
+    test = ts[ts[SPLIT] == "test"]
+    pred = predict(model, meta, test)
+    assert len(pred) == len(test) > 500 and np.isfinite(pred).all() and (pred >= 0).all()
+    m = w.eval_metrics
+    assert m["timing"] == S.TIMING_ASSUMED and m["split"].startswith("random")
+    assert m["test_rows"] == len(test) and m["oracle_normalized_gini"] is None
+    assert m["normalized_gini"] > m["baseline_mean_normalized_gini"] + 0.3
+    assert json.loads(w.metrics.read_text())["timing"] == S.TIMING_ASSUMED
+
+
+def test_brief_columns_user_is_scored_through_the_api(brief_world):
+    from fastapi.testclient import TestClient
+
+    from pipelines.materialize import sync_online
+    from serving.app import create_app
+
+    w, _ = brief_world
+    assert sync_online(w.settings) == "materialized"
+    model, meta = load_bundle(w.model_dir)
+    ts = pd.read_parquet(w.training_set)
+    row = ts[ts[SPLIT] == "test"].iloc[[0]]
+    uid = int(row[S.ID].iloc[0])
+    with TestClient(create_app(w.settings)) as client:
+        r = client.post("/v1/models/game_ltv/predict", json={"entities": {S.ID: [uid]}})
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    assert p["entity"] == {S.ID: uid} and p["found_in_online_store"]
+    assert np.isfinite(p["prediction"]) and p["prediction"] >= 0
+    # the store's latest snapshot is the one the training row saw: the same prediction
+    assert p["prediction"] == pytest.approx(float(predict(model, meta, row)[0]), rel=1e-9)
+    # empty by design rather than faked: no install hour/day, no hourly log to count active hours from
+    assert set(p["missing_features"]) == {"install_hour", "install_dow", "active_hours", "last_active_hour"}
