@@ -51,7 +51,7 @@ class ColumnSpec(_Strict):
     max: float | None = Field(default=None, description="largest allowed value (numbers)")
     nullable: bool = Field(default=False, description="may the value be empty? else the row is quarantined")
     feature: bool = Field(default=True, description="a model input (false: kept and validated, not learned)")
-    description: str = ""
+    description: str = Field(default="", description="shown in the Feast registry")
     monotone: Literal[-1, 0, 1] = Field(
         default=0,
         description="+1: more of it never lowers the prediction (a CatBoost constraint); -1: never raises",
@@ -87,8 +87,8 @@ class ColumnSpec(_Strict):
 class EntitySpec(_Strict):
     name: str = Field(pattern=NAME, description="the business concept, e.g. obligation; one per concept")
     join_key: str = Field(pattern=NAME, description="the id column in every source, e.g. obligation_id")
-    key_type: Literal["int", "str"] = "int"
-    description: str = ""
+    key_type: Literal["int", "str"] = Field(default="int", description="int (64-bit) or str ids")
+    description: str = Field(default="", description="shown in the Feast registry")
 
 
 class SourceSpec(_Strict):
@@ -105,7 +105,12 @@ class SourceSpec(_Strict):
     as_of: datetime | None = Field(
         default=None, description="for a static table without a timestamp column: when it was true"
     )
-    ttl_days: float = Field(default=0, ge=0, description="rows older than this are not served; 0 = forever")
+    ttl_days: float = Field(
+        default=0,
+        ge=0,
+        description="a training row ignores values older than this before its prediction time; 0 = forever "
+        "(the online store serves the latest row)",
+    )
     columns: dict[str, ColumnSpec] = Field(min_length=1, description="column name -> its declaration")
 
     @model_validator(mode="after")
@@ -129,7 +134,7 @@ class LabelSpec(_Strict):
         description="the label table: CSV or Parquet file(s), one row per prediction"
     )
     column: str = Field(description="the label column; empty = not known yet (scored, not trained on)")
-    task: Literal["binary", "multiclass", "regression"]
+    task: Literal["binary", "multiclass", "regression"] = Field(description="what the label is")
     positive: str | int | None = Field(
         default=None, description="binary: the value meaning 'yes' (default 1)"
     )
@@ -178,9 +183,9 @@ class SplitSpec(_Strict):
     kind: Literal["random", "time", "group"] = Field(
         default="random", description="random (stratified for classification), time (latest rows), group"
     )
-    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of the labeled rows held out")
     group_column: str | None = Field(default=None, description="kind group: rows sharing it stay together")
-    seed: int = 7
+    seed: int = Field(default=7, description="seed of the random and group splits")
 
     @model_validator(mode="after")
     def _group(self) -> SplitSpec:
@@ -196,15 +201,15 @@ class TuneSpec(_Strict):
 
 
 class SegmentSpec(_Strict):
-    name: str
-    min: float
+    name: str = Field(description="e.g. High")
+    min: float = Field(description="lowest prediction in the segment")
 
 
 class ModelSection(_Strict):
     params: dict[str, Any] = Field(
         default_factory=dict, description="CatBoost parameters (iterations, depth, learning_rate, ...)"
     )
-    tune: TuneSpec = TuneSpec()
+    tune: TuneSpec = Field(default=TuneSpec(), description="an Optuna search (below); off by default")
     validation_fraction: float = Field(
         default=0.15, gt=0, lt=0.5, description="of the training rows: early stopping and calibration"
     )
@@ -213,9 +218,11 @@ class ModelSection(_Strict):
         default="f1", description="binary operating threshold: a probability, or f1 (best F1 on validation)"
     )
     segments: list[SegmentSpec] = Field(default_factory=list, description="named score bands by lower bound")
-    max_reasons: int = Field(default=3, ge=0)
-    seed: int = 42
-    thread_count: int = 2
+    max_reasons: int = Field(
+        default=3, ge=0, description="reasons quoted per prediction (features with a `reason`)"
+    )
+    seed: int = Field(default=42, description="CatBoost's and the validation split's seed")
+    thread_count: int = Field(default=2, description="CatBoost threads")
 
     @field_validator("params")
     @classmethod
@@ -228,7 +235,7 @@ class ModelSection(_Strict):
 
 
 class OutputSpec(_Strict):
-    path: str
+    path: str = Field(description="CSV file to write")
     columns: list[str] | None = Field(
         default=None, description="columns to write (default: keys, time, prediction[, actual])"
     )
@@ -241,25 +248,25 @@ class OutputsSpec(_Strict):
 
 class OracleSpec(_Strict):
     path: str = Field(description="file with the join key, the prediction time and the true expectation")
-    column: str
+    column: str = Field(description="the column holding the true expectation (a probability or a mean)")
 
 
 class DemoDataSpec(_Strict):
     generator: str = Field(description="module with generate(out, **params), e.g. synthetic.payment_option")
     out: str = Field(description="folder the generator writes (the sources' paths point into it)")
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of generate()")
 
 
 class Spec(_Strict):
     name: str = Field(pattern=NAME, description="the model's name: models/<name>/, metrics/<name>.json")
     version: int = Field(default=1, ge=1, description="FeatureService <name>_v<version>")
-    description: str = ""
-    entity: EntitySpec
-    sources: list[SourceSpec] = Field(min_length=1)
-    label: LabelSpec
-    split: SplitSpec = SplitSpec()
-    model: ModelSection = ModelSection()
-    outputs: OutputsSpec = OutputsSpec()
+    description: str = Field(default="", description="one line: what the model predicts (reports, registry)")
+    entity: EntitySpec = Field(description="who or what is scored (below)")
+    sources: list[SourceSpec] = Field(min_length=1, description="the feature tables (below), at least one")
+    label: LabelSpec = Field(description="the label table (below)")
+    split: SplitSpec = Field(default=SplitSpec(), description="how the test rows are chosen (below)")
+    model: ModelSection = Field(default=ModelSection(), description="CatBoost and its options (below)")
+    outputs: OutputsSpec = Field(default=OutputsSpec(), description="the batch files (below)")
     oracle: OracleSpec | None = Field(default=None, description="for evaluation only: the true expectation")
     demo_data: DemoDataSpec | None = Field(default=None, description="a built-in generator for the demo")
 

@@ -107,9 +107,12 @@ def stages_of(spec: Spec, spec_file: str) -> dict[str, dict[str, Any]]:
     training, model_dir = f"data/training/{m}.parquet", f"models/{m}"
     run = "python -m pipelines.tabular {} " + m
 
+    declared = set(yaml.safe_load((ROOT / spec_file).read_text()))
+
     def params(*keys: str) -> list[dict[str, list[str]]]:
-        present = [k for k in keys if getattr(spec, k) is not None]
-        return [{spec_file: present}]
+        """The spec's keys that shape a stage, those written in the file (DVC reads them from it; a key
+        left to its default has no value there to track)."""
+        return [{spec_file: [k for k in keys if k in declared]}]
 
     out: dict[str, dict[str, Any]] = {}
     if spec.demo_data:
@@ -154,8 +157,8 @@ def stages_of(spec: Spec, spec_file: str) -> dict[str, dict[str, Any]]:
         "params": params("label", "model", "oracle"),
         "metrics": [{f"metrics/{m}.json": {"cache": False}}],
         "plots": [
-            {f"plots/{m}/{m}_evaluation.png": {"cache": False}},
-        ],
+            {f"plots/{m}": {"cache": False}}
+        ],  # the evaluation figure and its csv (calibration/deciles)
     }
     holdout = (
         spec.outputs.holdout.path if spec.outputs.holdout else f"data/outputs/{m}/holdout_predictions.csv"

@@ -92,3 +92,16 @@ def test_specs_naming_one_entity_must_declare_it_alike(tmp_path):
     b["entity"]["key_type"] = "int"
     write_spec(tmp_path, b)
     assert [s.name for s in load_specs(tmp_path)] == ["churn", "upsell"]
+
+
+def test_the_committed_reference_is_what_the_spec_models_say():
+    from pipelines.tabular.spec_docs import OUT, render
+
+    assert OUT.read_text() == render(), "run `python -m pipelines.tabular.spec_docs`"
+
+
+def test_every_committed_spec_loads(tmp_path):
+    from core.settings import ROOT
+
+    specs = load_specs(ROOT / "specs")
+    assert {"payment_option", "churn"} <= {s.name for s in specs}
