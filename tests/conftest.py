@@ -190,3 +190,17 @@ def purchase_world(tmp_path_factory: pytest.TempPathFactory) -> PurchaseWorld:
     w = build_purchase_world(root, embedded_settings(root))
     assert sync_online(w.settings) == "materialized"
     return w
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Markers tell the truth: every test under tests/integration talks to a service (`integration`), every
+    test under tests/pipeline builds a world with the real stages (`slow`); `make test-fast` relies on it."""
+    wrong = []
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts and item.get_closest_marker("integration") is None:
+            wrong.append(f"{item.nodeid}: under tests/integration but not marked integration")
+        if "pipeline" in parts and item.get_closest_marker("slow") is None:
+            wrong.append(f"{item.nodeid}: under tests/pipeline but not marked slow")
+    if wrong:
+        raise pytest.UsageError("test markers do not tell the truth:\n" + "\n".join(wrong))

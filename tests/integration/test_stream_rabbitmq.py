@@ -26,6 +26,8 @@ from serving.stream.sessions import delete_sessions, session_prefix
 from tests.conftest import env_or_skip
 from tests.pipeline.test_purchase_propensity import _lines
 
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
 CRASH_AT_BATCH = 3
 
 

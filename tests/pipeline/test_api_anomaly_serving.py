@@ -23,6 +23,8 @@ from pipelines.api_anomaly.generate import generate
 from pipelines.common.params import load_params
 from tests.conftest import embedded_settings
 
+pytestmark = pytest.mark.slow
+
 
 @dataclass
 class AnomalyWorld:

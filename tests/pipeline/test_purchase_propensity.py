@@ -16,6 +16,8 @@ from pipelines.purchase_propensity.events import InvalidEvent, parse_event
 from pipelines.purchase_propensity.training_set import MAX_OVERLAP_SHARE, check_parity
 from serving.stream.brokers import MemoryBroker, resolved
 
+pytestmark = pytest.mark.slow
+
 
 def test_ingest_catches_every_planted_defect(purchase_world):
     ev = purchase_world.ingest["events"]

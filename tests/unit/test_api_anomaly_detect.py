@@ -33,6 +33,7 @@ def test_windows_and_a_history_too_short_to_tune_on():
         windows(dates[:20], 14, 14)
 
 
+@pytest.mark.slow
 def test_thresholds_come_from_the_earlier_weeks_only(small_world):
     counts, labels, holidays = small_world
     m1, anomalies, scores, curves = run(counts, labels, holidays, 14, 14, SeasonalConfig())

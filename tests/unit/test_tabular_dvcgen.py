@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from core.settings import ROOT
@@ -31,6 +32,7 @@ def _loaded_project_files(module: str) -> set[str]:
     return {str(f.relative_to(ROOT)) for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts}
 
 
+@pytest.mark.slow  # a fresh interpreter per stage: about 30 s
 def test_every_stage_depends_on_every_project_file_it_imports():
     """Computed independently of the generator's import reading: what the interpreter loads. (Lazy
     imports inside functions are in the derived deps too, so the deps may be a superset.)"""
