@@ -4,9 +4,10 @@ A model opts in through its metadata (core.model_bundle), so serving needs no mo
 
 * ``extra["segments"]``: ``[{"name": "Low", "min": 0.0}, {"name": "Medium", "min": 0.08}, ...]``; a
   prediction belongs to the last segment whose ``min`` it reaches.
-* ``extra["reasons"]``: feature name -> phrase template with ``{value}``; ``extra["max_reasons"]``.
-  Reasons are the features with the largest positive SHAP contributions (CatBoost's exact TreeSHAP, in
-  raw-score units) for this row, among those that have a phrase, phrased with the row's own value.
+* ``extra["reasons"]``: feature name -> phrase template with ``{value}``; ``extra["max_reasons"]``;
+  ``extra["min_contribution"]`` (default 0). Reasons are the features with the largest positive SHAP
+  contributions (CatBoost's exact TreeSHAP, in raw-score units) for this row, above that minimum, among
+  those that have a phrase, phrased with the row's own value.
 """
 
 from __future__ import annotations
@@ -51,17 +52,23 @@ def _phrase(template: str, value: Any) -> str | None:
         return None
     try:
         return template.format(value=value)
-    except (ValueError, TypeError):  # a numeric format ("{value:.0f}") for a text value: say it plainly
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+    ):  # e.g. "{value:.0f}" for a text value: say it plainly
         return _FIELD.sub(str(value), template)
 
 
 def reasons(contrib: np.ndarray, values: list[Any], meta: ModelMetadata) -> list[dict[str, Any]]:
-    """The row's strongest risk-raising features, each with its value, contribution and phrase."""
+    """The row's strongest prediction-raising features, each with its value, contribution and phrase."""
     phrases: dict[str, str] = meta.extra.get("reasons") or {}
     k = int(meta.extra.get("max_reasons", 3))
+    floor = float(meta.extra.get("min_contribution", 0.0))
     out: list[dict[str, Any]] = []
     for j in np.argsort(-contrib):
-        if len(out) >= k or contrib[j] <= 0:
+        if len(out) >= k or contrib[j] <= floor:
             break
         f = meta.features[j]
         template = phrases.get(f.name)

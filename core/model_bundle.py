@@ -107,14 +107,15 @@ def save_bundle(folder: Path, model: Any, metadata: ModelMetadata) -> None:
     (folder / METADATA_FILE).write_text(metadata.to_json())
 
 
-def load_metadata(folder: Path) -> ModelMetadata:
-    return ModelMetadata.from_dict(json.loads((folder / METADATA_FILE).read_text()))
+def load_metadata(folder: Path | str) -> ModelMetadata:
+    return ModelMetadata.from_dict(json.loads((Path(folder) / METADATA_FILE).read_text()))
 
 
 def load_bundle(folder: Path) -> tuple[Any, ModelMetadata]:
     """(model, metadata); the model is None for kinds without a trained artefact."""
     from catboost import CatBoost
 
+    folder = Path(folder)
     meta = load_metadata(folder)
     if meta.kind != "catboost":
         return None, meta

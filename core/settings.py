@@ -43,7 +43,9 @@ class Settings(BaseSettings):
 
     # --- models and serving ---
     models_dir: Path = ROOT / "models"
-    specs_dir: Path = Field(default=ROOT / "specs", description="model specs (core/spec.py), one YAML per model")
+    specs_dir: Path = Field(
+        default=ROOT / "specs", description="model specs (core/spec.py), one YAML per model"
+    )
     data_dir: Path = ROOT / "data"
     request_log_url: str | None = Field(
         default=None, description="Request-log database; default DATABASE_URL, else SQLite in data/"

@@ -13,21 +13,44 @@ A leaf module: it imports nothing of the project but settings, so feature_repo a
 from __future__ import annotations
 
 import re
+import string
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from core.settings import ROOT
 
 NAME = r"^[a-z][a-z0-9_]*$"
 ColumnType = Literal["int", "float", "string", "bool"]
 # Feast dtype of each column type (a bool feature is served as 0/1, like CatBoost sees it)
 FEAST_DTYPES = {"int": "Int64", "float": "Float64", "string": "String", "bool": "Int64"}
 SPEC_SUFFIX = ".yaml"
+# Column names the stages use themselves (ingest, training set, quarantine files): no declared column may take one.
+RESERVED = {
+    "prediction_time",
+    "event_timestamp",
+    "split",
+    "_row",
+    "source_row",
+    "source_file",
+    "reason",
+    "reason_code",
+}
+# Regression losses whose served value is one number on the label's scale (Poisson/Tweedie through exp).
+REGRESSION_LOSSES = {
+    "RMSE",
+    "MAE",
+    "Quantile",
+    "Expectile",
+    "Huber",
+    "LogCosh",
+    "Lq",
+    "MAPE",
+    "Poisson",
+    "Tweedie",
+}
 NOT_SPECS = {"dvc.yaml"}  # specs/dvc.yaml is derived from the specs (pipelines/tabular/dvcgen.py)
 
 
@@ -37,6 +60,14 @@ class SpecError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_number(v: object) -> bool:
+    try:
+        float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(v, bool)
 
 
 class ColumnSpec(_Strict):
@@ -81,6 +112,25 @@ class ColumnSpec(_Strict):
             raise ValueError(f"min {self.min} is above max {self.max}")
         if self.monotone and self.is_categorical:
             raise ValueError("monotone applies to numeric features only")
+        if self.values is not None and self.type == "bool":
+            raise ValueError("a bool column takes true/false; `values` does not apply")
+        if self.values is not None and self.type in {"int", "float"}:
+            bad = [
+                v
+                for v in self.values
+                if not _is_number(v) or (self.type == "int" and float(v) != int(float(v)))
+            ]
+            if bad:
+                raise ValueError(f"values {bad} are not {'whole ' if self.type == 'int' else ''}numbers")
+        if self.reason is not None:
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(self.reason) if f is not None}
+            except ValueError as e:
+                raise ValueError(f"reason {self.reason!r} is not a valid template: {e}") from None
+            if fields - {"value"}:
+                raise ValueError(
+                    f"reason {self.reason!r} may only use {{value}}, not {sorted(fields - {'value'})}"
+                )
         return self
 
 
@@ -143,6 +193,11 @@ class LabelSpec(_Strict):
     prediction_time: str = Field(
         description="column: when the prediction is made; features strictly before it are used"
     )
+    data_end: datetime | None = Field(
+        default=None,
+        description="the export's 'now': labels are final when prediction_time + horizon_days is not after it "
+        "(default: the latest prediction_time)",
+    )
     horizon_days: float = Field(
         default=0,
         ge=0,
@@ -168,6 +223,8 @@ class LabelSpec(_Strict):
             raise ValueError(f"`classes` is for task multiclass, not {self.task}")
         if self.task != "binary" and (self.positive is not None or self.negative is not None):
             raise ValueError(f"`positive`/`negative` are for task binary, not {self.task}")
+        if self.task == "binary" and self.binary_values[0] == self.binary_values[1]:
+            raise ValueError(f"`positive` and `negative` are both {self.binary_values[0]!r}")
         return self
 
     @property
@@ -214,12 +271,18 @@ class ModelSection(_Strict):
         default=0.15, gt=0, lt=0.5, description="of the training rows: early stopping and calibration"
     )
     calibration: Literal["none", "platt"] = Field(default="none", description="binary: Platt scaling")
-    threshold: float | Literal["f1"] = Field(
+    threshold: Annotated[float, Field(gt=0, lt=1)] | Literal["f1"] = Field(
         default="f1", description="binary operating threshold: a probability, or f1 (best F1 on validation)"
     )
     segments: list[SegmentSpec] = Field(default_factory=list, description="named score bands by lower bound")
     max_reasons: int = Field(
         default=3, ge=0, description="reasons quoted per prediction (features with a `reason`)"
+    )
+    reason_min_contribution: float = Field(
+        default=0.05,
+        ge=0,
+        description="a feature is quoted as a reason only if it raises the raw score by at least this much "
+        "(log-odds for binary models)",
     )
     seed: int = Field(default=42, description="CatBoost's and the validation split's seed")
     thread_count: int = Field(default=2, description="CatBoost threads")
@@ -272,48 +335,117 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Spec:
-        seen: dict[str, str] = {}
+        """Cross-field rules. Each error starts with ``at <key path>:`` so `parse_spec` can name its line."""
+        lab, key = self.label, self.entity.join_key
         names = [s.name for s in self.sources]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"source names must be unique; repeated: {dup}")
-        for s in self.sources:
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise ValueError(f"at sources[{i}].name: source names must be unique; {n!r} is repeated")
+        feature_of: dict[str, str] = {}
+        label_cols = {lab.column, lab.prediction_time, *lab.request_features, *lab.columns}
+        for i, s in enumerate(self.sources):
             for c, col in s.columns.items():
-                if c in {self.entity.join_key, s.timestamp}:
-                    raise ValueError(f"sources.{s.name}.columns.{c}: the join key and timestamp are implicit")
-                if col.feature and c in seen:
+                at = f"at sources[{i}].columns.{c}"
+                if c in RESERVED:
+                    raise ValueError(f"{at}: {c!r} is a name the platform uses itself; rename the column")
+                if c in {key, s.timestamp}:
                     raise ValueError(
-                        f"feature {c!r} is declared in sources {seen[c]} and {s.name}; a feature has one source"
+                        f"{at}: the join key and the timestamp are implicit, do not declare them"
                     )
+                if col.feature and c in feature_of:
+                    raise ValueError(f"{at}: feature {c!r} is also declared in source {feature_of[c]}")
+                if col.feature and c in label_cols:
+                    raise ValueError(f"{at}: feature {c!r} has the name of a label-table column")
                 if col.feature:
-                    seen[c] = s.name
-        lab = self.label
-        for c in lab.request_features:
-            if c in seen:
-                raise ValueError(f"label.request_features.{c} is also a feature of source {seen[c]}")
-        reserved = {self.entity.join_key, lab.prediction_time, lab.column}
-        for c in [*lab.request_features, *lab.columns]:
-            if c in reserved:
-                raise ValueError(f"label column {c!r} is the key, the prediction time or the label itself")
-        if self.split.group_column and self.split.group_column not in lab.columns:
+                    feature_of[c] = s.name
+        if lab.column in RESERVED:
+            raise ValueError(f"at label.column: {lab.column!r} is a name the platform uses itself")
+        if lab.prediction_time in RESERVED - {"prediction_time"}:
             raise ValueError(
-                f"split.group_column {self.split.group_column!r} must be declared under label.columns"
+                f"at label.prediction_time: {lab.prediction_time!r} is a name the platform uses itself"
+            )
+        if lab.column in {key, lab.prediction_time}:
+            raise ValueError("at label.column: the label cannot be the join key or the prediction time")
+        for part, cols in (("request_features", lab.request_features), ("columns", lab.columns)):
+            for c, col in cols.items():
+                at = f"at label.{part}.{c}"
+                if c in RESERVED:
+                    raise ValueError(f"{at}: {c!r} is a name the platform uses itself; rename the column")
+                if c in {key, lab.prediction_time, lab.column}:
+                    raise ValueError(f"{at}: the key, the prediction time and the label are implicit")
+                if part == "request_features" and not col.feature:
+                    raise ValueError(
+                        f"{at}: a request feature is a model input; `feature: false` makes no sense"
+                    )
+        both = sorted(set(lab.request_features) & set(lab.columns))
+        if both:
+            raise ValueError(f"at label.columns: {both} are already request features")
+        g = self.split.group_column
+        if g and g not in lab.columns and g != key:
+            raise ValueError(
+                f"at split.group_column: {g!r} must be the join key or declared under label.columns"
             )
         if not self.features:
-            raise ValueError("the spec declares no feature (every column has feature: false)")
-        if lab.task == "multiclass":
-            for c, col in self.features:
-                if col.monotone or col.reason:
-                    raise ValueError(
-                        f"feature {c!r}: monotone constraints and reason phrases are for binary and regression "
-                        "models (CatBoost has no monotone multiclass; reasons explain one score)"
-                    )
-        if "loss_function" in self.model.params and lab.task != "regression":
+            raise ValueError("at sources: the spec declares no feature (every column has feature: false)")
+        for c, col in self.features:
+            where = f"label.request_features.{c}" if c in lab.request_features else self._column_path(c)
+            if lab.task == "multiclass" and (col.monotone or col.reason):
+                raise ValueError(
+                    f"at {where}: monotone constraints and reason phrases are for binary and regression "
+                    "models (CatBoost has no monotone multiclass; reasons explain one score)"
+                )
+        task = lab.task
+        loss = self.model.params.get("loss_function")
+        if loss is not None and task != "regression":
             raise ValueError(
-                "model.params.loss_function is set by the task for binary/multiclass (Logloss/MultiClass); "
-                "only a regression may choose its loss (RMSE, Poisson, Tweedie:variance_power=1.5, ...)"
+                "at model.params.loss_function: binary and multiclass losses follow the task (Logloss, "
+                "MultiClass); only a regression may choose its loss (RMSE, Poisson, Tweedie:variance_power=1.5, ...)"
             )
+        if loss is not None and str(loss).split(":")[0] not in REGRESSION_LOSSES:
+            raise ValueError(
+                f"at model.params.loss_function: {loss!r} is not served; use one of {sorted(REGRESSION_LOSSES)}"
+            )
+        if task != "binary" and self.model.calibration != "none":
+            raise ValueError("at model.calibration: calibration is for binary models")
+        if task != "binary" and "threshold" in self.model.model_fields_set:
+            raise ValueError("at model.threshold: an operating threshold is for binary models")
+        self._check_outputs()
         return self
+
+    def _column_path(self, column: str) -> str:
+        for i, s in enumerate(self.sources):
+            if column in s.columns:
+                return f"sources[{i}].columns.{column}"
+        return "sources"
+
+    def output_columns(self, holdout: bool) -> list[str]:
+        """The columns the score stage can write (outputs.*.columns picks among them)."""
+        lab = self.label
+        cols = [self.entity.join_key, lab.prediction_time, *lab.request_features]
+        if lab.task == "multiclass":
+            cols += ["predicted_class", "prediction", *[f"p_{c}" for c in lab.classes or []]]
+        else:
+            cols.append("prediction")
+        if lab.task == "binary":
+            cols.append("decision")
+        if self.model.segments:
+            cols.append("segment")
+        return cols + (["actual"] if holdout else [])
+
+    def _check_outputs(self) -> None:
+        o = self.outputs
+        if o.holdout and o.scoring and o.holdout.path == o.scoring.path:
+            raise ValueError(
+                "at outputs.scoring.path: the hold-out and the scoring file need different paths"
+            )
+        for which, out in (("holdout", o.holdout), ("scoring", o.scoring)):
+            if out and out.columns:
+                known = self.output_columns(holdout=which == "holdout")
+                bad = [c for c in out.columns if c not in known]
+                if bad:
+                    raise ValueError(
+                        f"at outputs.{which}.columns: {bad} are not produced; choose among {known}"
+                    )
 
     # --- derived names: the one place each is spelled ---
     @property
@@ -332,10 +464,6 @@ class Spec(_Strict):
     @property
     def request_feature_names(self) -> list[str]:
         return list(self.label.request_features)
-
-    def resolve(self, path: str) -> Path:
-        p = Path(path)
-        return p if p.is_absolute() else ROOT / p
 
 
 # --- loading -------------------------------------------------------------------------------------------
@@ -387,6 +515,10 @@ def parse_spec(text: str, origin: str = "<spec>") -> Spec:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (a typo?)"
+            located = re.match(r"at ([\w.\[\]]+): (.*)", msg, re.S)
+            if located:  # a cross-field rule names its key: loc = that key, relative to where it was raised
+                loc = loc + tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", located[1]))
+                line, msg = _line_of(node, loc), located[2]
             lines.append(f"{origin}:{line or '?'}: {_where(loc)}: {msg}")
         raise SpecError("\n".join(lines)) from None
 
@@ -409,7 +541,12 @@ def spec_paths(specs_dir: Path) -> list[Path]:
 def load_specs(specs_dir: Path) -> list[Spec]:
     """Every spec of a folder; two specs naming the same entity must declare it alike (one entity per
     business concept), and model names are unique."""
-    specs = [load_spec(p) for p in spec_paths(specs_dir)]
+    specs = []
+    for p in spec_paths(specs_dir):
+        spec = load_spec(p)
+        if spec.name != p.stem:
+            raise SpecError(f"{p}:1: name: the file is named {p.stem!r} but declares name {spec.name!r}")
+        specs.append(spec)
     entities: dict[str, tuple[str, EntitySpec]] = {}
     models: set[str] = set()
     for s in specs:

@@ -24,29 +24,15 @@ from core.cli import configure_logging
 from core.fast_materialize import materialize_fast
 from core.feature_store import apply_definitions, open_store, raw_config
 from core.model_bundle import file_sha256
+from core.registry import HAND_WRITTEN, models
 from core.settings import Settings
 from core.spec import find_spec, load_specs
 from pipelines.common.offline_tables import publish_tables
 
 log = logging.getLogger(__name__)
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # materialize from here: every row, a static table's too
 
-# model -> (profile table whose latest row is the spot-check entity, join key, a feature service); the
-# spec'd models (specs/*.yaml) join them in `models()`.
-MODELS = {
-    "game_ltv": ("user_profile", "user_id", "game_ltv_v1"),
-    "customer_risk": ("customer_profile", "customer_id", "customer_risk_v1"),
-    "api_anomaly": ("segment_baseline", "segment", "api_anomaly_v1"),
-    "purchase_propensity": ("session_activity", "customer_id", "purchase_propensity_v1"),
-}
-
-
-def models(settings: Settings) -> dict[str, tuple[str, str, str]]:
-    """MODELS and every spec'd model (its first source, join key and FeatureService)."""
-    out = dict(MODELS)
-    for spec in load_specs(settings.specs_dir):
-        out[spec.name] = (spec.sources[0].name, spec.entity.join_key, spec.feature_service)
-    return out
+MODELS = HAND_WRITTEN  # the hand-written models; `models(settings)` adds the spec'd ones
 
 
 def _store_id(settings: Settings) -> str:

@@ -13,17 +13,27 @@ from scipy.stats import spearmanr
 
 
 def cumulative_gain(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Share of total label captured by the top-k users ranked by y_pred, for k = 1..n."""
-    order = np.argsort(-np.asarray(y_pred, dtype=float), kind="stable")
-    y = np.asarray(y_true, dtype=float)[order]
-    return np.cumsum(y) / y.sum()
+    """Share of total label captured by the top-k users ranked by y_pred, for k = 1..n. Users with tied
+    predictions share their group's label evenly (so the curve does not depend on row order: a constant
+    prediction gives the diagonal)."""
+    pred = np.asarray(y_pred, dtype=float)
+    order = np.argsort(-pred, kind="stable")
+    p, y = pred[order], np.asarray(y_true, dtype=float)[order]
+    _, start, count = np.unique(-p, return_index=True, return_counts=True)
+    group_mean = np.add.reduceat(y, start) / count
+    return np.cumsum(np.repeat(group_mean, count)) / y.sum()
 
 
 def normalized_gini(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    def raw(pred: np.ndarray) -> float:
-        return float(2 * cumulative_gain(y_true, pred).mean() - 1)
+    """0 for a constant prediction; NaN (undefined) when the labels sum to zero or do not vary."""
+    y = np.asarray(y_true, dtype=float)
+    if y.sum() <= 0 or np.ptp(y) == 0:
+        return float("nan")
 
-    return raw(y_pred) / raw(y_true)
+    def raw(pred: np.ndarray) -> float:  # twice the area between the gain curve and the diagonal
+        return float(2 * cumulative_gain(y, pred).mean() - 1 - 1 / len(y))
+
+    return raw(y_pred) / raw(y)
 
 
 def deciles(y_true: np.ndarray, y_pred: np.ndarray, n_bins: int = 10) -> pd.DataFrame:

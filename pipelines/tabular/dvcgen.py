@@ -134,7 +134,8 @@ def stages_of(spec: Spec, spec_file: str) -> dict[str, dict[str, Any]]:
         "outs": [feats, clean, quarantine],
         "metrics": [{f"metrics/{m}_ingest.json": {"cache": False}}],
     }
-    repo = ["feature_repo/feature_store.yaml", *import_closure(FEATURE_REPO / "spec_models.py")]
+    # Feast parses every file of the feature repo (a name clash anywhere changes the training set)
+    repo = ["feature_repo/feature_store.yaml", *import_closure(*sorted(FEATURE_REPO.rglob("*.py")))]
     out[f"{m}_training_set"] = {
         "cmd": run.format("training_set"),
         "wdir": "..",
@@ -146,7 +147,7 @@ def stages_of(spec: Spec, spec_file: str) -> dict[str, dict[str, Any]]:
         "cmd": run.format("train"),
         "wdir": "..",
         "deps": [*module_closure(STAGES["train"]), training],
-        "params": params("entity", "sources", "label", "model"),
+        "params": params("version", "entity", "sources", "label", "model"),
         "outs": [model_dir],
     }
     oracle = [_data_dep(spec, spec.oracle.path)] if spec.oracle else []
@@ -168,7 +169,7 @@ def stages_of(spec: Spec, spec_file: str) -> dict[str, dict[str, Any]]:
         "cmd": run.format("score"),
         "wdir": "..",
         "deps": [*module_closure(STAGES["score"]), training, model_dir],
-        "params": params("label", "outputs"),
+        "params": params("version", "label", "model", "outputs"),
         "outs": [holdout, scoring],
     }
     out[f"{m}_report"] = {
@@ -186,7 +187,7 @@ def stages_of(spec: Spec, spec_file: str) -> dict[str, dict[str, Any]]:
                 scoring,
             ]
         ),
-        "params": params("description", "label", "model", "outputs"),
+        "params": params("version", "description", "label", "model", "outputs"),
         "outs": [{f"docs/reports/{m}.md": {"cache": False}}, {f"docs/reports/{m}": {"cache": False}}],
     }
     return out

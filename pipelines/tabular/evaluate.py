@@ -216,10 +216,9 @@ def evaluate(layout: Layout, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str
 
 
 def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import (
+        Figure,
+    )  # no pyplot: no global backend or figure state (notebooks keep theirs)
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     layout.plots.mkdir(parents=True, exist_ok=True)
@@ -228,7 +227,8 @@ def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
         y, curves = plots["y"], {"model": plots["p"], "linear baseline": plots["baseline"]}
         if plots["oracle"] is not None:
             curves["oracle"] = plots["oracle"]
-        fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+        fig = Figure(figsize=(15, 4.5))
+        ax = fig.subplots(1, 3)
         for label, p in curves.items():
             fpr, tpr, _ = roc_curve(y, p)
             ax[0].plot(fpr, tpr, label=label)
@@ -250,7 +250,8 @@ def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
             a.legend(loc="best", fontsize=8)
     elif task == "multiclass":
         cm = np.asarray(plots["confusion"], dtype=float)
-        fig, a = plt.subplots(figsize=(6, 5))
+        fig = Figure(figsize=(6, 5))
+        a = fig.subplots()
         a.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
         classes = plots["classes"]
         a.set(
@@ -270,7 +271,8 @@ def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
         t["decile"] = pd.qcut(t["p"].rank(method="first"), 10, labels=False) + 1
         d = t.groupby("decile").agg(predicted=("p", "mean"), actual=("y", "mean")).reset_index()
         d.to_csv(layout.plots / "deciles.csv", index=False)
-        fig, a = plt.subplots(figsize=(7, 4.5))
+        fig = Figure(figsize=(7, 4.5))
+        a = fig.subplots()
         a.bar(d["decile"] - 0.2, d["predicted"], width=0.4, label="predicted")
         a.bar(d["decile"] + 0.2, d["actual"], width=0.4, label="actual")
         a.set(
@@ -282,7 +284,6 @@ def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
     fig.suptitle(f"{name}: evaluation")
     fig.tight_layout()
     fig.savefig(layout.plots / f"{name}_evaluation.png", dpi=90)
-    plt.close(fig)
 
 
 def run(settings: Settings, layout: Layout) -> dict[str, Any]:

@@ -75,7 +75,9 @@ def parse_column(v: RowValidator, name: str, col: ColumnSpec) -> pd.Series:
     empty = text.isna() | (text == "")
     if not col.nullable:
         v.reject(empty, f"missing_{name}", f"{name} is missing (declared not nullable)")
-    if col.type == "string" or (col.type == "int" and col.values is not None and col.is_categorical):
+    if col.type == "int" and col.is_categorical:
+        text = whole_text(text)  # 2, "2", 2.0 and "2.0" are one category: "2"
+    if col.type == "string" or (col.type == "int" and col.is_categorical):
         out = text.mask(empty)
         if col.values is not None:
             allowed = [str(x) for x in col.values]
@@ -132,6 +134,16 @@ def parse_column(v: RowValidator, name: str, col: ColumnSpec) -> pd.Series:
     return num.round().astype("Int64") if col.type == "int" else num.astype("float64")
 
 
+def whole_text(text: pd.Series) -> pd.Series:
+    """Values that are whole numbers written as text ("2", "2.0", "2e0"; a float column of a Parquet file or
+    a database) as one spelling, "2"; everything else unchanged."""
+    num = pd.to_numeric(text, errors="coerce")
+    whole = num.notna() & np.isfinite(num) & (num == np.floor(num)) & (num.abs() < 2.0**53)
+    out = text.copy()
+    out[whole] = num[whole].astype("int64").astype(str)
+    return out
+
+
 def parse_key(v: RowValidator, spec: Spec) -> pd.Series:
     key = spec.entity.join_key
     if spec.entity.key_type == "int":
@@ -183,6 +195,8 @@ def label_values(v: RowValidator, label: LabelSpec) -> pd.Series:
     name = label.column
     text = v.text(name)
     empty = text.isna() | (text == "")
+    if label.task != "regression":
+        text = whole_text(text)  # a 0/1 label read as 1.0/0.0 (a float column with missing values)
     if label.task == "regression":
         num = pd.to_numeric(text.where(~empty), errors="coerce")
         bad = ~empty & (num.isna() | ~np.isfinite(num))
@@ -190,10 +204,13 @@ def label_values(v: RowValidator, label: LabelSpec) -> pd.Series:
         return num.where(~bad).astype("float64")
     if label.task == "binary":
         pos, neg = label.binary_values
+        pos, neg = whole_text(pd.Series([pos, neg], dtype="string")).tolist()
         mapping = {pos.lower(): 1, neg.lower(): 0}
         expected = f"{pos} or {neg}"
     else:
-        mapping = {str(c).lower(): str(c) for c in label.classes or []}
+        declared = [str(c) for c in label.classes or []]
+        spelled = whole_text(pd.Series(declared, dtype="string")).tolist()
+        mapping = {sp.lower(): c for sp, c in zip(spelled, declared, strict=True)}
         expected = ", ".join(str(c) for c in label.classes or [])
     val = text.str.lower().map(mapping)
     bad = ~empty & val.isna()
@@ -225,7 +242,8 @@ def validate_labels(raw: pd.DataFrame, spec: Spec, known_entities: set):
             f"{key} " + r[key].astype(str) + " is in no source table (its features would all be missing)"
         ),
     )
-    clean, quarantine, report = _finish(v, raw, parsed, [key, PREDICTION_TIME])
+    # one prediction per entity, time and request (two offers to one client on one day are two rows)
+    clean, quarantine, report = _finish(v, raw, parsed, [key, PREDICTION_TIME, *label.request_features])
     clean[PREDICTION_TIME] = pd.to_datetime(clean[PREDICTION_TIME], utc=True).dt.as_unit("ns")
     if spec.entity.key_type == "int":
         clean[key] = clean[key].astype("int64")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.registry import check_name
 from core.settings import Settings
 from core.spec import Spec, find_spec
 
@@ -25,6 +26,7 @@ class Layout:
     @classmethod
     def of(cls, settings: Settings, model: str, spec: Spec | None = None) -> Layout:
         spec = spec or find_spec(settings.specs_dir, model)
+        check_name(spec.name)
         root = settings.data_dir.parent
         return cls(
             spec=spec,

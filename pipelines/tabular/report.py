@@ -94,10 +94,9 @@ def label_section(layout: Layout, df: pd.DataFrame) -> str:
 
 
 def exploration_section(layout: Layout, df: pd.DataFrame, out_dir: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import (
+        Figure,
+    )  # no pyplot: no global backend or figure state (notebooks keep theirs)
 
     spec, lab = layout.spec, layout.spec.label
     known = df[df[SPLIT] != "score"]
@@ -110,9 +109,9 @@ def exploration_section(layout: Layout, df: pd.DataFrame, out_dir: Path) -> str:
     what = "rate" if lab.task == "binary" else "mean"
     n = len(cats)
     cols = min(3, n)
-    fig, axes = plt.subplots(
-        (n + cols - 1) // cols, cols, figsize=(5 * cols, 3.4 * ((n + cols - 1) // cols)), squeeze=False
-    )
+    rows = (n + cols - 1) // cols
+    fig = Figure(figsize=(5 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     tables = []
     for ax, c in zip(axes.flat, cats, strict=False):
         g = y.groupby(known[c].fillna("(missing)")).agg(["mean", "size"]).sort_values("mean")
@@ -132,7 +131,6 @@ def exploration_section(layout: Layout, df: pd.DataFrame, out_dir: Path) -> str:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out_dir / "by_category.png", dpi=80)
-    plt.close(fig)
     return "\n".join(
         [
             "## Exploration\n",
@@ -164,21 +162,20 @@ def _metric_table(m: dict[str, Any], task: str) -> pd.DataFrame:
 
 
 def model_section(layout: Layout, m: dict[str, Any], out_dir: Path) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import (
+        Figure,
+    )  # no pyplot: no global backend or figure state (notebooks keep theirs)
 
     spec = layout.spec
     model, meta = load_bundle(layout.model_dir)
     imp = pd.DataFrame({"feature": meta.feature_names, "importance": model.get_feature_importance()})
     imp = imp.sort_values("importance", ascending=False).head(15)
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(imp) + 1))
+    fig = Figure(figsize=(7, 0.32 * len(imp) + 1))
+    ax = fig.subplots()
     ax.barh(imp["feature"][::-1], imp["importance"][::-1])
     ax.set(title="feature importance (CatBoost, prediction values change)", xlabel="importance")
     fig.tight_layout()
     fig.savefig(out_dir / "feature_importance.png", dpi=80)
-    plt.close(fig)
     e = meta.extra
     lines = [
         "## Model\n",

@@ -32,7 +32,9 @@ def predictions(layout: Layout, rows: pd.DataFrame) -> pd.DataFrame:
     model, meta = load_bundle(layout.model_dir)
     key = spec.entity.join_key
     out = rows[[key]].copy()
-    out[spec.label.prediction_time] = rows[PREDICTION_TIME].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = rows[PREDICTION_TIME]
+    dates_only = bool(len(t)) and bool((t == t.dt.normalize()).all())  # written back as the input had them
+    out[spec.label.prediction_time] = t.dt.strftime("%Y-%m-%d" if dates_only else "%Y-%m-%dT%H:%M:%SZ")
     for c in spec.request_feature_names:
         out[c] = rows[c]
     if rows.empty:

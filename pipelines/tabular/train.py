@@ -20,14 +20,15 @@ import pandas as pd
 from catboost import CatBoost, Pool
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
-from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, StratifiedKFold, train_test_split
 
 from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame
 from core.settings import Settings
 from core.spec import Spec
+from pipelines.tabular.ingest import PREDICTION_TIME
 from pipelines.tabular.layout import Layout
-from pipelines.tabular.training_set import SPLIT
+from pipelines.tabular.training_set import SPLIT, time_cutoff
 
 log = logging.getLogger(__name__)
 DEFAULTS = {"iterations": 1000, "learning_rate": 0.05, "depth": 6, "early_stopping_rounds": 100}
@@ -160,6 +161,25 @@ def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(grid[int(np.argmax(scores))])
 
 
+def validation_split(rows: pd.DataFrame, y: np.ndarray, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
+    """The part of the train rows for early stopping, calibration and the threshold, chosen the way the
+    test rows were: a group stays on one side, a time split holds out the latest rows."""
+    frac, seed, idx = spec.model.validation_fraction, spec.model.seed, np.arange(len(rows))
+    if spec.split.kind == "group":
+        gss = GroupShuffleSplit(n_splits=1, test_size=frac, random_state=seed)
+        return next(gss.split(idx, groups=rows[spec.split.group_column].astype(str)))
+    if spec.split.kind == "time":
+        times = rows[PREDICTION_TIME]
+        late = (times >= time_cutoff(times, frac)).to_numpy()
+        if not late.all():  # one prediction time only: fall through to a random part
+            return idx[~late], idx[late]
+    strat = (
+        y if spec.label.task != "regression" and np.min(np.unique(y, return_counts=True)[1]) >= 2 else None
+    )
+    tr, va = train_test_split(idx, test_size=frac, random_state=seed, stratify=strat)
+    return tr, va
+
+
 def train(df: pd.DataFrame, spec: Spec) -> tuple[CatBoost, dict[str, Any], dict[str, Any]]:
     """(model, extra metadata, fingerprint of what shaped it) from the train rows of a training set."""
     feats = feature_specs(spec)
@@ -170,15 +190,7 @@ def train(df: pd.DataFrame, spec: Spec) -> tuple[CatBoost, dict[str, Any], dict[
     if spec.label.task != "regression" and len(np.unique(y)) < 2:
         raise ValueError(f"{spec.name}: the training rows hold a single label value {np.unique(y)}")
     tuned = tune(rows, y, spec, feats) if spec.model.tune.n_trials else {}
-    strat = (
-        y if spec.label.task != "regression" and np.min(np.unique(y, return_counts=True)[1]) >= 2 else None
-    )
-    tr, va = train_test_split(
-        np.arange(len(rows)),
-        test_size=spec.model.validation_fraction,
-        random_state=spec.model.seed,
-        stratify=strat,
-    )
+    tr, va = validation_split(rows, y, spec)
     params = catboost_params(spec, tuned)
     model = CatBoost(params)
     model.fit(
@@ -193,6 +205,11 @@ def train(df: pd.DataFrame, spec: Spec) -> tuple[CatBoost, dict[str, Any], dict[
     extra: dict[str, Any] = {
         "spec": {"name": spec.name, "version": spec.version},
         "request_features": spec.request_feature_names,
+        # the API checks request features as ingest checked them (serving/routers/models.py: apply_rule)
+        "request_rules": {
+            c: {"values": col.values, "min": col.min, "max": col.max, "nullable": col.nullable}
+            for c, col in spec.label.request_features.items()
+        },
         "best_iteration": int(model.get_best_iteration() or model.tree_count_),
         "tuned_params": tuned,
     }
@@ -213,6 +230,7 @@ def train(df: pd.DataFrame, spec: Spec) -> tuple[CatBoost, dict[str, Any], dict[
     if phrases:
         extra["reasons"] = phrases
         extra["max_reasons"] = spec.model.max_reasons
+        extra["min_contribution"] = spec.model.reason_min_contribution
     fingerprint = {
         "params": params,
         "spec_model": spec.model.model_dump(),

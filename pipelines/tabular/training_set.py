@@ -22,7 +22,7 @@ from sklearn.model_selection import GroupShuffleSplit, train_test_split
 from core.settings import Settings
 from core.spec import Spec
 from pipelines.common.feast_training import historical_features
-from pipelines.tabular.ingest import EVENT_TIMESTAMP, PREDICTION_TIME
+from pipelines.tabular.ingest import EVENT_TIMESTAMP, PREDICTION_TIME, utc
 from pipelines.tabular.layout import Layout
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,17 @@ JUST_BEFORE = pd.Timedelta(microseconds=1)
 
 
 def data_end(layout: Layout, labels: pd.DataFrame) -> pd.Timestamp:
-    ends = [labels[PREDICTION_TIME].max()]
-    for source in layout.spec.sources:
-        ts = pd.read_parquet(layout.features / f"{source.name}.parquet", columns=[EVENT_TIMESTAMP])
-        if len(ts):
-            ends.append(ts[EVENT_TIMESTAMP].max())
-    return max(pd.Timestamp(t) for t in ends if pd.notna(t))
+    """The export's "now": `label.data_end` when declared, else the latest prediction time (a source row
+    stamped later, even by mistake, cannot make a young label look final)."""
+    declared = layout.spec.label.data_end
+    return utc(declared) if declared is not None else pd.Timestamp(labels[PREDICTION_TIME].max())
+
+
+def time_cutoff(times: pd.Series, fraction: float) -> pd.Timestamp:
+    """The earliest prediction time of the latest `fraction` of rows: every row at or after it is held out,
+    so no prediction time is cut in two (the held-out share may be a little larger)."""
+    ordered = times.sort_values(kind="stable").to_numpy()
+    return pd.Timestamp(ordered[len(ordered) - max(1, round(len(ordered) * fraction))])
 
 
 def assign_split(df: pd.DataFrame, trainable: pd.Series, spec: Spec) -> pd.Series:
@@ -46,9 +51,8 @@ def assign_split(df: pd.DataFrame, trainable: pd.Series, spec: Spec) -> pd.Serie
     idx = df.index[trainable]
     y = df.loc[idx, spec.label.column]
     if s.kind == "time":
-        order = df.loc[idx, PREDICTION_TIME].sort_values(kind="stable")
-        n_test = round(len(order) * s.test_fraction)
-        test = order.index[len(order) - n_test :]
+        times = df.loc[idx, PREDICTION_TIME]
+        test = idx[times >= time_cutoff(times, s.test_fraction)]
     elif s.kind == "group":
         gss = GroupShuffleSplit(n_splits=1, test_size=s.test_fraction, random_state=s.seed)
         _, te = next(gss.split(idx, groups=df.loc[idx, s.group_column].astype(str)))

@@ -209,3 +209,46 @@ def test_an_absent_or_incomplete_file_is_refused_by_name(tmp_path):
     write_spec(settings.specs_dir, spec)
     with pytest.raises(ValueError, match=r"labels\.csv: missing required column\(s\) \['bought'\]"):
         ingest.run(settings, Layout.of(settings, "shop"))
+
+
+def test_the_api_checks_request_features_as_ingest_did(binary):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    from pipelines.materialize import sync_online
+
+    settings = _settings(binary)  # a Feast project of its own
+    sync_online(settings)
+    cid = int(pd.read_csv(binary.scoring_path)["customer_id"].iloc[0])
+
+    def ask(offer):
+        body = {"entities": {"customer_id": [cid]}, "features": {"offer": [offer]}}
+        return client.post("/v1/models/shop/predict", json=body)
+
+    with TestClient(create_app(settings)) as client:
+        plain, shouted, unknown = ask("discount"), ask("DISCOUNT"), ask("cashback")
+        wrong_key = client.post("/v1/models/shop/predict", json={"entities": {"customer_id": ["1001"]}})
+    assert plain.status_code == shouted.status_code == 200
+    assert shouted.json()["predictions"][0]["prediction"] == plain.json()["predictions"][0]["prediction"]
+    assert unknown.status_code == 422 and "unknown value 'cashback'" in unknown.json()["detail"]
+    assert wrong_key.status_code == 422 and "must be integers" in wrong_key.json()["detail"]
+
+
+def test_whole_numbers_stored_as_floats_are_read_as_declared(tmp_path):
+    """A Parquet label table whose 0/1 label has missing values arrives as floats (1.0, 0.0, NaN), and an
+    int category as 2.0: the same values as the CSV, not quarantined."""
+    spec = write_world(tmp_path, "binary")
+    raw = tmp_path / "data" / "raw" / "shop"
+    labels = pd.read_csv(raw / "labels.csv")
+    assert labels["outcome"].dtype == float  # pandas' own reading: 1.0 / 0.0 / NaN
+    labels["week"] = 2.0
+    labels.to_parquet(raw / "labels.parquet", index=False)
+    spec["label"]["path"] = "data/raw/shop/labels.parquet"
+    spec["label"]["columns"] = {"week": {"type": "int", "categorical": True, "values": [1, 2, 3]}}
+    settings = embedded_settings(tmp_path, specs_dir=tmp_path / "specs")
+    write_spec(settings.specs_dir, spec)
+    report = ingest.run(settings, Layout.of(settings, "shop"))["tables"]["labels"]
+    assert report["quarantined"] == 0 and report["labeled"] == 3600
+    clean = pd.read_parquet(Layout.of(settings, "shop").labels)
+    assert set(clean["week"]) == {"2"} and set(clean["outcome"].dropna()) == {0, 1}

@@ -35,3 +35,16 @@ def test_ltv_metrics_keys():
         "total_actual",
     } <= set(m)
     assert m["total_actual"] == y.sum()
+
+
+def test_gini_of_tied_predictions_does_not_depend_on_row_order():
+    import numpy as np
+
+    from pipelines.common.ltv_metrics import normalized_gini
+
+    y = np.array([0, 0, 5, 0, 1, 0, 9, 0])
+    assert normalized_gini(y, np.zeros(8)) == 0.0  # a constant ranks nobody
+    assert normalized_gini(y[::-1], np.zeros(8)) == 0.0
+    tied = np.array([1, 1, 2, 1, 1, 1, 2, 1.0])
+    assert normalized_gini(y, tied) == normalized_gini(y[::-1], tied[::-1]) > 0.5
+    assert np.isnan(normalized_gini(np.zeros(8), tied))  # no label to rank: undefined, not a number

@@ -74,7 +74,7 @@ def test_a_missing_section_and_inconsistent_declarations_are_explained():
         "      plan: {type: string, values: [basic, plus]}",
         "      plan: {type: string}\n      subscriber_id: {type: int}",
     )
-    assert "the join key and timestamp are implicit" in _error(twice)
+    assert "the join key and the timestamp are implicit" in _error(twice)
     assert "not valid YAML" in _error("name: [unclosed")
 
 
@@ -105,3 +105,95 @@ def test_every_committed_spec_loads(tmp_path):
 
     specs = load_specs(ROOT / "specs")
     assert {"payment_option", "churn"} <= {s.name for s in specs}
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "says"),
+    [
+        # a user column taking a name the stages use would replace theirs (a point-in-time leak for this one)
+        (
+            lambda t: t + "  columns: {prediction_time: {type: string}}\n",
+            17,
+            "label.columns.prediction_time: 'prediction_time' is a name the platform uses",
+        ),
+        (
+            lambda t: t.replace("      plan:", "      split: {type: int}\n      plan:"),
+            11,
+            "sources[0].columns.split: 'split' is a name",
+        ),
+        (
+            lambda t: t.replace("      plan:", "      churned: {type: int}\n      plan:"),
+            11,
+            "has the name of a label-table column",
+        ),
+        (
+            lambda t: t + "split: {kind: group, group_column: region}\n",
+            17,
+            "split.group_column: 'region' must be the join key or declared under label.columns",
+        ),
+        (
+            lambda t: t.replace("task: binary", "task: binary\n  positive: a\n  negative: a"),
+            13,
+            "`positive` and `negative` are both 'a'",
+        ),
+        (
+            lambda t: t.replace("{type: float, min: 0}", "{type: float, reason: '{minutes} min'}"),
+            10,
+            "may only use {value}",
+        ),
+        (
+            lambda t: t.replace("{type: float, min: 0}", "{type: int, values: [1, young]}"),
+            10,
+            "values ['young'] are not whole numbers",
+        ),
+        (
+            lambda t: t + "outputs:\n  scoring: {path: a.csv, columns: [subscriber_id, actual]}\n",
+            18,
+            "outputs.scoring.columns: ['actual'] are not produced",
+        ),
+        (
+            lambda t: t + "outputs:\n  holdout: {path: a.csv}\n  scoring: {path: a.csv}\n",
+            19,
+            "need different paths",
+        ),
+        (
+            lambda t: t.replace("task: binary", "task: regression") + "model: {calibration: platt}\n",
+            17,
+            "calibration is for binary models",
+        ),
+        (
+            lambda t: (
+                t.replace("task: binary", "task: regression")
+                + "model: {params: {loss_function: LogLinQuantile}}\n"
+            ),
+            17,
+            "'LogLinQuantile' is not served",
+        ),
+    ],
+)
+def test_cross_field_rules_name_their_key_and_line(change, line, says):
+    msg = _error(change(GOOD))
+    assert msg.startswith(f"specs/churn.yaml:{line}: "), msg
+    assert says in msg, msg
+
+
+def test_a_group_split_may_use_the_join_key():
+    assert (
+        parse_spec(GOOD + "split: {kind: group, group_column: subscriber_id}\n").split.group_column
+        == "subscriber_id"
+    )
+
+
+def test_a_spec_file_must_be_named_after_its_model(tmp_path):
+    (tmp_path / "other.yaml").write_text(GOOD)
+    with pytest.raises(
+        SpecError, match=r"other\.yaml:1: name: the file is named 'other' but declares name 'churn'"
+    ):
+        load_specs(tmp_path)
+
+
+def test_a_spec_may_not_take_a_hand_written_models_name(tmp_path):
+    from core.registry import check_name
+
+    with pytest.raises(SpecError, match="belongs to a hand-written model"):
+        check_name("game_ltv")

@@ -74,3 +74,15 @@ def test_generic_code_imports_no_model_package_and_no_generator():
                 parts = n.split(".")
                 assert parts[0] != "synthetic", (f, n)
                 assert not (parts[0] == "pipelines" and len(parts) > 1 and parts[1] in MODEL_PACKAGES), (f, n)
+
+
+def test_a_time_split_never_cuts_one_prediction_time_in_two():
+    import pandas as pd
+
+    from pipelines.tabular.training_set import time_cutoff
+
+    times = pd.Series(
+        pd.to_datetime(["2026-03-05"] * 300 + ["2026-03-12"] * 300 + ["2026-03-19"] * 300, utc=True)
+    )
+    cut = time_cutoff(times, 0.3)  # 270 rows would cut the last day: the whole day is held out
+    assert cut == pd.Timestamp("2026-03-19", tz="UTC") and (times >= cut).sum() == 300
