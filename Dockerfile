@@ -1,5 +1,6 @@
-# Lean image of the scoring API. Models and feature data come from the pipeline (`dvc repro`), mounted or
-# baked in at build time; the online store and request log are services (see docker-compose.yml).
+# Lean image of the scoring API: core, the models' declarations (domain), serving, the feature repo and the
+# specs; no pipeline stage and no generator (tests/unit/test_tabular_dvcgen.py holds the import rule).
+# Models and feature data come from the pipeline (`dvc repro`), mounted or baked in at build time; the online store and request log are services (see docker-compose.yml).
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/app
@@ -8,9 +9,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm 
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY core core
-COPY pipelines pipelines
+COPY domain domain
 COPY serving serving
 COPY feature_repo feature_repo
+COPY specs specs
 RUN useradd --create-home app && mkdir -p data models && chown -R app data models
 USER app
 EXPOSE 8000

@@ -36,8 +36,8 @@ import pandas as pd
 import yaml
 
 from core.cli import configure_logging
+from domain.api_anomaly import schema as S
 from pipelines.api_anomaly import detect
-from pipelines.api_anomaly import schema as S
 from pipelines.api_anomaly.detectors import SeasonalConfig, lifted
 from pipelines.api_anomaly.evaluation import event_metrics
 from pipelines.common.params import load_params
@@ -76,7 +76,7 @@ def world(seed: int, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     params.write_text(yaml.safe_dump(raw))
     run = [sys.executable, "-m"]
     subprocess.run(
-        [*run, "pipelines.api_anomaly.generate", "--out", str(root / "raw"), "--params", str(params)],
+        [*run, "synthetic.api_anomaly", "--out", str(root / "raw"), "--params", str(params)],
         check=True,
         capture_output=True,
     )

@@ -15,7 +15,8 @@ log = logging.getLogger("bench.datasets")
 
 def ensure_world(n_users: int) -> Path:
     """Return the features root (holding game_ltv/*.parquet) of an n-user world, building it if needed."""
-    from pipelines.game_ltv import generate, ingest
+    from pipelines.game_ltv import ingest
+    from synthetic import game_ltv as generate
 
     root = BENCH_DATA / f"u{n_users}"
     p = load_params(ROOT / "params.yaml").game_ltv

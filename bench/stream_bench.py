@@ -30,8 +30,8 @@ import orjson
 from bench.common import ROOT
 from core.feature_store import open_store
 from core.settings import Settings
+from domain.purchase_propensity import schema as S
 from pipelines.common.params import load_params
-from pipelines.purchase_propensity import schema as S
 from serving.stream.brokers import PUBLISHED_AT, RECEIVED_AT, SCORED_AT, SENT_AT, now_us
 from serving.stream.producer import publish, read_lines
 from serving.stream.sessions import delete_sessions
@@ -111,7 +111,7 @@ async def _collect(s: Settings, n: int, timeout_s: float, queue: str | None = No
 
 
 def _valid_count(lines: list[bytes]) -> int:
-    from pipelines.purchase_propensity.events import InvalidEvent, parse_event
+    from domain.purchase_propensity.events import InvalidEvent, parse_event
 
     n = 0
     for line in lines:
@@ -224,7 +224,7 @@ def _push_compare(s: Settings, rows_per_push: int = 45, repeats: int = 40) -> di
     from feast.data_source import PushMode
 
     from core.online_fast import RedisPush
-    from pipelines.purchase_propensity import features as F
+    from domain.purchase_propensity import features as F
 
     store = open_store(s)
     view = store.get_feature_view(F.SESSION_VIEW)

@@ -8,10 +8,10 @@ from feast import FileSource, PushSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
 
 from core.settings import active_settings
-from pipelines.api_anomaly import schema as api_anomaly
-from pipelines.customer_risk import feature_spec as customer_risk
-from pipelines.game_ltv import schema as game_ltv
-from pipelines.purchase_propensity import features as purchase_propensity
+from domain.api_anomaly import schema as api_anomaly
+from domain.customer_risk import feature_spec as customer_risk
+from domain.game_ltv import schema as game_ltv
+from domain.purchase_propensity import features as purchase_propensity
 
 _settings = active_settings()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import ROOT, Settings
+from domain.game_ltv import schema as S
 from pipelines.common.params import load_params
-from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.params import GameLtvParams
 
 
@@ -65,7 +65,8 @@ def embedded_settings(root: Path, **overrides) -> Settings:
 
 
 def build_world(root: Path, settings: Settings, p: GameLtvParams) -> World:
-    from pipelines.game_ltv import evaluate, generate, ingest, train, training_set
+    from pipelines.game_ltv import evaluate, ingest, train, training_set
+    from synthetic import game_ltv as generate
 
     raw = root / "data" / "raw" / "game_ltv"
     features = settings.features_dir / "game_ltv"
@@ -149,7 +150,8 @@ class PurchaseWorld:
 
 def build_purchase_world(root: Path, settings: Settings) -> PurchaseWorld:
     """A small purchase_propensity world, built by the real stage functions."""
-    from pipelines.purchase_propensity import generate, ingest, train, training_set
+    from pipelines.purchase_propensity import ingest, train, training_set
+    from synthetic import purchase_propensity as generate
 
     p = load_params(ROOT / "params.yaml").purchase_propensity
     raw = root / "data" / "raw" / "purchase_propensity"

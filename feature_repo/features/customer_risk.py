@@ -4,8 +4,8 @@ from data_sources import customer_profile_source, customer_transactions_source
 from entities import customer
 from feast import FeatureView
 
+from domain.customer_risk import feature_spec as spec
 from features import fields
-from pipelines.customer_risk import feature_spec as spec
 
 # Attributes declared at signup. ttl=0: they never expire.
 customer_profile = FeatureView(

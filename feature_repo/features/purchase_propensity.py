@@ -4,10 +4,10 @@ from data_sources import customer_purchases_source, session_activity_push
 from entities import customer
 from feast import FeatureView
 
+from domain.purchase_propensity import features as spec
 from features import fields
-from pipelines.purchase_propensity import features as spec
 
-# Nightly snapshots of the purchase history's aggregates (pipelines/purchase_propensity/features.py).
+# Nightly snapshots of the purchase history's aggregates (domain/purchase_propensity/features.py).
 # A snapshot describes the history before its midnight; older than two days it is stale.
 customer_purchases = FeatureView(
     name=spec.PURCHASE_VIEW,

@@ -28,7 +28,7 @@ import pandas as pd
 from core.band import STATE_FIELDS, band
 from core.cli import configure_logging
 from core.model_bundle import COMPOSITE_KEY_SEP, METADATA_FILE, FeatureSpec, ModelMetadata, file_sha256
-from pipelines.api_anomaly import schema as S
+from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores, state_frame
 from pipelines.api_anomaly.evaluation import choose_threshold, detectability, event_metrics, point_metrics
 from pipelines.api_anomaly.params import DetectParams

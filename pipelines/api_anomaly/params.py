@@ -6,7 +6,7 @@ from datetime import date
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipelines.api_anomaly import schema as S
+from domain.api_anomaly import schema as S
 
 
 class _P(BaseModel):
@@ -145,3 +145,6 @@ class ApiAnomalyParams(_P):
     generate: GenerateParams
     ingest: IngestParams
     detect: DetectParams
+
+
+PARAMS = ApiAnomalyParams  # the class of params.yaml's `api_anomaly` section (pipelines/common/params.py)

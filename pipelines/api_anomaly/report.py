@@ -21,7 +21,7 @@ import pandas as pd
 
 from core.band import band
 from core.cli import configure_logging
-from pipelines.api_anomaly import schema as S
+from domain.api_anomaly import schema as S
 from pipelines.common.params import load_params
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ import duckdb
 import pandas as pd
 
 from core.cli import configure_logging
+from domain.customer_risk import feature_spec as F
+from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
-from pipelines.customer_risk import feature_spec as F
-from pipelines.customer_risk import schema as S
 from pipelines.customer_risk.params import FeaturesParams
 
 log = logging.getLogger(__name__)

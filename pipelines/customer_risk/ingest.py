@@ -35,10 +35,10 @@ from pathlib import Path
 import pandas as pd
 
 from core.cli import configure_logging
+from domain.customer_risk import schema as S
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.validation import RowValidator, read_raw
-from pipelines.customer_risk import schema as S
 from pipelines.customer_risk.params import IngestParams
 
 log = logging.getLogger(__name__)

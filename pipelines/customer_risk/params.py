@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,15 +56,45 @@ class TrainingSetParams(_P):
     seed: int
 
 
+class TunedParams(_P):
+    """The hyperparameters the train stage uses, as the search (`train --tune`) found them."""
+
+    depth: int = Field(ge=1, le=16)
+    learning_rate: float = Field(gt=0, le=1)
+    l2_leaf_reg: float = Field(ge=0)
+    random_strength: float = Field(ge=0)
+    bagging_temperature: float = Field(ge=0)
+    auto_class_weights: Literal["None", "SqrtBalanced", "Balanced"]
+    iterations: int = Field(gt=0, description="trees: the median best iteration over the search's folds")
+    training_set_sha256: str | None = Field(
+        default=None, description="the training set the search ran on (a warning when it is another one)"
+    )
+    trials: list[dict[str, Any]] = Field(
+        default_factory=list, description="the search's trials (number, state, value, params), for the report"
+    )
+
+    def catboost(self) -> dict[str, Any]:
+        """The searched CatBoost parameters, in the search's order (without the number of trees)."""
+        return {
+            "depth": self.depth,
+            "learning_rate": self.learning_rate,
+            "l2_leaf_reg": self.l2_leaf_reg,
+            "random_strength": self.random_strength,
+            "bagging_temperature": self.bagging_temperature,
+            "auto_class_weights": self.auto_class_weights,
+        }
+
+
 class TrainParams(_P):
     seed: int
-    n_trials: int = Field(gt=0, description="Optuna trials")
-    tune_folds: int = Field(ge=2)
+    n_trials: int = Field(gt=0, description="Optuna trials (the search, `train --tune`, only)")
+    tune_folds: int = Field(ge=2, description="stratified folds per trial (the search only)")
     cv_folds: int = Field(ge=2)
-    max_iterations: int = Field(gt=0)
-    early_stopping_rounds: int = Field(gt=0)
+    max_iterations: int = Field(gt=0, description="trees per trial fit, early-stopped (the search only)")
+    early_stopping_rounds: int = Field(gt=0, description="(the search only)")
     thread_count: int
     max_reasons: int = Field(gt=0, description="reasons quoted per customer")
+    tuned: TunedParams = Field(description="what the train stage fits with: no search in `dvc repro`")
 
 
 class SegmentParams(_P):
@@ -110,3 +141,6 @@ class CustomerRiskParams(_P):
     train: TrainParams
     segments: SegmentParams
     offboarding: OffboardingParams
+
+
+PARAMS = CustomerRiskParams  # the class of params.yaml's `customer_risk` section (pipelines/common/params.py)

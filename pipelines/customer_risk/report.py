@@ -21,9 +21,9 @@ import pandas as pd
 
 from core.cli import configure_logging
 from core.model_bundle import load_metadata
+from domain.customer_risk import feature_spec as F
+from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
-from pipelines.customer_risk import feature_spec as F
-from pipelines.customer_risk import schema as S
 from pipelines.customer_risk.params import CustomerRiskParams
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ def offboarding_section(pred: pd.DataFrame, off: pd.DataFrame, p: CustomerRiskPa
 
 LIMITATIONS = """## 8. Assumptions and limitations
 
-- The data are synthetic (seeded generator, `pipelines/customer_risk/generate.py`): the risk patterns, their
+- The data are synthetic (seeded generator, `synthetic/customer_risk.py`): the risk patterns, their
   strengths and the label noise are assumptions. On real data the same pipeline runs unchanged (your own
   `labeled/` and `unlabeled/` folders), but the oracle rows disappear and the thresholds must be revisited.
 - Labels record past decisions of a compliance team, not ground truth: the model learns their policy,

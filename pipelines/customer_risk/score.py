@@ -24,9 +24,9 @@ from core.cli import configure_logging
 from core.explain import reasons, segmenter, shap_values
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
+from domain.customer_risk import feature_spec as F
+from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
-from pipelines.customer_risk import feature_spec as F
-from pipelines.customer_risk import schema as S
 from pipelines.customer_risk.params import OffboardingParams
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from sklearn.model_selection import train_test_split
 
 from core.cli import configure_logging
 from core.settings import Settings
+from domain.customer_risk import feature_spec as F
+from domain.customer_risk import schema as S
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
-from pipelines.customer_risk import feature_spec as F
-from pipelines.customer_risk import schema as S
 from pipelines.customer_risk.params import TrainingSetParams
 
 log = logging.getLogger(__name__)

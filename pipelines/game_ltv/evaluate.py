@@ -24,13 +24,13 @@ from matplotlib.figure import Figure
 from core.cli import configure_logging
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
+from domain.game_ltv import schema as S
 from pipelines.common.ltv_metrics import cumulative_gain, deciles, ltv_metrics
 from pipelines.common.params import load_params
-from pipelines.game_ltv import schema as S
-from pipelines.game_ltv.generate import oracle_expected_revenue
 from pipelines.game_ltv.params import EvaluateParams
 from pipelines.game_ltv.train import BASELINES_FILE
 from pipelines.game_ltv.training_set import SPLIT, split_info
+from synthetic.game_ltv import oracle_expected_revenue
 
 log = logging.getLogger(__name__)
 

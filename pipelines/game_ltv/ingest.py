@@ -39,10 +39,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from core.cli import configure_logging
+from domain.game_ltv import schema as S
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.validation import RowValidator, read_raw
-from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.params import IngestParams
 
 log = logging.getLogger(__name__)

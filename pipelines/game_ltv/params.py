@@ -86,3 +86,6 @@ class GameLtvParams(_P):
     training_set: TrainingSetParams
     train: TrainParams
     evaluate: EvaluateParams
+
+
+PARAMS = GameLtvParams  # the class of params.yaml's `game_ltv` section (pipelines/common/params.py)

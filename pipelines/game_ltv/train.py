@@ -20,10 +20,10 @@ from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame
 from core.settings import Settings
+from domain.game_ltv import schema as S
 from pipelines.common.baselines import linear_baseline
 from pipelines.common.feast_training import feature_service_features
 from pipelines.common.params import load_params
-from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.params import TrainingSetParams, TrainParams
 from pipelines.game_ltv.training_set import SPLIT, split_info
 

@@ -24,9 +24,9 @@ import pandas as pd
 
 from core.cli import configure_logging
 from core.settings import Settings
+from domain.game_ltv import schema as S
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
-from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.params import TrainingSetParams
 
 log = logging.getLogger(__name__)

@@ -31,11 +31,11 @@ import orjson
 import pandas as pd
 
 from core.cli import configure_logging
+from domain.purchase_propensity import features as F
+from domain.purchase_propensity import schema as S
+from domain.purchase_propensity.events import InvalidEvent, PageView, parse_event
 from pipelines.common.params import load_params
 from pipelines.common.validation import RowValidator, read_raw
-from pipelines.purchase_propensity import features as F
-from pipelines.purchase_propensity import schema as S
-from pipelines.purchase_propensity.events import InvalidEvent, PageView, parse_event
 from pipelines.purchase_propensity.params import FeaturesParams
 
 log = logging.getLogger(__name__)

@@ -50,3 +50,6 @@ class PurchasePropensityParams(_P):
     features: FeaturesParams
     training_set: TrainingSetParams
     train: TrainParams
+
+
+PARAMS = PurchasePropensityParams  # the class of params.yaml's `purchase_propensity` section (pipelines/common/params.py)

@@ -36,6 +36,8 @@ from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame, predict
 from core.settings import Settings
+from domain.purchase_propensity import features as F
+from domain.purchase_propensity import schema as S
 from pipelines.common.classification import (
     calibration_table,
     classification_metrics,
@@ -43,8 +45,6 @@ from pipelines.common.classification import (
 )
 from pipelines.common.feast_training import feature_service_features
 from pipelines.common.params import load_params
-from pipelines.purchase_propensity import features as F
-from pipelines.purchase_propensity import schema as S
 from pipelines.purchase_propensity.params import TrainingSetParams, TrainParams
 from pipelines.purchase_propensity.training_set import SPLIT
 

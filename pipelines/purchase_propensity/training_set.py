@@ -25,10 +25,10 @@ import pandas as pd
 
 from core.cli import configure_logging
 from core.settings import Settings
+from domain.purchase_propensity import features as F
+from domain.purchase_propensity import schema as S
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
-from pipelines.purchase_propensity import features as F
-from pipelines.purchase_propensity import schema as S
 from pipelines.purchase_propensity.params import TrainingSetParams
 
 log = logging.getLogger(__name__)

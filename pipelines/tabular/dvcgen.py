@@ -6,7 +6,8 @@ only the keys of the spec that shape it (DVC params read from the spec file, so 
 
     python -m pipelines.tabular.dvcgen     # rewrite specs/dvc.yaml (`make repro` does it first)
 
-DVC collects every dvc.yaml of the repository, so `dvc repro` rebuilds these beside the root pipeline.
+`dvc repro --all-pipelines` (what `make repro` runs) rebuilds these beside the root pipeline; a plain
+`dvc repro` reads only the root dvc.yaml (or name a stage: `dvc repro specs/dvc.yaml:<model>_score`).
 tests/unit/test_tabular_dvcgen.py fails when the committed file is out of date.
 """
 
@@ -23,7 +24,7 @@ from core.settings import ROOT
 from core.spec import Spec, load_specs
 from pipelines.tabular.__main__ import STAGES
 
-PROJECT_PACKAGES = ("core", "pipelines", "serving", "synthetic")
+PROJECT_PACKAGES = ("core", "domain", "pipelines", "serving", "synthetic")
 FEATURE_REPO = ROOT / "feature_repo"
 HEADER = "# Generated from specs/*.yaml by `python -m pipelines.tabular.dvcgen` (make repro runs it). Do not edit.\n"
 
@@ -83,10 +84,17 @@ def import_closure(*files: Path) -> list[str]:
     return sorted(str(f.relative_to(ROOT)) for f in seen)
 
 
+def _packages_of(module: str) -> list[Path]:
+    """The __init__ files Python runs before `module` itself (`python -m a.b.c` runs a/ and a/b/)."""
+    parts = module.split(".")
+    found = [_module_file(".".join(parts[:i]), [ROOT]) for i in range(1, len(parts))]
+    return [f for f in found if f is not None]
+
+
 def module_closure(module: str) -> list[str]:
     f = _module_file(module, [ROOT])
     assert f is not None, module
-    return import_closure(f, ROOT / "pipelines" / "tabular" / "__main__.py")
+    return import_closure(f, ROOT / "pipelines" / "tabular" / "__main__.py", *_packages_of(module))
 
 
 def _data_dep(spec: Spec, path: str) -> str:
@@ -121,7 +129,9 @@ def stages_of(spec: Spec, spec_file: str) -> dict[str, dict[str, Any]]:
         out[f"{m}_generate"] = {
             "cmd": run.format("generate"),
             "wdir": "..",
-            "deps": import_closure(gen, ROOT / "pipelines" / "tabular" / "__main__.py"),
+            "deps": import_closure(
+                gen, ROOT / "pipelines" / "tabular" / "__main__.py", *_packages_of(spec.demo_data.generator)
+            ),
             "params": params("demo_data"),
             "outs": [spec.demo_data.out],
         }
@@ -208,10 +218,60 @@ def write_dvc_yaml(specs_dir: Path) -> Path:
     return path
 
 
+# --- the root dvc.yaml (hand-written stages): their code deps are derived the same way -------------------
+
+CODE_DIRS = ("core/", "domain/", "pipelines/", "serving/", "synthetic/", "feature_repo/")
+ROOT_DVC = ROOT / "dvc.yaml"
+
+
+def root_stage_deps(cmd: str, deps: list[str]) -> list[str]:
+    """A hand-written stage's deps: the import closure of the module its cmd runs (`python -m <module>`),
+    the feature repo when it uses Feast, then its data deps as written (anything not project code)."""
+    module = cmd.split("python -m ", 1)[1].split()[0]
+    f = _module_file(module, [ROOT])
+    assert f is not None, f"{cmd}: module {module} not found"
+    code = import_closure(f, *_packages_of(module))
+    if "core/feature_store.py" in code:  # Feast parses every file of the feature repo
+        code += ["feature_repo/feature_store.yaml", *import_closure(*sorted(FEATURE_REPO.rglob("*.py")))]
+    data = [d for d in deps if not (d.startswith(CODE_DIRS) and (d.endswith(".py") or d.endswith(".yaml")))]
+    return _unique(code + data)
+
+
+def derived_root_dvc(path: Path = ROOT_DVC) -> str:
+    """The root dvc.yaml with every stage's deps derived (comments and layout kept: ruamel round trip)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    y = YAML()
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    doc = y.load(path.read_text())
+    for stage in doc["stages"].values():
+        cmd = " ".join(str(stage["cmd"]).split())
+        if "python -m " in cmd and "deps" in stage:
+            new = root_stage_deps(cmd, [str(d) for d in stage["deps"]])
+            if new != [str(d) for d in stage["deps"]]:
+                stage["deps"].clear()
+                stage["deps"].extend(new)
+    out = io.StringIO()
+    y.dump(doc, out)
+    return out.getvalue()
+
+
+def write_root_dvc(path: Path = ROOT_DVC) -> Path:
+    text = derived_root_dvc(path)
+    if path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
 def main() -> None:
     from core.settings import Settings
 
     print(write_dvc_yaml(Settings().specs_dir))
+    print(write_root_dvc())
 
 
 if __name__ == "__main__":

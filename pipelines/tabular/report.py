@@ -268,7 +268,7 @@ def build(layout: Layout, out: Path) -> str:
     df = pd.read_parquet(layout.training_set)
     header = (
         f"# {spec.name}: {spec.description or 'a spec-declared model'}\n\n"
-        f"Written by `dvc repro` (pipelines/tabular/report.py) from the stages' outputs; declared in "
+        f"Written by `make repro` (pipelines/tabular/report.py) from the stages' outputs; declared in "
         f"`specs/{spec.name}.yaml`. Entity `{spec.entity.name}` (`{spec.entity.join_key}`), "
         f"{len(spec.sources)} sources, {len(spec.features)} features (FeatureService `{spec.feature_service}`), "
         f"model version `{metrics['model_version']}`.\n"

@@ -16,7 +16,7 @@ import pandas as pd
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from pipelines.api_anomaly import schema as S
+from domain.api_anomaly import schema as S
 from serving.deps import SettingsDep
 
 router = APIRouter(prefix="/v1/anomalies", tags=["anomalies"])

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from pipelines.purchase_propensity.events import PageView
+from domain.purchase_propensity.events import PageView
 
 
 def _dump(e: PageView) -> bytes:

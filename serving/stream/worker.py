@@ -53,8 +53,8 @@ from feast.data_source import PushMode
 
 from core.online_fast import RedisPush
 from core.predict import make_predictor
-from pipelines.purchase_propensity import features as F
-from pipelines.purchase_propensity.events import InvalidEvent, PageView, format_ts, parse_event
+from domain.purchase_propensity import features as F
+from domain.purchase_propensity.events import InvalidEvent, PageView, format_ts, parse_event
 from serving.online import OnlineFeatures
 from serving.request_log import PredictionRecord
 from serving.stream.brokers import (

@@ -72,7 +72,7 @@ def push_settings(purchase_world, tmp_path):
 
 def test_fast_push_writes_what_feast_push_writes(purchase_world, push_settings):
     """Same rows through `store.push` and `RedisPush`: byte-identical hashes; Feast's newer-wins rule."""
-    from pipelines.purchase_propensity import features as F
+    from domain.purchase_propensity import features as F
 
     store = open_store(push_settings)
     view = store.get_feature_view(F.SESSION_VIEW)

@@ -18,8 +18,8 @@ import pytest
 
 from core.feature_store import open_store
 from core.settings import ROOT
-from pipelines.purchase_propensity import features as F
-from pipelines.purchase_propensity.events import InvalidEvent, parse_event
+from domain.purchase_propensity import features as F
+from domain.purchase_propensity.events import InvalidEvent, parse_event
 from serving.stream.brokers import PUBLISHED_AT, RECEIVED_AT, SCORED_AT, SENT_AT
 from serving.stream.producer import publish
 from serving.stream.sessions import delete_sessions, session_prefix

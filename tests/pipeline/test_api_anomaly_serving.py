@@ -16,11 +16,11 @@ import pytest
 from core.band import STATE_FIELDS, band_check, stronger
 from core.model_bundle import METADATA_FILE
 from core.settings import ROOT, Settings
-from pipelines.api_anomaly import schema as S
+from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.detect import KEYS, load_holidays, run, seasonal_config, write_outputs
 from pipelines.api_anomaly.detectors import SeasonalConfig, seasonal_scores, state_frame
-from pipelines.api_anomaly.generate import generate
 from pipelines.common.params import load_params
+from synthetic.api_anomaly import generate
 from tests.conftest import embedded_settings
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from core.settings import ROOT
-from pipelines.customer_risk import schema as S
+from domain.customer_risk import schema as S
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_dvc_stages_declare_their_code_params_and_outputs():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["customer_risk"]
     gen, ing = (stages[s] for s in STAGES)
-    assert "pipelines.customer_risk.generate" in gen["cmd"] and "pipelines.customer_risk.ingest" in ing["cmd"]
+    assert "synthetic.customer_risk" in gen["cmd"] and "pipelines.customer_risk.ingest" in ing["cmd"]
     for stage in (gen, ing):
         for dep in stage["deps"]:
             if not dep.startswith("${"):
@@ -31,6 +31,16 @@ def test_dvc_stages_declare_their_code_params_and_outputs():
     assert gen["outs"] == [params["ingest"]["raw_dir"]], "ingest reads what generate writes"
     assert "${customer_risk.ingest.raw_dir}" in ing["deps"]
     assert ing["metrics"] == [{"metrics/customer_risk_ingest.json": {"cache": False}}]
+
+
+def test_train_stage_trains_with_the_stored_tuned_values_and_never_searches():
+    """The search is `--tune` only (make tune-customer-risk); the stage's params cover the stored values,
+    so a new search result retrains the model, and the report follows (its tuning section)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    train, report = stages["customer_risk_train"], stages["customer_risk_report"]
+    assert "pipelines.customer_risk.train" in train["cmd"] and "--tune" not in train["cmd"]
+    assert "customer_risk.train" in train["params"] and "customer_risk.train" in report["params"]
+    assert not any("--tune" in str(s.get("cmd", "")) for s in stages.values())
 
 
 def test_generate_then_ingest_from_the_command_line(tmp_path):
@@ -53,7 +63,7 @@ def test_generate_then_ingest_from_the_command_line(tmp_path):
         assert done.returncode == 0, done.stderr
         return done.stderr
 
-    log = run("pipelines.customer_risk.generate", "--out", str(tmp_path / "raw"))
+    log = run("synthetic.customer_risk", "--out", str(tmp_path / "raw"))
     assert "oracle_roc_auc" in log and "prevalence_labeled" in log
     run(
         "pipelines.customer_risk.ingest",

@@ -13,9 +13,9 @@ from catboost import Pool
 from core.model_bundle import load_bundle
 from core.predict import predict
 from core.settings import ROOT
+from domain.game_ltv import schema as S
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
-from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.training_set import SPLIT, entity_frame
 
 pytestmark = pytest.mark.slow
@@ -213,7 +213,8 @@ BRIEF_COLUMNS = [
 def brief_world(tmp_path_factory):
     """A small generated world cut down to the brief's 11 columns, through the stage functions `dvc repro`
     runs (ingest finds its inputs in raw_dir as the stage does), into its own embedded stores."""
-    from pipelines.game_ltv import evaluate, generate, ingest, train, training_set
+    from pipelines.game_ltv import evaluate, ingest, train, training_set
+    from synthetic import game_ltv as generate
     from tests.conftest import World, embedded_settings, small_params
 
     root = tmp_path_factory.mktemp("brief_world")

@@ -10,9 +10,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from pipelines.purchase_propensity import features as F
-from pipelines.purchase_propensity import schema as S
-from pipelines.purchase_propensity.events import InvalidEvent, parse_event
+from domain.purchase_propensity import features as F
+from domain.purchase_propensity import schema as S
+from domain.purchase_propensity.events import InvalidEvent, parse_event
 from pipelines.purchase_propensity.training_set import MAX_OVERLAP_SHARE, check_parity
 from serving.stream.brokers import MemoryBroker, resolved
 

@@ -214,9 +214,8 @@ def test_an_absent_or_incomplete_file_is_refused_by_name(tmp_path):
 def test_the_api_checks_request_features_as_ingest_did(binary):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-
     from pipelines.materialize import sync_online
+    from serving.app import create_app
 
     settings = _settings(binary)  # a Feast project of its own
     sync_online(settings)

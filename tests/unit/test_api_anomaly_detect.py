@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from core.settings import ROOT
-from pipelines.api_anomaly import schema as S
+from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.detect import load_holidays, run, windows
 from pipelines.api_anomaly.detectors import SeasonalConfig
-from pipelines.api_anomaly.generate import generate
 from pipelines.common.params import load_params
+from synthetic.api_anomaly import generate
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,10 @@ import yaml
 from pydantic import ValidationError
 
 from core.settings import ROOT
-from pipelines.api_anomaly import schema as S
-from pipelines.api_anomaly.generate import (
+from domain.api_anomaly import schema as S
+from pipelines.api_anomaly.params import WARMUP_DAYS, GenerateParams
+from pipelines.common.params import load_params
+from synthetic.api_anomaly import (
     DEFECTS,
     DESTRUCTIVE,
     OS_SPELLINGS,
@@ -21,8 +23,6 @@ from pipelines.api_anomaly.generate import (
     orthodox_easter,
     western_easter,
 )
-from pipelines.api_anomaly.params import WARMUP_DAYS, GenerateParams
-from pipelines.common.params import load_params
 
 DAY = pd.Timedelta(days=1)
 
@@ -357,7 +357,7 @@ def test_params_fail_at_once(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text(yaml.safe_dump(raw))
     with pytest.raises(ValidationError, match="n_countrys"):
-        load_params(f)
+        _ = load_params(f).api_anomaly
     p = small()
     with pytest.raises(ValidationError, match="unknown os"):
         GenerateParams(**{**p.model_dump(), "os": ["android", "ios", "blackberry"]})

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from core.settings import ROOT
-from pipelines.api_anomaly import schema as S
-from pipelines.api_anomaly.generate import generate
+from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.ingest import find_input, ingest
 from pipelines.api_anomaly.params import IngestParams
 from pipelines.common.params import load_params
+from synthetic.api_anomaly import generate
 
 # Defects that destroy the row's key: ingestion cannot tell which (segment, day) they were.
 KEY_LOST = {"bad_date", "out_of_period", "invalid_country", "unknown_os"}

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from core.settings import ROOT
+from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
-from pipelines.customer_risk import schema as S
-from pipelines.customer_risk.generate import (
+from pipelines.customer_risk.params import GenerateParams
+from synthetic.customer_risk import (
     EVIDENCE_COLUMNS,
     RiskModel,
     Truth,
@@ -21,7 +22,6 @@ from pipelines.customer_risk.generate import (
     timeline,
     tx_frame,
 )
-from pipelines.customer_risk.params import GenerateParams
 
 DAY = pd.Timedelta(days=1)
 

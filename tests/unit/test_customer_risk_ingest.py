@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from core.settings import ROOT
+from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
 from pipelines.common.validation import RowValidator
-from pipelines.customer_risk import schema as S
-from pipelines.customer_risk.generate import EVIDENCE_COLUMNS, evidence, generate
 from pipelines.customer_risk.ingest import extraction_time, find_inputs, ingest
 from pipelines.customer_risk.params import IngestParams
+from synthetic.customer_risk import EVIDENCE_COLUMNS, evidence, generate
 
 FILES = [f"{c}/{f}.csv" for c in S.COHORTS for f in (S.CUSTOMERS, S.TRANSACTIONS)]
 
@@ -46,7 +46,7 @@ def quarantine(root, file: str) -> pd.DataFrame:
 def test_every_planted_defect_is_quarantined_with_its_reason(world):
     raw, root, report = world
     defects = pd.read_csv(raw / S.DEFECTS_FILE, dtype={"key": str})
-    from pipelines.customer_risk.generate import CUSTOMER_DEFECTS, LABELED_CUSTOMER_DEFECTS, TX_DEFECTS
+    from synthetic.customer_risk import CUSTOMER_DEFECTS, LABELED_CUSTOMER_DEFECTS, TX_DEFECTS
 
     assert set(defects["kind"]) >= set(CUSTOMER_DEFECTS) | set(LABELED_CUSTOMER_DEFECTS) | set(TX_DEFECTS)
     for file in FILES:

@@ -56,9 +56,10 @@ def test_ci_selects_the_same_services_by_the_same_variables():
     assert "make test" in CI
 
 
-def test_image_carries_every_package_the_service_imports():
-    for package in ("core", "serving", "pipelines", "feature_repo"):
+def test_image_carries_every_package_the_service_imports_and_no_pipeline():
+    for package in ("core", "domain", "serving", "feature_repo", "specs"):
         assert f"COPY {package} {package}" in DOCKERFILE
+    assert "COPY pipelines" not in DOCKERFILE and "COPY synthetic" not in DOCKERFILE
     assert "requirements.txt" in DOCKERFILE
 
 

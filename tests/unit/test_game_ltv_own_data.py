@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipelines.game_ltv import schema as S
+from domain.game_ltv import schema as S
 from pipelines.game_ltv.ingest import ingest
 from pipelines.game_ltv.params import IngestParams
 from pipelines.game_ltv.training_set import assign_split, random_split

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.game_ltv import schema as S
-from pipelines.game_ltv.generate import Truth, build_world, generate, generate_chunk, oracle_expected_revenue
+from domain.game_ltv import schema as S
+from synthetic.game_ltv import Truth, build_world, generate, generate_chunk, oracle_expected_revenue
 from tests.conftest import small_params
 
 
@@ -86,7 +86,7 @@ def test_oracle_matches_monte_carlo_for_one_profile():
     )
     lam = rng.gamma(truth.shape, 1 / 1.2, n)
     payer = rng.random(n) < 0.08
-    from pipelines.game_ltv.generate import hourly_intensity
+    from synthetic.game_ltv import hourly_intensity
 
     expo = hourly_intensity(np.array([15.0]), 12, truth).sum()
     c = np.where(payer[:, None], truth.c_payer, truth.c_nonpayer)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from domain.game_ltv import schema as S
 from pipelines.common.validation import read_raw
-from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.ingest import build_activity, validate_activity, validate_users
 
 GOOD = {

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.purchase_propensity import features as F
-from pipelines.purchase_propensity import schema as S
-from pipelines.purchase_propensity.events import InvalidEvent, PageView, format_ts, parse_event
+from domain.purchase_propensity import features as F
+from domain.purchase_propensity import schema as S
+from domain.purchase_propensity.events import InvalidEvent, PageView, format_ts, parse_event
 
 T0 = 1_790_000_000.0
 

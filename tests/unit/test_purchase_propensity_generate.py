@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.purchase_propensity import schema as S
-from pipelines.purchase_propensity.generate import Truth, generate_world, purchase_absorption
+from domain.purchase_propensity import schema as S
 from pipelines.purchase_propensity.params import GenerateParams
+from synthetic.purchase_propensity import Truth, generate_world, purchase_absorption
 
 
 @pytest.fixture(scope="module")

@@ -55,25 +55,47 @@ def test_a_stage_reruns_only_for_the_spec_keys_that_shape_it():
             assert "model" not in keys and "sources" in keys
 
 
-GENERIC = [ROOT / "core", ROOT / "pipelines" / "tabular", ROOT / "feature_repo" / "spec_models.py"]
+PLATFORM = ["core", "domain", "serving", "feature_repo"]  # what the serving image holds
 MODEL_PACKAGES = {"game_ltv", "customer_risk", "api_anomaly", "purchase_propensity"}
 
 
-def test_generic_code_imports_no_model_package_and_no_generator():
-    """The platform layer of spec'd models never imports a model's own package or synthetic data."""
-    files = [p for g in GENERIC for p in ([g] if g.is_file() else g.rglob("*.py"))]
-    assert len(files) > 15
+def _imports(f: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(f.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
+def test_platform_code_never_imports_a_model_package_or_a_generator():
+    """serving/, core/, domain/ and feature_repo/ import no pipeline code at all (so the serving image
+    needs neither the stages nor the generators); the generic stages import no model's package."""
+    files = [p for d in PLATFORM for p in (ROOT / d).rglob("*.py")]
+    assert len(files) > 40
     for f in files:
-        for node in ast.walk(ast.parse(f.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for n in names:
+        for n in _imports(f):
+            assert n.split(".")[0] not in {"pipelines", "synthetic", "bench", "tests"}, (str(f), n)
+    for f in (ROOT / "pipelines" / "tabular").rglob("*.py"):
+        for n in _imports(f):
+            parts = n.split(".")
+            assert parts[0] != "synthetic", (str(f), n)
+            assert not (parts[0] == "pipelines" and len(parts) > 1 and parts[1] in MODEL_PACKAGES), (
+                str(f),
+                n,
+            )
+
+
+def test_a_model_stage_imports_no_other_models_code():
+    for model in MODEL_PACKAGES:
+        for f in (ROOT / "pipelines" / model).rglob("*.py"):
+            for n in _imports(f):
                 parts = n.split(".")
-                assert parts[0] != "synthetic", (f, n)
-                assert not (parts[0] == "pipelines" and len(parts) > 1 and parts[1] in MODEL_PACKAGES), (f, n)
+                other = (
+                    parts[1] if len(parts) > 1 and parts[0] in {"pipelines", "domain", "synthetic"} else None
+                )
+                assert other in (None, model, "common", "tabular"), (str(f), n)
 
 
 def test_a_time_split_never_cuts_one_prediction_time_in_two():
@@ -86,3 +108,36 @@ def test_a_time_split_never_cuts_one_prediction_time_in_two():
     )
     cut = time_cutoff(times, 0.3)  # 270 rows would cut the last day: the whole day is held out
     assert cut == pd.Timestamp("2026-03-19", tz="UTC") and (times >= cut).sum() == 300
+
+
+def test_the_root_pipelines_code_deps_are_derived():
+    from pipelines.tabular.dvcgen import ROOT_DVC, derived_root_dvc
+
+    assert ROOT_DVC.read_text() == derived_root_dvc(), (
+        "run `python -m pipelines.tabular.dvcgen` (make repro does)"
+    )
+
+
+@pytest.mark.slow  # a fresh interpreter per stage
+def test_every_root_stage_depends_on_every_project_file_it_imports():
+    from concurrent.futures import ThreadPoolExecutor
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    modules = {n: " ".join(s["cmd"].split()).split("python -m ", 1)[1].split()[0] for n, s in stages.items()}
+
+    def loaded(module: str) -> set[str]:
+        code = (
+            f"import json, sys, importlib; importlib.import_module({module!r}); "
+            "print(json.dumps([getattr(m, '__file__', None) for m in list(sys.modules.values())]))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        files = {Path(f).resolve() for f in json.loads(out.stdout.strip().splitlines()[-1]) if f}
+        return {str(f.relative_to(ROOT)) for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts}
+
+    with ThreadPoolExecutor(2) as pool:
+        found = dict(zip(modules, pool.map(loaded, modules.values()), strict=True))
+    for name, files in found.items():
+        missing = files - set(stages[name]["deps"])
+        assert not missing, (name, sorted(missing))

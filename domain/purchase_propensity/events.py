@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from pipelines.purchase_propensity import schema as S
+from domain.purchase_propensity import schema as S
 
 REQUIRED = (S.EVENT_ID, S.SESSION_ID, S.CUSTOMER_ID, S.TS, S.PAGE_TYPE, S.REFERRER, S.DEVICE)
 MAX_ID_LEN = 128

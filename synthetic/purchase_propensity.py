@@ -44,10 +44,10 @@ import orjson
 import pandas as pd
 
 from core.cli import configure_logging
+from domain.purchase_propensity import schema as S
+from domain.purchase_propensity.events import format_ts
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
-from pipelines.purchase_propensity import schema as S
-from pipelines.purchase_propensity.events import format_ts
 from pipelines.purchase_propensity.params import GenerateParams
 
 log = logging.getLogger(__name__)

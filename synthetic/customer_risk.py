@@ -54,10 +54,10 @@ from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from core.cli import configure_logging
+from domain.customer_risk import schema as S
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
-from pipelines.customer_risk import schema as S
 from pipelines.customer_risk.params import GenerateParams
 
 log = logging.getLogger(__name__)

@@ -41,9 +41,9 @@ import pyarrow.parquet as pq
 from scipy.special import expit, logit
 
 from core.cli import configure_logging
+from domain.game_ltv import schema as S
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
-from pipelines.game_ltv import schema as S
 from pipelines.game_ltv.params import GenerateParams
 
 log = logging.getLogger(__name__)

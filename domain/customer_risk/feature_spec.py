@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pipelines.common.feature_spec import Feature
-from pipelines.customer_risk import schema as S
+from core.feature_spec import Feature
+from domain.customer_risk import schema as S
 
 WINDOWS_DAYS = {"7d": 7, "30d": 30, "90d": 90}  # trailing windows, ending (exclusive) at the snapshot time
 PASSTHROUGH_HOURS = 24  # an outgoing payment this soon after a similar inbound one passes money through

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.common.feature_spec import Feature
-from pipelines.purchase_propensity import schema as S
+from core.feature_spec import Feature
+from domain.purchase_propensity import schema as S
 
 ENTITY_ID = S.CUSTOMER_ID
 EVENT_TIMESTAMP = "event_timestamp"

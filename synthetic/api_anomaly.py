@@ -87,7 +87,7 @@ import numpy as np
 import pandas as pd
 
 from core.cli import configure_logging
-from pipelines.api_anomaly import schema as S
+from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.params import WARMUP_DAYS, GenerateParams
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params

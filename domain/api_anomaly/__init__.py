@@ -1,0 +1,1 @@
+"""api_anomaly's declarations (see domain/__init__.py)."""

@@ -1,0 +1,1 @@
+"""customer_risk's declarations (see domain/__init__.py)."""

@@ -1,0 +1,1 @@
+"""game_ltv's declarations (see domain/__init__.py)."""

@@ -1,0 +1,1 @@
+"""purchase_propensity's declarations (see domain/__init__.py)."""
