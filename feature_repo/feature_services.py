@@ -30,5 +30,5 @@ purchase_propensity_v1 = FeatureService(
     name="purchase_propensity_v1",
     features=[customer_purchases, session_activity],
     description="Probability that the customer's current browsing session ends in an order",
-    tags={"model": "purchase_propensity", "entity": "customer"},
+    tags={"model": "purchase_propensity", "entity": "shopper"},
 )

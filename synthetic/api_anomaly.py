@@ -75,7 +75,6 @@ anomalies.csv, defects.csv, segments.csv, holidays.csv (see schema).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections import Counter
@@ -86,12 +85,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.cli import configure_logging
 from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.params import WARMUP_DAYS, GenerateParams
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
+from pipelines.common.stage import stage, stage_parser
 
 log = logging.getLogger(__name__)
 
@@ -1072,12 +1071,11 @@ def generate(p: GenerateParams, out_dir: Path) -> dict:
     return summary
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     generate(load_params(args.params).api_anomaly.generate, args.out)
 
 

@@ -37,7 +37,6 @@ ingestion must take and its reason code).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -53,11 +52,11 @@ from scipy.optimize import brentq
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from core.cli import configure_logging
 from domain.customer_risk import schema as S
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
+from pipelines.common.stage import stage, stage_parser
 from pipelines.customer_risk.params import GenerateParams
 
 log = logging.getLogger(__name__)
@@ -1529,12 +1528,11 @@ def generate(
     return summary
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     generate(load_params(args.params).customer_risk.generate, args.out)
 
 

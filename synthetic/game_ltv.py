@@ -28,7 +28,6 @@ data-quality defects, so tests can check that ingestion catches each one).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,10 +39,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.special import expit, logit
 
-from core.cli import configure_logging
 from domain.game_ltv import schema as S
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
+from pipelines.common.stage import stage, stage_parser
 from pipelines.game_ltv.params import GenerateParams
 
 log = logging.getLogger(__name__)
@@ -452,13 +451,12 @@ def generate(p: GenerateParams, out_dir: Path, truth: Truth | None = None) -> di
     return totals
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--n-users", type=int, default=None, help="override params (e.g. for a quick try)")
     args = ap.parse_args()
-    configure_logging()
     p = load_params(args.params).game_ltv.generate
     if args.n_users:
         p = p.model_copy(update={"n_users": args.n_users})

@@ -33,7 +33,6 @@ the world's page views, so the oracle holds for every one of them.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -43,11 +42,11 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from core.cli import configure_logging
 from domain.purchase_propensity import schema as S
 from domain.purchase_propensity.events import format_ts
 from pipelines.common.params import load_params
 from pipelines.common.progress import progress
+from pipelines.common.stage import stage, stage_parser
 from pipelines.purchase_propensity.params import GenerateParams
 
 log = logging.getLogger(__name__)
@@ -452,12 +451,11 @@ def generate(p: GenerateParams, out: Path) -> World:
     return world
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     generate(load_params(args.params).purchase_propensity.generate, args.out)
 
 

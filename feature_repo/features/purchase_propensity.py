@@ -1,7 +1,7 @@
 from datetime import timedelta
 
 from data_sources import customer_purchases_source, session_activity_push
-from entities import customer
+from entities import shopper
 from feast import FeatureView
 
 from domain.purchase_propensity import features as spec
@@ -11,7 +11,7 @@ from features import fields
 # A snapshot describes the history before its midnight; older than two days it is stale.
 customer_purchases = FeatureView(
     name=spec.PURCHASE_VIEW,
-    entities=[customer],
+    entities=[shopper],
     ttl=timedelta(days=2),
     schema=fields(spec.PURCHASE_FEATURES),
     source=customer_purchases_source,
@@ -23,7 +23,7 @@ customer_purchases = FeatureView(
 # its batch source is the same state after every recorded page view. A session idle for two hours is over.
 session_activity = FeatureView(
     name=spec.SESSION_VIEW,
-    entities=[customer],
+    entities=[shopper],
     ttl=timedelta(hours=2),
     schema=fields(spec.SESSION_FEATURES),
     source=session_activity_push,

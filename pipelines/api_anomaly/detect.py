@@ -16,8 +16,6 @@ both windows, for the report) and the threshold curves.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -26,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 from core.band import STATE_FIELDS, band
-from core.cli import configure_logging
 from core.model_bundle import COMPOSITE_KEY_SEP, METADATA_FILE, FeatureSpec, ModelMetadata, file_sha256
 from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores, state_frame
 from pipelines.api_anomaly.evaluation import choose_threshold, detectability, event_metrics, point_metrics
 from pipelines.api_anomaly.params import DetectParams
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 
 log = logging.getLogger(__name__)
 KEYS = ["country", "os"]
@@ -272,7 +270,7 @@ def write_outputs(
     for name, c in curves.items():
         c.to_csv(out / f"threshold_curve_{name}.csv", index=False)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    write_metrics(metrics_path, metrics)
     features_path.parent.mkdir(parents=True, exist_ok=True)
     feature_table(counts, holidays, cfg).to_parquet(features_path, index=False)
     meta = band_model(metrics, cfg, features_path, counts_path)
@@ -287,8 +285,9 @@ def write_outputs(
     return meta
 
 
+@stage
 def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--counts", type=Path, required=True, help="ingestion's clean api_counts.parquet")
     ap.add_argument(
         "--raw", type=Path, help="raw folder: labels.parquet (evaluation) and holidays.csv, if there"
@@ -297,9 +296,7 @@ def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--features", type=Path, required=True, help="feature table segment_baseline.parquet")
     ap.add_argument("--model", type=Path, required=True, help="model folder of the real-time band check")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     p = load_params(args.params).api_anomaly.detect
     counts = pd.read_parquet(args.counts)
     labels_path = args.raw / S.LABELS_FILE if args.raw else None

@@ -44,19 +44,17 @@ count (int64), sorted by date, country, os, one row per key.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.cli import configure_logging
 from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.params import IngestParams
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.common.validation import RowValidator, read_raw
 
 log = logging.getLogger(__name__)
@@ -150,13 +148,7 @@ def validate(raw: pd.DataFrame, p: IngestParams) -> tuple[pd.DataFrame, pd.DataF
     parsed[S.DATE] = parsed[S.DATE].dt.as_unit("us")
     for col in (S.COUNTRY, S.OS):
         parsed[col] = parsed[col].astype(str).astype(object)
-    report = {
-        "rows_in": len(raw),
-        "rows_ok": int(ok.sum()),
-        "quarantined": len(quarantine),
-        "by_reason": reasons,
-        "repaired": dict(sorted(v.repairs.items())),
-    }
+    report = v.report(ok, quarantine, reasons)
     return clean, quarantine, report, parsed
 
 
@@ -256,7 +248,7 @@ def ingest(
         },
     }
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(full, indent=2) + "\n")
+    write_metrics(metrics_path, full)
     log.info(
         "%s: %d rows in, %d ok, %d quarantined %s, repaired %s; missing days: %d segment-days, "
         "%d country-days",
@@ -272,15 +264,14 @@ def ingest(
     return full
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--clean", type=Path, required=True)
     ap.add_argument("--quarantine", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--raw", type=Path, default=None, help="override params: your own raw folder")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     ingest(load_params(args.params).api_anomaly.ingest, args.clean, args.quarantine, args.metrics, args.raw)
 
 

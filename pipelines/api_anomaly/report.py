@@ -6,7 +6,6 @@ Every figure is read from a stage output (ingest metrics, detect metrics and out
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -20,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from core.band import band
-from core.cli import configure_logging
 from domain.api_anomaly import schema as S
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 
 log = logging.getLogger(__name__)
 KEYS = [S.COUNTRY, S.OS]
@@ -400,17 +399,16 @@ def build_report(
     log.info("report written: %s (%d anomalies)", out, len(anomalies))
 
 
+@stage
 def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--metrics", type=Path, default=Path("metrics/api_anomaly.json"))
     ap.add_argument("--ingest-metrics", type=Path, default=Path("metrics/api_anomaly_ingest.json"))
     ap.add_argument("--quarantine", type=Path, default=Path("data/quarantine/api_anomaly"))
     ap.add_argument("--outputs", type=Path, default=Path("data/outputs/api_anomaly"))
     ap.add_argument("--raw", type=Path, default=None, help="raw folder with anomalies.csv (generated data)")
     ap.add_argument("--out", type=Path, default=Path("docs/reports/api_anomaly.md"))
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     q = args.quarantine / S.QUARANTINE_FILE
     build_report(
         json.loads(args.metrics.read_text()),

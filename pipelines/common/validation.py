@@ -291,6 +291,16 @@ class RowValidator:
             lambda r: f"{name} " + keys(r) + " appears in several rows that disagree",
         )
 
+    def report(self, ok: pd.Series, quarantine: pd.DataFrame, reasons: dict[str, int]) -> dict:
+        """The counts every ingest writes to its metrics for a table (from `split()`'s result)."""
+        return {
+            "rows_in": len(self.df),
+            "rows_ok": int(ok.sum()),
+            "quarantined": len(quarantine),
+            "by_reason": reasons,
+            "repaired": dict(sorted(self.repairs.items())),
+        }
+
     def split(self) -> tuple[pd.Series, pd.DataFrame, dict[str, int]]:
         """(mask of clean rows, quarantine frame with reasons, counts by reason code)."""
         bad = pd.Series(False, index=self.df.index)

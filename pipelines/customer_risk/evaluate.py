@@ -6,8 +6,6 @@ training beside them) and plots/customer_risk/: calibration table, SHAP feature 
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -20,7 +18,6 @@ import pandas as pd
 from catboost import Pool
 from sklearn.metrics import precision_recall_curve
 
-from core.cli import configure_logging
 from core.explain import shap_values
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
@@ -28,6 +25,7 @@ from domain.customer_risk import feature_spec as F
 from domain.customer_risk import schema as S
 from pipelines.common.classification import calibration_table, classification_metrics
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.customer_risk.train import baseline_model, load_oracle
 
 log = logging.getLogger(__name__)
@@ -110,20 +108,19 @@ def _plot(preds: dict, y: np.ndarray, calib: pd.DataFrame, importance: pd.DataFr
     plt.close(fig)
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--training-set", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--oracle", type=Path, default=None)
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--plots", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     high = load_params(args.params).customer_risk.segments.high
     out = evaluate(args.training_set, args.model_dir, args.oracle, args.plots, high)
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(out, indent=2) + "\n")
+    write_metrics(args.metrics, out)
 
 
 if __name__ == "__main__":

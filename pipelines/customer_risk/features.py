@@ -19,7 +19,6 @@ feature list, windows and thresholds come from feature_spec.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -28,10 +27,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from core.cli import configure_logging
 from domain.customer_risk import feature_spec as F
 from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.customer_risk.params import FeaturesParams
 
 log = logging.getLogger(__name__)
@@ -254,13 +253,12 @@ def build(clean_dir: Path, features_dir: Path, p: FeaturesParams) -> dict:
     return summary
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--clean", type=Path, required=True)
     ap.add_argument("--features", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     build(args.clean, args.features, load_params(args.params).customer_risk.features)
 
 

@@ -27,17 +27,16 @@ microseconds, amount and amount_eur = amount x schema.EUR_PER_UNIT[currency], ca
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from core.cli import configure_logging
 from domain.customer_risk import schema as S
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.common.validation import RowValidator, read_raw
 from pipelines.customer_risk.params import IngestParams
 
@@ -101,13 +100,7 @@ def extraction_time(p: IngestParams, raw_dir: Path) -> pd.Timestamp:
 def _report(
     raw: pd.DataFrame, ok: pd.Series, quarantine: pd.DataFrame, reasons: dict, v: RowValidator
 ) -> dict:
-    return {
-        "rows_in": len(raw),
-        "rows_ok": int(ok.sum()),
-        "quarantined": len(quarantine),
-        "by_reason": reasons,
-        "repaired": dict(sorted(v.repairs.items())),
-    }
+    return v.report(ok, quarantine, reasons)
 
 
 def _raw_ids(raw: pd.DataFrame) -> pd.Series:
@@ -421,20 +414,19 @@ def ingest(
         "amount_eur_total": round(float(tx_all[S.AMOUNT_EUR].sum()), 2),
     }
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_metrics(metrics_path, report)
     log.info("ingested %s", report["clean"])
     return report
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--clean", type=Path, required=True)
     ap.add_argument("--quarantine", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--raw", type=Path, default=None, help="override params: your own raw folder")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     ingest(load_params(args.params).customer_risk.ingest, args.clean, args.quarantine, args.metrics, args.raw)
 
 

@@ -7,7 +7,6 @@ profiles, the off-boarding list, assumptions and limitations. Every figure is re
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -19,11 +18,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from core.cli import configure_logging
 from core.model_bundle import load_metadata
 from domain.customer_risk import feature_spec as F
 from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.customer_risk.params import CustomerRiskParams
 
 log = logging.getLogger(__name__)
@@ -443,8 +442,9 @@ def build_report(
     log.info("wrote %s", out_md)
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--metrics", type=Path, default=Path("metrics/customer_risk.json"))
     ap.add_argument("--ingest-metrics", type=Path, default=Path("metrics/customer_risk_ingest.json"))
     ap.add_argument("--clean", type=Path, default=Path("data/clean/customer_risk"))
@@ -455,9 +455,7 @@ def main() -> None:
     ap.add_argument("--outputs", type=Path, default=Path("data/outputs/customer_risk"))
     ap.add_argument("--plots", type=Path, default=Path("plots/customer_risk"))
     ap.add_argument("--out", type=Path, default=Path("docs/reports/customer_risk.md"))
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     build_report(
         args.metrics,
         args.ingest_metrics,

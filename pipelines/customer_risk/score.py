@@ -11,7 +11,6 @@ when transaction evidence backs the model (any of the evidence rules), or on the
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -20,13 +19,13 @@ import numpy as np
 import pandas as pd
 from catboost import Pool
 
-from core.cli import configure_logging
 from core.explain import reasons, segmenter, shap_values
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
 from domain.customer_risk import feature_spec as F
 from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.customer_risk.params import OffboardingParams
 
 log = logging.getLogger(__name__)
@@ -85,14 +84,13 @@ def offboarding_list(pred: pd.DataFrame) -> pd.DataFrame:
     return off[[S.ID, "probability", "segment", "offboard_rule", "reasons", "as_of", "model_version"]]
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--scoring-set", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     p = load_params(args.params).customer_risk.offboarding
     pred = score(args.scoring_set, args.model_dir, p)
     args.out.mkdir(parents=True, exist_ok=True)

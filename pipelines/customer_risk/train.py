@@ -20,7 +20,6 @@ batch stage without knowing this model: the calibration map, the segments, and t
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -41,13 +40,13 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
-from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, file_sha256, save_bundle
 from core.predict import feature_frame
 from domain.customer_risk import feature_spec as F
 from domain.customer_risk import schema as S
 from pipelines.common.classification import classification_metrics
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.customer_risk.params import CustomerRiskParams, TrainParams, TunedParams
 
 log = logging.getLogger(__name__)
@@ -422,12 +421,12 @@ def train(training_set: Path, model_dir: Path, params: CustomerRiskParams, oracl
     return cv
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--training-set", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, default=None, help="where the model goes (not with --tune)")
     ap.add_argument("--oracle", type=Path, default=None, help="generator's oracle.parquet (optional)")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument(
         "--tune",
         action="store_true",
@@ -435,7 +434,6 @@ def main() -> None:
         f"({NAME}.train.tuned); trains no model: `dvc repro` then trains with it",
     )
     args = ap.parse_args()
-    configure_logging()
     params = load_params(args.params).customer_risk
     if args.tune:
         block = write_tuned(args.params, search(args.training_set, params.train))

@@ -8,7 +8,6 @@ threshold choices.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -16,12 +15,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from core.cli import configure_logging
 from core.settings import Settings
 from domain.customer_risk import feature_spec as F
 from domain.customer_risk import schema as S
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.customer_risk.params import TrainingSetParams
 
 log = logging.getLogger(__name__)
@@ -49,14 +48,13 @@ def build(settings: Settings, p: TrainingSetParams, features_dir: Path) -> tuple
     return labeled, unlabeled
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--features", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="labeled training set (.parquet)")
     ap.add_argument("--unlabeled-out", type=Path, required=True, help="unlabeled scoring set (.parquet)")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     labeled, unlabeled = build(Settings(), load_params(args.params).customer_risk.training_set, args.features)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     labeled.to_parquet(args.out, index=False)

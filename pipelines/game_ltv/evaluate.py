@@ -11,8 +11,6 @@ computed when the raw data came from the generator (oracle.parquet present), els
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -21,12 +19,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from core.cli import configure_logging
 from core.model_bundle import load_bundle
 from core.predict import feature_frame, predict
 from domain.game_ltv import schema as S
 from pipelines.common.ltv_metrics import cumulative_gain, deciles, ltv_metrics
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.game_ltv.params import EvaluateParams
 from pipelines.game_ltv.train import BASELINES_FILE
 from pipelines.game_ltv.training_set import SPLIT, split_info
@@ -86,7 +84,7 @@ def evaluate(
     else:
         metrics["oracle_normalized_gini"] = None
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics_path, metrics)
     write_plots(y, preds, p.n_bins, plots_dir)
     log.info("gini %.4f (oracle %s)", metrics["normalized_gini"], metrics.get("oracle_normalized_gini"))
     return metrics
@@ -128,16 +126,15 @@ def write_plots(y: np.ndarray, preds: dict[str, np.ndarray], n_bins: int, out: P
     fig.savefig(out / "game_ltv_evaluation.png", dpi=110)
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--training-set", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--oracle", type=Path, required=True, help="oracle.parquet (absent for real data)")
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--plots", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     params = load_params(args.params).game_ltv
     evaluate(
         args.training_set,

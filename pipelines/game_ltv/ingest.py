@@ -28,7 +28,6 @@ Outputs (``--features``):
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -38,10 +37,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from core.cli import configure_logging
 from domain.game_ltv import schema as S
 from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.common.validation import RowValidator, read_raw
 from pipelines.game_ltv.params import IngestParams
 
@@ -85,13 +84,7 @@ def validate_users(
         }
     )[ok]
     clean[S.ID] = clean[S.ID].astype("int64")  # valid ids are never null: plain int64 join keys
-    report = {
-        "rows_in": len(raw),
-        "rows_ok": int(ok.sum()),
-        "quarantined": len(quarantine),
-        "by_reason": reasons,
-        "repaired": dict(sorted(v.repairs.items())),
-    }
+    report = v.report(ok, quarantine, reasons)
     return clean.reset_index(drop=True), quarantine, report
 
 
@@ -311,21 +304,20 @@ def ingest(
     timing_file = {**timing, "counts_observed_hours": p.counts_observed_hours if hourly is None else None}
     (features_dir / S.TIMING_FILE).write_text(json.dumps(timing_file, indent=2) + "\n")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_metrics(metrics_path, report)
     log.info("ingested %s users (%s quarantined)", len(users), rep_users["quarantined"])
     return report
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--features", type=Path, required=True)
     ap.add_argument("--quarantine", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--users", type=Path, default=None, help="override params: your own users file")
     ap.add_argument("--activity", type=Path, default=None, help="override params: your own hourly activity")
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     ingest(
         load_params(args.params).game_ltv.ingest,
         args.features,

@@ -7,7 +7,6 @@ never from a hand-written list. Writes models/game_ltv/ (model.cbm + metadata.js
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import pandas as pd
 from catboost import CatBoostRegressor, Pool
 from sklearn.dummy import DummyRegressor
 
-from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame
 from core.settings import Settings
@@ -24,6 +22,7 @@ from domain.game_ltv import schema as S
 from pipelines.common.baselines import linear_baseline
 from pipelines.common.feast_training import feature_service_features
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.game_ltv.params import TrainingSetParams, TrainParams
 from pipelines.game_ltv.training_set import SPLIT, split_info
 
@@ -110,13 +109,12 @@ def run(
     return meta
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--training-set", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     params = load_params(args.params).game_ltv
     run(Settings(), args.training_set, args.model_dir, params.training_set, params.train)
 

@@ -14,7 +14,6 @@ install times it carries no such metadata (the file stays as it always was).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -22,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.cli import configure_logging
 from core.settings import Settings
 from domain.game_ltv import schema as S
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.game_ltv.params import TrainingSetParams
 
 log = logging.getLogger(__name__)
@@ -115,13 +114,12 @@ def split_info(training_set: pd.DataFrame) -> dict[str, str]:
     }
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--features", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     settings = Settings()
     df = build_training_set(settings, load_params(args.params).game_ltv.training_set, args.features)
     args.out.parent.mkdir(parents=True, exist_ok=True)

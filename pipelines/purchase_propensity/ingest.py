@@ -20,7 +20,6 @@ whether every planted defect was caught with the expected reason.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 from collections import Counter
@@ -30,11 +29,11 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from core.cli import configure_logging
 from domain.purchase_propensity import features as F
 from domain.purchase_propensity import schema as S
 from domain.purchase_propensity.events import InvalidEvent, PageView, parse_event
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.common.validation import RowValidator, read_raw
 from pipelines.purchase_propensity.params import FeaturesParams
 
@@ -202,7 +201,7 @@ def ingest(p: FeaturesParams, features_dir: Path, quarantine_dir: Path, metrics_
         "snapshot_days": len(at),
     }
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(orjson.dumps(metrics, option=orjson.OPT_INDENT_2).decode() + "\n")
+    write_metrics(metrics_path, metrics)
     log.info(
         "events: %s lines -> %s clean, %s re-sent dropped, %s quarantined %s",
         metrics["events"]["lines"],
@@ -214,14 +213,13 @@ def ingest(p: FeaturesParams, features_dir: Path, quarantine_dir: Path, metrics_
     return metrics
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--features", type=Path, required=True)
     ap.add_argument("--quarantine", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     ingest(
         load_params(args.params).purchase_propensity.features, args.features, args.quarantine, args.metrics
     )

@@ -17,8 +17,6 @@ type. The oracle is the generator's exact P(order | page views so far) (generate
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ import pandas as pd
 from catboost import CatBoostClassifier, Pool
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from core.cli import configure_logging
 from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame, predict
 from core.settings import Settings
@@ -45,6 +42,7 @@ from pipelines.common.classification import (
 )
 from pipelines.common.feast_training import feature_service_features
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.purchase_propensity.params import TrainingSetParams, TrainParams
 from pipelines.purchase_propensity.training_set import SPLIT
 
@@ -200,7 +198,7 @@ def run(
         params,
         task="classification",
         label=S.LABEL,
-        entity="customer",
+        entity="shopper",
         join_keys=[F.ENTITY_ID],
         join_key_types={F.ENTITY_ID: "int"},
         feature_service=ts.feature_service,
@@ -215,7 +213,7 @@ def run(
     save_bundle(model_dir, model, meta)
     metrics = {**metrics, "model_version": meta.version, "training": info}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(metrics_path, metrics)
     log.info(
         "%s: ROC-AUC %.4f (oracle %s, baseline %.4f), log loss %.4f",
         meta.version,
@@ -227,16 +225,15 @@ def run(
     return metrics
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--training-set", type=Path, required=True)
     ap.add_argument("--model-dir", type=Path, required=True)
     ap.add_argument("--oracle", type=Path, default=None, help="the generator's oracle.parquet (optional)")
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--plots", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     params = load_params(args.params).purchase_propensity
     run(
         Settings(),

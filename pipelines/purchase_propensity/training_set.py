@@ -16,19 +16,18 @@ overlapping sessions, where the customer's latest activity wins, as in the onlin
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.cli import configure_logging
 from core.settings import Settings
 from domain.purchase_propensity import features as F
 from domain.purchase_propensity import schema as S
 from pipelines.common.feast_training import historical_features
 from pipelines.common.params import load_params
+from pipelines.common.stage import stage, stage_parser
 from pipelines.purchase_propensity.params import TrainingSetParams
 
 log = logging.getLogger(__name__)
@@ -89,13 +88,12 @@ def build_training_set(settings: Settings, p: TrainingSetParams, features_dir: P
     return df
 
 
+@stage
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = stage_parser(__doc__)
     ap.add_argument("--features", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = ap.parse_args()
-    configure_logging()
     df = build_training_set(
         Settings(), load_params(args.params).purchase_propensity.training_set, args.features
     )

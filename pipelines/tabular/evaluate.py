@@ -9,7 +9,6 @@ normalized Gini. Flat keys in ``metrics/<model>.json`` (``roc_auc``, ``baseline_
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -40,6 +39,7 @@ from pipelines.common.classification import (
     expected_calibration_error,
 )
 from pipelines.common.ltv_metrics import normalized_gini
+from pipelines.common.stage import write_metrics
 from pipelines.tabular.ingest import PREDICTION_TIME
 from pipelines.tabular.layout import Layout
 from pipelines.tabular.train import label_array
@@ -290,8 +290,7 @@ def run(settings: Settings, layout: Layout) -> dict[str, Any]:
     df = pd.read_parquet(layout.training_set)
     metrics, plots = evaluate(layout, df)
     save_plots(layout, layout.spec.label.task, plots)
-    layout.metrics_dir.mkdir(parents=True, exist_ok=True)
-    layout.metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(layout.metrics, metrics)
     headline = {
         k: metrics[k]
         for k in (

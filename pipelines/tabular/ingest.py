@@ -15,7 +15,6 @@ Outputs: ``<features>/<source>.parquet`` (join key, ``event_timestamp``, declare
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pandas as pd
 
 from core.settings import Settings
 from core.spec import ColumnSpec, LabelSpec, SourceSpec, Spec
+from pipelines.common.stage import write_metrics
 from pipelines.common.validation import SOURCE_ROW, RowValidator, read_raw
 from pipelines.tabular.layout import Layout
 
@@ -159,13 +159,7 @@ def _finish(v: RowValidator, raw: pd.DataFrame, parsed: dict[str, pd.Series], ke
     # Duplicates are judged on the parsed values (" F" and "F" are the same row).
     v.duplicates(key_cols, parsed_ok=ok_so_far, values=frame.astype("string").fillna(""))
     ok, quarantine, reasons = v.split()
-    report = {
-        "rows_in": len(raw),
-        "rows_ok": int(ok.sum()),
-        "quarantined": len(quarantine),
-        "by_reason": reasons,
-        "repaired": dict(sorted(v.repairs.items())),
-    }
+    report = v.report(ok, quarantine, reasons)
     return frame[ok].reset_index(drop=True), quarantine, report
 
 
@@ -302,8 +296,7 @@ def run(settings: Settings, layout: Layout) -> dict:
         "quarantined": sum(t["quarantined"] for t in report.values()),
         "tables": report,
     }
-    layout.metrics_dir.mkdir(parents=True, exist_ok=True)
-    layout.ingest_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(layout.ingest_metrics, metrics)
     return metrics
 
 
