@@ -141,3 +141,41 @@ def test_every_root_stage_depends_on_every_project_file_it_imports():
     for name, files in found.items():
         missing = files - set(stages[name]["deps"])
         assert not missing, (name, sorted(missing))
+
+
+@pytest.mark.slow  # a clone of the repository and two `dvc status` runs
+def test_dvc_status_marks_exactly_the_stages_that_import_a_changed_module(tmp_path):
+    """Literally what a user sees: change one module in a clone, and `dvc status` lists as changed the
+    stages whose code imports it (directly or not), and no other stage for that file."""
+    clone = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+
+    def changed_by(path: str) -> set[str]:
+        out = subprocess.run(
+            [*dvc, "status", "--json"], cwd=clone, capture_output=True, text=True, check=True
+        )
+        status = json.loads(out.stdout or "{}")
+        hits = set()
+        for stage, entries in status.items():
+            for entry in entries:
+                if isinstance(entry, dict) and path in entry.get("changed deps", {}):
+                    hits.add(stage.split(":")[-1])
+        return hits
+
+    target = "domain/game_ltv/schema.py"
+    assert changed_by(target) == set()
+    with open(clone / target, "a") as f:
+        f.write("\n# a change\n")
+    users = {
+        name
+        for name, s in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items()
+        if target in s["deps"]
+    } | {
+        name
+        for name, s in yaml.safe_load((ROOT / "specs" / "dvc.yaml").read_text())["stages"].items()
+        if target in s["deps"]
+    }
+    assert {"game_ltv_ingest", "game_ltv_training_set", "payment_option_training_set"} <= users
+    assert "customer_risk_features" not in users
+    assert changed_by(target) == users
