@@ -22,7 +22,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 venv: $(VENV)/.installed
 
-# specs/dvc.yaml is derived from specs/*.yaml (a new spec gets its stages here), then DVC runs what is stale.
+# specs/dvc.yaml (a new spec gets its stages there) and the code deps of dvc.yaml are derived from the specs
+# and the imports (pipelines/tabular/dvcgen.py), then DVC runs what is stale in both.
 repro: venv
 	python -m pipelines.tabular.dvcgen >/dev/null
 	dvc repro --all-pipelines  # dvc.yaml and specs/dvc.yaml

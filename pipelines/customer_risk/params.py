@@ -94,7 +94,10 @@ class TrainParams(_P):
     early_stopping_rounds: int = Field(gt=0, description="(the search only)")
     thread_count: int
     max_reasons: int = Field(gt=0, description="reasons quoted per customer")
-    tuned: TunedParams = Field(description="what the train stage fits with: no search in `dvc repro`")
+    tuned: TunedParams | None = Field(
+        default=None,
+        description="what the train stage fits with: no search in `make repro` (`make tune-customer-risk` writes it)",
+    )
 
 
 class SegmentParams(_P):

@@ -374,6 +374,10 @@ def trial_records(t: TunedParams) -> list[dict[str, Any]]:
 
 def train(training_set: Path, model_dir: Path, params: CustomerRiskParams, oracle_path: Path | None) -> dict:
     """Cross-validate, calibrate and fit with the stored `train.tuned` values: no search here."""
+    if params.train.tuned is None:
+        raise ValueError(
+            f"params.yaml has no {NAME}.train.tuned: run `make tune-customer-risk` once to search and store it"
+        )
     p = params.train
     specs = feature_specs()
     tr, X, y = train_split(training_set, specs)
@@ -431,9 +435,13 @@ def main() -> None:
         "--tune",
         action="store_true",
         help="run the Optuna search (n_trials x tune_folds, minutes) and write its result into --params "
-        f"({NAME}.train.tuned); trains no model: `dvc repro` then trains with it",
+        f"({NAME}.train.tuned); trains no model: `make repro` then trains with it",
     )
     args = ap.parse_args()
+    if args.tune and args.model_dir is not None:
+        ap.error(
+            "--tune trains no model: drop --model-dir (make tune-customer-risk retrains after the search)"
+        )
     params = load_params(args.params).customer_risk
     if args.tune:
         block = write_tuned(args.params, search(args.training_set, params.train))

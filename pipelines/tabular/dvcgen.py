@@ -224,17 +224,34 @@ CODE_DIRS = ("core/", "domain/", "pipelines/", "serving/", "synthetic/", "featur
 ROOT_DVC = ROOT / "dvc.yaml"
 
 
-def root_stage_deps(cmd: str, deps: list[str]) -> list[str]:
+def root_stage_deps(cmd: str, deps: list[str], params: list[str] | None = None) -> list[str]:
     """A hand-written stage's deps: the import closure of the module its cmd runs (`python -m <module>`),
+    the params class of every params.yaml section it reads (pipelines/common/params.py imports it by name),
     the feature repo when it uses Feast, then its data deps as written (anything not project code)."""
     module = cmd.split("python -m ", 1)[1].split()[0]
     f = _module_file(module, [ROOT])
     assert f is not None, f"{cmd}: module {module} not found"
-    code = import_closure(f, *_packages_of(module))
+    sections = {str(p).split(".")[0] for p in params or [] if isinstance(p, str)}
+    classes = [m for m in (_module_file(f"pipelines.{sec}.params", [ROOT]) for sec in sorted(sections)) if m]
+    code = import_closure(f, *_packages_of(module), *classes)
     if "core/feature_store.py" in code:  # Feast parses every file of the feature repo
         code += ["feature_repo/feature_store.yaml", *import_closure(*sorted(FEATURE_REPO.rglob("*.py")))]
     data = [d for d in deps if not (d.startswith(CODE_DIRS) and (d.endswith(".py") or d.endswith(".yaml")))]
     return _unique(code + data)
+
+
+def _set_in_place(seq: Any, new: list[str]) -> None:
+    """Make the YAML list `seq` equal `new` by deleting and inserting items, so the comments attached to the
+    items that stay are kept (a clear() and extend() would drop them)."""
+    for i in range(len(seq) - 1, -1, -1):
+        if str(seq[i]) not in new:
+            del seq[i]
+    for i, item in enumerate(new):
+        if i < len(seq) and str(seq[i]) == item:
+            continue
+        if item in [str(x) for x in seq]:
+            del seq[[str(x) for x in seq].index(item)]
+        seq.insert(i, item)
 
 
 def derived_root_dvc(path: Path = ROOT_DVC) -> str:
@@ -251,10 +268,8 @@ def derived_root_dvc(path: Path = ROOT_DVC) -> str:
     for stage in doc["stages"].values():
         cmd = " ".join(str(stage["cmd"]).split())
         if "python -m " in cmd and "deps" in stage:
-            new = root_stage_deps(cmd, [str(d) for d in stage["deps"]])
-            if new != [str(d) for d in stage["deps"]]:
-                stage["deps"].clear()
-                stage["deps"].extend(new)
+            params = [p for p in stage.get("params", []) if isinstance(p, str)]
+            _set_in_place(stage["deps"], root_stage_deps(cmd, [str(d) for d in stage["deps"]], params))
     out = io.StringIO()
     y.dump(doc, out)
     return out.getvalue()
@@ -268,8 +283,11 @@ def write_root_dvc(path: Path = ROOT_DVC) -> Path:
 
 
 def main() -> None:
+    import argparse
+
     from core.settings import Settings
 
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help, and nothing else
     print(write_dvc_yaml(Settings().specs_dir))
     print(write_root_dvc())
 

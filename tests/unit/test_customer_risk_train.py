@@ -129,8 +129,9 @@ def test_tune_inserts_the_block_when_params_yaml_has_none(tmp_path):
     lines = (ROOT / "params.yaml").read_text().splitlines(keepends=True)
     start, end = train.tuned_span(lines)
     params.write_text("".join(lines[:start] + lines[end:]))
-    with pytest.raises(Exception, match="tuned"):
-        load_params(params).customer_risk  # noqa: B018 (validated when read)
+    assert load_params(params).customer_risk.train.tuned is None  # loads: --tune can run and fill it
+    with pytest.raises(ValueError, match="run `make tune-customer-risk` once"):
+        train.train(tmp_path / "unused.parquet", tmp_path / "model", load_params(params).customer_risk, None)
     t = TunedParams(
         depth=5,
         learning_rate=0.1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,26 @@ def test_dvc_status_marks_exactly_the_stages_that_import_a_changed_module(tmp_pa
     assert {"game_ltv_ingest", "game_ltv_training_set", "payment_option_training_set"} <= users
     assert "customer_risk_features" not in users
     assert changed_by(target) == users
+
+
+def test_deriving_deps_keeps_the_comments_of_the_items_that_stay():
+    import io
+
+    from ruamel.yaml import YAML
+
+    from pipelines.tabular.dvcgen import _set_in_place
+
+    y = YAML()
+    doc = y.load("deps:\n  - a.py\n  - data/x  # the raw export\n  - b.py\n")
+    _set_in_place(doc["deps"], ["a.py", "c.py", "data/x"])
+    out = io.StringIO()
+    y.dump(doc, out)
+    assert [str(d) for d in doc["deps"]] == ["a.py", "c.py", "data/x"]
+    assert re.search(r"data/x\s+# the raw export", out.getvalue())
+
+
+def test_a_stage_depends_on_the_params_class_of_each_section_it_reads():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        for section in {p.split(".")[0] for p in stage.get("params", []) if isinstance(p, str)}:
+            assert f"pipelines/{section}/params.py" in stage["deps"], name
