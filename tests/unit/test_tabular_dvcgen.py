@@ -203,3 +203,16 @@ def test_a_stage_depends_on_the_params_class_of_each_section_it_reads():
     for name, stage in stages.items():
         for section in {p.split(".")[0] for p in stage.get("params", []) if isinstance(p, str)}:
             assert f"pipelines/{section}/params.py" in stage["deps"], name
+
+
+def test_a_stage_warns_when_it_loaded_a_file_its_deps_do_not_list(tmp_path):
+    from pipelines.common.stage import undeclared_imports
+
+    dvc = tmp_path / "dvc.yaml"
+    dvc.write_text(
+        "stages:\n  x_train:\n    cmd: python -m pipelines.x.train --out m\n    deps:\n      - pipelines/x/train.py\n"
+    )
+    assert undeclared_imports("pipelines.x.train", {"pipelines/x/train.py"}, dvc) == []
+    [warning] = undeclared_imports("pipelines.x.train", {"pipelines/x/train.py", "pipelines/x/new.py"}, dvc)
+    assert "x_train loaded ['pipelines/x/new.py']" in warning and "make repro" in warning
+    assert undeclared_imports("pipelines.y.train", {"pipelines/y/new.py"}, dvc) == []
