@@ -32,8 +32,6 @@ from pipelines.common.offline_tables import publish_tables
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # materialize from here: every row, a static table's too
 
-MODELS = HAND_WRITTEN  # the hand-written models; `models(settings)` adds the spec'd ones
-
 
 def _store_id(settings: Settings) -> str:
     cfg = raw_config(settings)
@@ -133,7 +131,7 @@ def demo_curl(settings: Settings, port: int = 8000) -> str:
         request: dict = {"entities": {registry[model][1]: [entity]}}
         if model == "api_anomaly":  # a real-time check needs the day and the count: half the expected
             request = _band_example(settings)
-        elif model not in MODELS:
+        elif model not in HAND_WRITTEN:
             request = _spec_example(settings, model) or request
         body = json.dumps(request)
         lines.append(

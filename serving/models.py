@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,44 @@ from core.predict import make_predictor
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RequestRule:
+    """A spec'd model's request feature, checked like ingest checked its column (pipelines/tabular/
+    ingest.py): a declared value in another letter case becomes the declared spelling; an unknown value or
+    one out of range is refused with the reason. Built once per model at load (metadata
+    `extra.request_rules`), not per request."""
+
+    name: str
+    canon: dict[str, Any] | None  # lower-cased spelling -> declared value; None: any value
+    low: float | None
+    high: float | None
+    nullable: bool
+
+    @classmethod
+    def of(cls, name: str, rule: dict[str, Any]) -> RequestRule:
+        allowed = rule.get("values")
+        canon = {str(a).lower(): a for a in allowed} if allowed is not None else None
+        return cls(name, canon, rule.get("min"), rule.get("max"), bool(rule.get("nullable", False)))
+
+    def apply(self, values: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for v in values:
+            if v is not None and self.canon is not None:
+                c = self.canon.get(str(v).strip().lower())
+                if c is None:
+                    expected = list(self.canon.values())
+                    raise ValueError(
+                        f"features.{self.name}: unknown value {v!r} (expected one of {expected})"
+                    )
+                v = c
+            if v is not None and (
+                (self.low is not None and v < self.low) or (self.high is not None and v > self.high)
+            ):
+                raise ValueError(f"features.{self.name}: {v!r} is outside [{self.low}, {self.high}]")
+            out.append(v)
+        return out
 
 
 @dataclass
@@ -33,6 +71,7 @@ class LoadedModel:
         None  # fields per row
     )
     check_request: Callable[[dict[str, list[Any]]], None] | None = None  # raises ValueError: bad request
+    request_rules: dict[str, RequestRule] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         predictor = make_predictor(self.model, self.meta)
@@ -40,6 +79,8 @@ class LoadedModel:
         self.details = getattr(predictor, "details", None)
         self.check_request = getattr(predictor, "check_request", None)
         self.segment = segmenter(self.meta)
+        rules = self.meta.extra.get("request_rules") or {}
+        self.request_rules = {n: RequestRule.of(n, r) for n, r in rules.items()}
         # Concurrent requests share one CatBoost call (see serving/batching.py).
         self.batcher = MicroBatcher(lambda rows: predictor.predict_rows(rows).tolist())
 

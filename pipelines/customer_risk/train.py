@@ -47,6 +47,7 @@ from domain.customer_risk import schema as S
 from pipelines.common.classification import classification_metrics
 from pipelines.common.params import load_params
 from pipelines.common.stage import stage, stage_parser
+from pipelines.common.tuning import catboost_space
 from pipelines.customer_risk.params import CustomerRiskParams, TrainParams, TunedParams
 
 log = logging.getLogger(__name__)
@@ -86,11 +87,7 @@ def tune(X: pd.DataFrame, y: np.ndarray, specs: list[FeatureSpec], p: TrainParam
 
     def objective(trial: optuna.Trial) -> float:
         tp = {
-            "depth": trial.suggest_int("depth", 3, 8),
-            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-            "l2_leaf_reg": trial.suggest_float("l2_leaf_reg", 1.0, 30.0, log=True),
-            "random_strength": trial.suggest_float("random_strength", 0.1, 10.0, log=True),
-            "bagging_temperature": trial.suggest_float("bagging_temperature", 0.0, 2.0),
+            **catboost_space(trial),  # suggested in the same order as before: the seeded search is unchanged
             "auto_class_weights": trial.suggest_categorical(
                 "auto_class_weights", ["None", "SqrtBalanced", "Balanced"]
             ),

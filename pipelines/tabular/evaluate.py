@@ -187,13 +187,11 @@ def evaluate(layout: Layout, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str
     }
     task = spec.label.task
     if task == "binary":
-        p = predict(model, meta, test)
+        p, lin_p = predict(model, meta, test), lin.predict_proba(X_te)[:, 1]
         oracle = oracle_values(layout, test)
-        m = binary_metrics(
-            y, p, float(y_tr.mean()), lin.predict_proba(X_te)[:, 1], oracle, float(meta.extra["threshold"])
-        )
+        m = binary_metrics(y, p, float(y_tr.mean()), lin_p, oracle, float(meta.extra["threshold"]))
         m["positive_rate_test"] = round(float(y.mean()), 6)
-        plots = {"y": y, "p": p, "baseline": lin.predict_proba(X_te)[:, 1], "oracle": oracle}
+        plots = {"y": y, "p": p, "baseline": lin_p, "oracle": oracle}
     elif task == "multiclass":
         classes = list(meta.extra["classes"])
         proba = predict_classes(model, meta, test)

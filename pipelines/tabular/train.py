@@ -26,6 +26,7 @@ from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame
 from core.settings import Settings
 from core.spec import Spec
+from pipelines.common.tuning import catboost_space
 from pipelines.tabular.ingest import PREDICTION_TIME
 from pipelines.tabular.layout import Layout
 from pipelines.tabular.training_set import SPLIT, time_cutoff
@@ -106,18 +107,13 @@ def tune(df: pd.DataFrame, y: np.ndarray, spec: Spec, feats: list[FeatureSpec]) 
     metric = loss_function(spec).split(":")[0]
 
     def objective(trial: optuna.Trial) -> float:
-        tp = {
-            "depth": trial.suggest_int("depth", 3, 8),
-            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
-            "l2_leaf_reg": trial.suggest_float("l2_leaf_reg", 1.0, 30.0, log=True),
-            "random_strength": trial.suggest_float("random_strength", 0.1, 10.0, log=True),
-            "bagging_temperature": trial.suggest_float("bagging_temperature", 0.0, 2.0),
-        }
+        tp = catboost_space(trial)
         losses = []
         for k, (tr, va) in enumerate(folds):
             m = CatBoost(catboost_params(spec, tp))
             m.fit(tr, eval_set=va, use_best_model=True)
-            losses.append(m.get_best_score()["validation"][next(iter(m.get_best_score()["validation"]))])
+            (best,) = m.get_best_score()["validation"].values()  # the loss, its only metric
+            losses.append(best)
             trial.report(float(np.mean(losses)), k)
             if trial.should_prune():
                 raise optuna.TrialPruned()

@@ -80,9 +80,9 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
         raise HTTPException(422, f"entities.{key} must be strings; got {wrong!r}")
     sent = dict(body.features or {})
     specs = {f.name: f for f in meta.features}
-    rules = meta.extra.get("request_rules", {})
+    rules = m.request_rules
     for name in meta.extra.get("request_features", []):
-        nullable = rules.get(name, {}).get("nullable", False)
+        nullable = name in rules and rules[name].nullable
         if name not in sent or (not nullable and any(v is None for v in sent[name])):
             raise HTTPException(422, f"model {meta.name!r} needs features.{name} for every entity")
     unknown = sorted(set(sent) - set(specs))
@@ -109,7 +109,7 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
     for name, rule in rules.items():  # a spec'd model's request features: the rules its ingest applied
         if name in sent:
             try:
-                sent[name] = apply_rule(name, rule, sent[name])
+                sent[name] = rule.apply(sent[name])
             except ValueError as e:
                 raise HTTPException(422, str(e)) from e
     if m.check_request is not None:  # the model kind's own checks (e.g. a band model's date and count)
@@ -118,29 +118,6 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
         except ValueError as e:
             raise HTTPException(422, str(e)) from e
     return key, ids, sent
-
-
-def apply_rule(name: str, rule: dict[str, Any], values: list[Any]) -> list[Any]:
-    """A request feature checked like ingest checks its column (pipelines/tabular/ingest.py): a declared
-    value in another letter case becomes the declared spelling; an unknown value or one out of range is
-    refused with the reason."""
-    allowed = rule.get("values")
-    canon = {str(a).lower(): a for a in allowed} if allowed is not None else None
-    out: list[Any] = []
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        if canon is not None:
-            c = canon.get(str(v).strip().lower())
-            if c is None:
-                raise ValueError(f"features.{name}: unknown value {v!r} (expected one of {allowed})")
-            v = c
-        lo, hi = rule.get("min"), rule.get("max")
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise ValueError(f"features.{name}: {v!r} is outside [{lo}, {hi}]")
-        out.append(v)
-    return out
 
 
 @router.post(

@@ -100,7 +100,7 @@ def test_the_committed_reference_is_what_the_spec_models_say():
     assert OUT.read_text() == render(), "run `python -m pipelines.tabular.spec_docs`"
 
 
-def test_every_committed_spec_loads(tmp_path):
+def test_every_committed_spec_loads():
     from core.settings import ROOT
 
     specs = load_specs(ROOT / "specs")
@@ -192,7 +192,7 @@ def test_a_spec_file_must_be_named_after_its_model(tmp_path):
         load_specs(tmp_path)
 
 
-def test_a_spec_may_not_take_a_hand_written_models_name(tmp_path):
+def test_a_spec_may_not_take_a_hand_written_models_name():
     from core.registry import check_name
 
     with pytest.raises(SpecError, match="belongs to a hand-written model"):

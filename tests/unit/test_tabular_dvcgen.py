@@ -22,15 +22,15 @@ def test_the_committed_specs_dvc_yaml_is_what_the_specs_give():
     assert committed == dvc_yaml(ROOT / "specs"), "run `python -m pipelines.tabular.dvcgen` (make repro does)"
 
 
-def _loaded_project_files(module: str) -> set[str]:
-    """The project files Python really loads when it imports `module` (and the runner)."""
+def _loaded_project_files(*modules: str) -> set[str]:
+    """The project files a fresh interpreter really loads when it imports `modules` (stage.py's own
+    `loaded_project_files`, the same function that warns when a stage runs)."""
     code = (
-        f"import json, sys; import pipelines.tabular.__main__, {module}; "
-        "print(json.dumps([getattr(m, '__file__', None) for m in list(sys.modules.values())]))"
+        "import importlib, json; from pipelines.common.stage import loaded_project_files; "
+        f"[importlib.import_module(m) for m in {list(modules)!r}]; print(json.dumps(sorted(loaded_project_files())))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    files = {Path(f).resolve() for f in json.loads(out.stdout.strip().splitlines()[-1]) if f}
-    return {str(f.relative_to(ROOT)) for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts}
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.slow  # a fresh interpreter per stage: about 30 s
@@ -39,7 +39,7 @@ def test_every_stage_depends_on_every_project_file_it_imports():
     imports inside functions are in the derived deps too, so the deps may be a superset.)"""
     for stage, module in STAGES.items():
         deps = set(module_closure(module))
-        loaded = _loaded_project_files(module)
+        loaded = _loaded_project_files("pipelines.tabular.__main__", module)
         assert loaded <= deps, (stage, sorted(loaded - deps))
         assert "core/spec.py" in deps and f"{module.replace('.', '/')}.py" in deps
     assert "pipelines/tabular/evaluate.py" not in module_closure(STAGES["ingest"])
@@ -126,19 +126,8 @@ def test_every_root_stage_depends_on_every_project_file_it_imports():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     modules = {n: " ".join(s["cmd"].split()).split("python -m ", 1)[1].split()[0] for n, s in stages.items()}
 
-    def loaded(module: str) -> set[str]:
-        code = (
-            f"import json, sys, importlib; importlib.import_module({module!r}); "
-            "print(json.dumps([getattr(m, '__file__', None) for m in list(sys.modules.values())]))"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        files = {Path(f).resolve() for f in json.loads(out.stdout.strip().splitlines()[-1]) if f}
-        return {str(f.relative_to(ROOT)) for f in files if f.is_relative_to(ROOT) and ".venv" not in f.parts}
-
     with ThreadPoolExecutor(2) as pool:
-        found = dict(zip(modules, pool.map(loaded, modules.values()), strict=True))
+        found = dict(zip(modules, pool.map(_loaded_project_files, modules.values()), strict=True))
     for name, files in found.items():
         missing = files - set(stages[name]["deps"])
         assert not missing, (name, sorted(missing))
