@@ -25,14 +25,13 @@ def raw_config(settings):
     raw["offline_store"] = {"type": engine}
     return raw
 cfs.raw_config = raw_config
-from pipelines.common.feast_training import historical_features
-from pipelines.game_ltv.training_set import entity_frame
-labels = pd.read_parquet(features_root / "game_ltv" / "labels.parquet")
-edf = entity_frame(labels, 24)
+from bench.datasets import labels_of
+from pipelines.tabular.training_set import point_in_time
+labels = pd.read_parquet(labels_of(features_root))
 s = Settings(features_dir=features_root, redis_url=None, database_url=None, feast_project="bench_ts",
              feast_registry=out.parent / "registry.db", feast_sqlite_path=out.parent / "online.db")
 t = time.perf_counter()
-df = historical_features(s, "game_ltv_v1", edf)
+df = point_in_time(s, "game_ltv_v1", labels)
 seconds = time.perf_counter() - t
 df = df.sort_values("user_id").reset_index(drop=True)
 df.to_parquet(out)

@@ -20,7 +20,6 @@ class Served(NamedTuple):
 
 
 HAND_WRITTEN: dict[str, Served] = {
-    "game_ltv": Served("user_profile", "user_id", "game_ltv_v1"),
     "customer_risk": Served("customer_profile", "customer_id", "customer_risk_v1"),
     "api_anomaly": Served("segment_baseline", "segment", "api_anomaly_v1"),
     "purchase_propensity": Served("session_activity", "customer_id", "purchase_propensity_v1"),

@@ -10,7 +10,6 @@ from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source i
 from core.settings import active_settings
 from domain.api_anomaly import schema as api_anomaly
 from domain.customer_risk import feature_spec as customer_risk
-from domain.game_ltv import schema as game_ltv
 from domain.purchase_propensity import features as purchase_propensity
 
 _settings = active_settings()
@@ -29,8 +28,6 @@ def offline_source(model: str, table: str, timestamp_field: str):
     )
 
 
-user_profile_source = offline_source("game_ltv", game_ltv.PROFILE_TABLE, game_ltv.EVENT_TIMESTAMP)
-user_activity_source = offline_source("game_ltv", game_ltv.ACTIVITY_TABLE, game_ltv.EVENT_TIMESTAMP)
 customer_profile_source = offline_source(
     "customer_risk", customer_risk.PROFILE_TABLE, customer_risk.EVENT_TIMESTAMP
 )

@@ -1,12 +1,5 @@
 from feast import Entity, ValueType
 
-user = Entity(
-    name="user",
-    join_keys=["user_id"],
-    value_type=ValueType.INT64,
-    description="A game user, from install on.",
-)
-
 customer = Entity(
     name="customer",
     join_keys=["customer_id"],

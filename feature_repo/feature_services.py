@@ -1,16 +1,7 @@
 from feast import FeatureService
 from features.api_anomaly import segment_baseline
 from features.customer_risk import customer_profile, customer_transactions
-from features.game_ltv import user_activity, user_profile
 from features.purchase_propensity import customer_purchases, session_activity
-
-# The game_ltv model's contract: training asks for these historical features, serving for the online ones.
-game_ltv_v1 = FeatureService(
-    name="game_ltv_v1",
-    features=[user_profile, user_activity],
-    description="7-day revenue of a just-installed game user",
-    tags={"model": "game_ltv", "entity": "user"},
-)
 
 customer_risk_v1 = FeatureService(
     name="customer_risk_v1",

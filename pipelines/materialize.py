@@ -124,7 +124,8 @@ def sync_online(settings: Settings, force: bool = False) -> str:
 
 
 def demo_curl(settings: Settings, port: int = 8000) -> str:
-    """A curl per model for a recent entity (for game_ltv, a just-installed user), as pasted in a shell."""
+    """A curl per model for a recent entity (a spec'd model's latest row still to score: for game_ltv, a
+    just-installed user), as pasted in a shell."""
     lines = []
     registry = models(settings)
     for model, entity in sample_entities(settings).items():

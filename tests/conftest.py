@@ -1,4 +1,5 @@
-"""Shared fixtures: a small but complete game_ltv world, built once per session by the real stages.
+"""Shared fixtures: a small but complete game_ltv world, built once per session by the real stages
+(the generator, game_ltv's preparation, then the generic stages of specs/game_ltv.yaml).
 
 Every setting is explicit (never the developer's environment), so the embedded tests stay embedded even
 when CI exports REDIS_URL / DATABASE_URL for the integration tests.
@@ -6,32 +7,39 @@ when CI exports REDIS_URL / DATABASE_URL for the integration tests.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.settings import ROOT, Settings
 from domain.game_ltv import schema as S
 from pipelines.common.params import load_params
 from pipelines.game_ltv.params import GameLtvParams
 
+GAME_LTV_SPEC = ROOT / "specs" / "game_ltv.yaml"
+
 
 @dataclass
 class World:
-    params: GameLtvParams
+    params: GameLtvParams  # the generator's and preparation's
+    spec: dict  # specs/game_ltv.yaml as this world runs it (fewer trees)
     settings: Settings
     root: Path
     raw: Path
-    features: Path  # data/features/game_ltv
-    quarantine: Path
+    prepared: Path  # data/prepared/game_ltv: what the spec declares
+    features: Path  # data/features/game_ltv: what Feast reads (the generic ingest's output)
+    quarantine: Path  # data/quarantine/game_ltv_raw: the raw files' rejects
+    labels: Path  # data/clean/game_ltv/labels.parquet
     training_set: Path
     model_dir: Path
     metrics: Path
     plots: Path
-    ingest_report: dict
+    prepare_report: dict
     eval_metrics: dict
 
 
@@ -42,9 +50,14 @@ def small_params() -> GameLtvParams:
             "generate": p.generate.model_copy(
                 update={"n_users": 6000, "chunk_size": 2500, "activity_hours": 48}
             ),
-            "train": p.train.model_copy(update={"iterations": 300, "early_stopping_rounds": 60}),
         }
     )
+
+
+def small_spec() -> dict:
+    spec = yaml.safe_load(GAME_LTV_SPEC.read_text())
+    spec["model"]["params"].update(iterations=300, early_stopping_rounds=60)
+    return spec
 
 
 def embedded_settings(root: Path, **overrides) -> Settings:
@@ -58,50 +71,53 @@ def embedded_settings(root: Path, **overrides) -> Settings:
         feast_sqlite_path=root / "data" / "feast" / "online.db",
         feast_project=f"t{uuid.uuid4().hex[:10]}",
         models_dir=root / "models",
+        specs_dir=root / "specs",
         request_log_flush_interval_s=0.05,
     )
     values.update(overrides)
     return Settings(**values)
 
 
-def build_world(root: Path, settings: Settings, p: GameLtvParams) -> World:
-    from pipelines.game_ltv import evaluate, ingest, train, training_set
+def build_world(
+    root: Path, settings: Settings, p: GameLtvParams, spec: dict | None = None, raw: Path | None = None
+) -> World:
+    """Generate (unless `raw` holds the data already), prepare, then the generic stages `dvc repro` runs."""
+    from pipelines.game_ltv import prepare
+    from pipelines.tabular import evaluate, ingest, score, train, training_set
+    from pipelines.tabular.layout import Layout
     from synthetic import game_ltv as generate
+    from tests.tabular_world import write_spec
 
-    raw = root / "data" / "raw" / "game_ltv"
-    features = settings.features_dir / "game_ltv"
-    w = World(
+    spec = spec or small_spec()
+    write_spec(settings.specs_dir, spec)
+    if raw is None:
+        raw = root / "data" / "raw" / "game_ltv"
+        generate.generate(p.generate, raw)
+    layout = Layout.of(settings, "game_ltv")
+    prepared = root / "data" / "prepared" / "game_ltv"
+    quarantine = root / "data" / "quarantine" / "game_ltv_raw"
+    report = prepare.prepare(
+        p.prepare, prepared, quarantine, root / "metrics" / "game_ltv_prepare.json", *prepare.find_inputs(raw)
+    )
+    for stage in (ingest, training_set, train, evaluate, score):
+        stage.run(settings, layout)
+    return World(
         params=p,
+        spec=spec,
         settings=settings,
         root=root,
         raw=raw,
-        features=features,
-        quarantine=root / "data" / "quarantine" / "game_ltv",
-        training_set=root / "data" / "training" / "game_ltv.parquet",
-        model_dir=settings.models_dir / "game_ltv",
-        metrics=root / "metrics" / "game_ltv.json",
-        plots=root / "plots",
-        ingest_report={},
-        eval_metrics={},
+        prepared=prepared,
+        features=layout.features,
+        quarantine=quarantine,
+        labels=layout.labels,
+        training_set=layout.training_set,
+        model_dir=layout.model_dir,
+        metrics=layout.metrics,
+        plots=layout.plots,
+        prepare_report=report,
+        eval_metrics=json.loads(layout.metrics.read_text()),
     )
-    generate.generate(p.generate, raw)
-    w.ingest_report = ingest.ingest(
-        p.ingest, features, w.quarantine, root / "metrics" / "ingest.json", *ingest.find_inputs(raw)
-    )
-    df = training_set.build_training_set(settings, p.training_set, features)
-    w.training_set.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(w.training_set, index=False)
-    train.run(settings, w.training_set, w.model_dir, p.training_set, p.train)
-    w.eval_metrics = evaluate.evaluate(
-        w.training_set,
-        w.model_dir,
-        raw / "oracle.parquet",
-        p.evaluate,
-        p.training_set.prediction_hours,
-        w.metrics,
-        w.plots,
-    )
-    return w
 
 
 @pytest.fixture(scope="session")
@@ -131,8 +147,8 @@ def user_ids(world: World, n: int = 20, labeled: bool | None = None) -> list[int
     prof = pd.read_parquet(world.features / f"{S.PROFILE_TABLE}.parquet", columns=[S.ID])
     ids = prof[S.ID]
     if labeled is not None:
-        lab = set(pd.read_parquet(world.features / f"{S.LABELS_TABLE}.parquet", columns=[S.ID])[S.ID])
-        ids = ids[ids.isin(lab) == labeled]
+        lab = pd.read_parquet(world.labels, columns=[S.ID, S.LABEL])
+        ids = ids[ids.isin(set(lab.loc[lab[S.LABEL].notna(), S.ID])) == labeled]
     return [int(i) for i in ids.sample(n=min(n, len(ids)), random_state=0)]
 
 

@@ -1,7 +1,7 @@
-"""The game studio's data contract: raw columns, closed category sets, and file names.
+"""The game studio's data contract: raw columns, closed category sets, and the prepared tables' names.
 
-One place for these facts; the generator writes them, ingestion validates against them, the Feast
-definitions read the feature tables that ingestion writes.
+One place for these facts; the generator writes the raw files, preparation (pipelines/game_ltv/prepare.py)
+validates them and writes the tables that specs/game_ltv.yaml declares.
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ PLATFORMS = frozenset({"android", "ios"})
 
 LABEL_WINDOW_DAYS = 7
 
-# Feature tables written by ingestion (relative to the features dir) and read by feature_repo.
-PROFILE_TABLE = "user_profile"
-ACTIVITY_TABLE = "user_activity"
-LABELS_TABLE = "labels"
-EVENT_TIMESTAMP = "event_timestamp"
+# Tables written by pipelines/game_ltv/prepare.py into the prepared folder; specs/game_ltv.yaml declares
+# them as its sources, label table and oracle (tests/unit/test_game_ltv_prepare.py holds the two in step).
+PROFILE_TABLE = "user_profile"  # one row per user, stamped at install
+ACTIVITY_TABLE = "user_activity"  # as-of snapshots of cumulative activity, stamped at SNAPSHOT_TIME
+LABELS_TABLE = "labels"  # one row per user: its prediction time and revenue (empty: window still open)
+ORACLE_TABLE = "oracle"  # generated data only: the exact expectation at the prediction time
+SNAPSHOT_TIME = "snapshot_time"
+PREDICTION_TIME = "prediction_time"
+EXPECTED_REVENUE = "expected_revenue"
 
-# Timing modes, recorded by ingestion (metrics and TIMING_FILE in the features dir) and read downstream.
-TIMING_FILE = "timing.json"
+# Timing modes, recorded by preparation (metrics/game_ltv_prepare.json).
 TIMING_INSTALL_TIME = "install_time"  # the users file has install_time: real cohorts, split by time
 TIMING_ASSUMED = "assumed_install_time"  # it has not: one common install time, random split
 # The assumed install time when params give none. A fixed constant, not the file's modification time (which

@@ -55,7 +55,7 @@ def ltv_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_bins: int = 10) -> dic
     y_pred = np.asarray(y_pred, dtype=float)
     rho = spearmanr(y_true, y_pred).statistic if np.ptp(y_pred) > 0 else 0.0
     return {
-        "normalized_gini": round(normalized_gini(y_true, y_pred), 6),
+        "normalized_gini": round(normalized_gini(y_true, y_pred), 6) + 0.0,  # + 0.0: never -0.0
         "spearman": round(float(rho), 6),
         "rmse": round(float(np.sqrt(np.mean((y_true - y_pred) ** 2))), 6),
         "mae": round(float(np.mean(np.abs(y_true - y_pred))), 6),

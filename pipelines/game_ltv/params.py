@@ -1,4 +1,5 @@
-"""The game_ltv section of params.yaml. Every knob of every game_ltv stage is declared here."""
+"""The game_ltv section of params.yaml: the generator's and preparation's knobs (the model's are in
+specs/game_ltv.yaml)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ class GenerateParams(_P):
     defect_rate: float = Field(ge=0, lt=0.5)
 
 
-class IngestParams(_P):
+class PrepareParams(_P):
     raw_dir: str = Field(
         description="folder with users.csv|users.parquet and optionally activity.parquet|.csv"
     )
     counts_observed_hours: int = Field(gt=0, description="hours counted by the users file's event columns")
+    prediction_hours: int = Field(gt=0, description="predict this many hours after install")
     assumed_install_time: str | None = Field(
         default=None,
         description=(
@@ -50,42 +52,9 @@ class IngestParams(_P):
         return v
 
 
-class TrainingSetParams(_P):
-    feature_service: str
-    prediction_hours: int = Field(gt=0, description="predict this many hours after install")
-    test_fraction: float = Field(
-        gt=0,
-        lt=1,
-        description="latest install cohorts held out for testing (a seeded random share if install times are assumed)",
-    )
-    validation_fraction: float = Field(
-        gt=0, lt=1, description="latest part of the train cohorts, early stopping"
-    )
-
-
-class TrainParams(_P):
-    seed: int
-    loss_function: str
-    iterations: int
-    learning_rate: float
-    depth: int
-    l2_leaf_reg: float
-    early_stopping_rounds: int
-    thread_count: int
-    linear_alpha: float
-
-
-class EvaluateParams(_P):
-    n_bins: int = Field(ge=2)
-    gini_target_vs_oracle: float
-
-
 class GameLtvParams(_P):
     generate: GenerateParams
-    ingest: IngestParams
-    training_set: TrainingSetParams
-    train: TrainParams
-    evaluate: EvaluateParams
+    prepare: PrepareParams
 
 
 PARAMS = GameLtvParams  # the class of params.yaml's `game_ltv` section (pipelines/common/params.py)

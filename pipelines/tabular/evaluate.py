@@ -3,7 +3,9 @@ the same train rows) and, when the spec names one, the oracle (the true expectat
 
 binary: ROC-AUC, PR-AUC, log loss, Brier, expected calibration error, precision/recall/F1 at the model's
 threshold; multiclass: accuracy, macro/weighted F1, log loss, a per-class report; regression: RMSE, MAE,
-normalized Gini. Flat keys in ``metrics/<model>.json`` (``roc_auc``, ``baseline_pr_auc``,
+normalized Gini, Spearman's rho, decile MAPE and the predicted vs actual totals
+(pipelines/common/ltv_metrics.py), with a decile chart and, for a label that is never negative (revenue,
+counts), the cumulative-gain curve. Flat keys in ``metrics/<model>.json`` (``roc_auc``, ``baseline_pr_auc``,
 ``oracle_roc_auc``, ...) so `dvc metrics diff` compares models and versions; plots under ``plots/<model>/``.
 """
 
@@ -23,8 +25,6 @@ from sklearn.metrics import (
     confusion_matrix,
     f1_score,
     log_loss,
-    mean_absolute_error,
-    mean_squared_error,
 )
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
@@ -38,12 +38,12 @@ from pipelines.common.classification import (
     classification_metrics,
     expected_calibration_error,
 )
-from pipelines.common.ltv_metrics import normalized_gini
+from pipelines.common.ltv_metrics import cumulative_gain, deciles, ltv_metrics
 from pipelines.common.stage import write_metrics
 from pipelines.tabular.ingest import PREDICTION_TIME
 from pipelines.tabular.layout import Layout
 from pipelines.tabular.train import label_array
-from pipelines.tabular.training_set import SPLIT
+from pipelines.tabular.training_set import SPLIT, split_made
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ def oracle_values(layout: Layout, test: pd.DataFrame) -> np.ndarray | None:
     spec = layout.spec
     key, pt = spec.entity.join_key, spec.label.prediction_time
     raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if raw.empty:
+        log.info("oracle file %s has no rows (data not from a generator): oracle metrics are null", path)
+        return None
     if pt not in raw or o.column not in raw or key not in raw:
         raise ValueError(
             f"oracle file {path} needs the columns {key}, {pt} and {o.column}; found {list(raw.columns)}"
@@ -154,11 +157,7 @@ def multiclass_metrics(y, proba, classes, base_proba, lin_proba) -> dict[str, An
 
 def regression_metrics(y, p, base, lin, oracle) -> dict[str, Any]:
     def scores(pred: np.ndarray) -> dict[str, float]:
-        return {
-            "rmse": round(float(np.sqrt(mean_squared_error(y, pred))), 6),
-            "mae": round(float(mean_absolute_error(y, pred)), 6),
-            "normalized_gini": round(float(normalized_gini(y, pred)), 6),
-        }
+        return ltv_metrics(y, pred)
 
     out = {
         **scores(p),
@@ -207,9 +206,10 @@ def evaluate(layout: Layout, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str
     else:
         p = predict(model, meta, test)
         oracle = oracle_values(layout, test)
-        m = regression_metrics(y, p, float(y_tr.mean()), lin.predict(X_te), oracle)
-        plots = {"y": y, "p": p}
-    metrics = {"model_version": meta.version, "task": task, **counts, **m}
+        lin_p = lin.predict(X_te)
+        m = regression_metrics(y, p, float(y_tr.mean()), lin_p, oracle)
+        plots = {"y": y, "p": p, "baseline": lin_p, "oracle": oracle}
+    metrics = {"model_version": meta.version, "task": task, "split": split_made(df), **counts, **m}
     return metrics, plots
 
 
@@ -265,20 +265,47 @@ def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
             for j in range(len(classes)):
                 a.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8)
     else:
-        t = pd.DataFrame({"y": plots["y"], "p": plots["p"]})
-        t["decile"] = pd.qcut(t["p"].rank(method="first"), 10, labels=False) + 1
-        d = t.groupby("decile").agg(predicted=("p", "mean"), actual=("y", "mean")).reset_index()
+        y, p = plots["y"], plots["p"]
+        d = deciles(y, p).rename(columns={"label": "actual", "prediction": "predicted"})
+        d.insert(0, "decile", d.pop("bin") + 1)
         d.to_csv(layout.plots / "deciles.csv", index=False)
-        fig = Figure(figsize=(7, 4.5))
-        a = fig.subplots()
+        gain = None
+        if (y >= 0).all() and y.sum() > 0:  # the share of the total captured: for a non-negative label
+            curves = {"perfect": y, "model": p, "baseline": plots["baseline"]}
+            if plots["oracle"] is not None:
+                curves["oracle"] = plots["oracle"]
+            share = np.linspace(0, 1, 101)
+            gain = pd.DataFrame({"share_of_rows": share})
+            for who, pred in curves.items():
+                g = np.concatenate([[0.0], cumulative_gain(y, pred)])
+                gain[who] = g[np.round(share * len(y)).astype(int)]
+            gain.round(5).to_csv(layout.plots / "gain.csv", index=False)
+        fig = Figure(figsize=(13 if gain is not None else 7, 4.5))
+        axes = fig.subplots(1, 2 if gain is not None else 1, squeeze=False)[0]
+        a = axes[0]
         a.bar(d["decile"] - 0.2, d["predicted"], width=0.4, label="predicted")
         a.bar(d["decile"] + 0.2, d["actual"], width=0.4, label="actual")
+        if (y >= 0).all():
+            a.set_yscale("symlog", linthresh=max(float(np.abs(d["actual"]).min()), 1e-3))
         a.set(
             title="mean by decile of the prediction (test rows)",
             xlabel="decile",
             ylabel=layout.spec.label.column,
         )
         a.legend()
+        if gain is not None:
+            a = axes[1]
+            for who in gain.columns[1:]:
+                a.plot(
+                    gain["share_of_rows"], gain[who], label=who, lw=1.5 if who in ("model", "oracle") else 1
+                )
+            a.plot([0, 1], [0, 1], "k:", lw=0.8)
+            a.set(
+                title="cumulative gain (test rows)",
+                xlabel="share of rows (ranked by prediction)",
+                ylabel=f"share of total {layout.spec.label.column}",
+            )
+            a.legend(fontsize=8)
     fig.suptitle(f"{name}: evaluation")
     fig.tight_layout()
     fig.savefig(layout.plots / f"{name}_evaluation.png", dpi=90)

@@ -177,7 +177,9 @@ def validate_source(raw: pd.DataFrame, spec: Spec, source: SourceSpec):
     for c, col in source.columns.items():
         parsed[c] = parse_column(v, c, col)
     clean, quarantine, report = _finish(v, raw, parsed, [key, EVENT_TIMESTAMP])
-    clean[EVENT_TIMESTAMP] = pd.to_datetime(clean[EVENT_TIMESTAMP], utc=True).dt.as_unit("ns")
+    # microseconds: what PostgreSQL and DuckDB store (Feast's own `feast materialize` reads through DuckDB,
+    # which cannot cast tz-aware nanoseconds)
+    clean[EVENT_TIMESTAMP] = pd.to_datetime(clean[EVENT_TIMESTAMP], utc=True).dt.as_unit("us")
     if spec.entity.key_type == "int":
         clean[key] = clean[key].astype("int64")
     return clean, quarantine, report

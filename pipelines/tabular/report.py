@@ -145,7 +145,7 @@ def exploration_section(layout: Layout, df: pd.DataFrame, out_dir: Path) -> str:
 def _metric_table(m: dict[str, Any], task: str) -> pd.DataFrame:
     names = {
         "binary": ["roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1"],
-        "regression": ["rmse", "mae", "normalized_gini"],
+        "regression": ["rmse", "mae", "normalized_gini", "spearman", "decile_mape"],
         "multiclass": ["accuracy", "macro_f1", "weighted_f1", "log_loss"],
     }[task]
     base = "mean" if task == "regression" else "majority"

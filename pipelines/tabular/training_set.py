@@ -9,6 +9,11 @@ A row is *trainable* when its label is known and final: ``prediction_time + labe
 after the data's end (the latest time in any source or label row). The others are the scoring
 population. Trainable rows are split into train and test by the spec (`split`); the ``split`` column
 says train / test / score. Nothing else touches the test rows until evaluate.
+
+A time split needs more than one prediction time: when every trainable row shares one (a static export,
+e.g. game_ltv's brief file with an assumed install time), there is nothing to split on, and the rows are
+split at random (seeded by ``split.seed``) with a warning. The split actually made is recorded in the
+file's metadata (``df.attrs["split"]``, read back by ``split_made``) and in the metrics.
 """
 
 from __future__ import annotations
@@ -45,12 +50,17 @@ def time_cutoff(times: pd.Series, fraction: float) -> pd.Timestamp:
     return pd.Timestamp(ordered[len(ordered) - max(1, round(len(ordered) * fraction))])
 
 
-def assign_split(df: pd.DataFrame, trainable: pd.Series, spec: Spec) -> pd.Series:
+def assign_split(df: pd.DataFrame, trainable: pd.Series, spec: Spec) -> tuple[pd.Series, str]:
+    """(train / test / score per row, the split made: the spec's kind, or the random fallback)."""
     s = spec.split
     out = pd.Series("score", index=df.index, dtype=object)
     idx = df.index[trainable]
     y = df.loc[idx, spec.label.column]
-    if s.kind == "time":
+    made = s.kind
+    if s.kind == "time" and df.loc[idx, PREDICTION_TIME].nunique() < 2:
+        made = f"random (seed {s.seed}): every trainable row has one prediction time, no time to split on"
+        log.warning("%s: split kind time, but %s", spec.name, made)
+    if made == "time":
         times = df.loc[idx, PREDICTION_TIME]
         test = idx[times >= time_cutoff(times, s.test_fraction)]
     elif s.kind == "group":
@@ -62,7 +72,24 @@ def assign_split(df: pd.DataFrame, trainable: pd.Series, spec: Spec) -> pd.Serie
         _, test = train_test_split(idx, test_size=s.test_fraction, random_state=s.seed, stratify=strat)
     out[idx] = "train"
     out[test] = "test"
-    return out
+    return out, made
+
+
+def split_made(training_set: pd.DataFrame) -> str:
+    """The split a training set read back from Parquet was made with (see the module docstring)."""
+    return str(training_set.attrs.get(SPLIT, "unknown"))
+
+
+def point_in_time(settings: Settings, feature_service: str, labels: pd.DataFrame) -> pd.DataFrame:
+    """The label rows (same order) with the FeatureService's values strictly before each prediction time."""
+    entity_df = labels.copy()
+    entity_df[ROW] = np.arange(len(entity_df))
+    entity_df[EVENT_TIMESTAMP] = entity_df[PREDICTION_TIME] - JUST_BEFORE
+    df = historical_features(settings, feature_service, entity_df)
+    df = df.sort_values(ROW, kind="stable").reset_index(drop=True)
+    if len(df) != len(labels):
+        raise RuntimeError(f"Feast returned {len(df)} rows for {len(labels)} entity rows")
+    return df.drop(columns=[EVENT_TIMESTAMP, ROW])
 
 
 def build(settings: Settings, layout: Layout) -> pd.DataFrame:
@@ -82,16 +109,10 @@ def build(settings: Settings, layout: Layout) -> pd.DataFrame:
         end,
         int((~final).sum()),
     )
-    entity_df = labels.copy()
-    entity_df[ROW] = np.arange(len(entity_df))
-    entity_df[EVENT_TIMESTAMP] = entity_df[PREDICTION_TIME] - JUST_BEFORE
-    df = historical_features(settings, spec.feature_service, entity_df)
-    df = df.sort_values(ROW, kind="stable").reset_index(drop=True)
-    if len(df) != len(labels):
-        raise RuntimeError(f"Feast returned {len(df)} rows for {len(labels)} entity rows")
+    df = point_in_time(settings, spec.feature_service, labels)
     trainable = pd.Series(final.to_numpy(), index=df.index)
-    df[SPLIT] = assign_split(df, trainable, spec)
-    df = df.drop(columns=[EVENT_TIMESTAMP, ROW])
+    df[SPLIT], made = assign_split(df, trainable, spec)
+    df.attrs[SPLIT] = made
     if label.task == "binary":
         df[label.column] = df[label.column].astype("Int64")
     return df

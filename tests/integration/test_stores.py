@@ -14,10 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from pipelines.common.feast_training import historical_features
 from pipelines.common.offline_tables import pg_connect
-from pipelines.game_ltv.training_set import entity_frame
 from pipelines.materialize import sync_online
+from pipelines.tabular.training_set import SPLIT, point_in_time
 from serving.app import create_app
 from tests.conftest import user_ids
 from tests.integration.tcp_proxy import TcpProxy
@@ -26,11 +25,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_postgres_offline_store_gives_the_same_training_set(services, materialized):
-    labels = pd.read_parquet(materialized.features / "labels.parquet")
-    edf = entity_frame(labels, materialized.params.training_set.prediction_hours)
-    pg = historical_features(services, "game_ltv_v1", edf).sort_values("user_id").reset_index(drop=True)
-    ref = pd.read_parquet(materialized.training_set).sort_values("user_id").reset_index(drop=True)
-    cols = [c for c in ref.columns if c != "split"]
+    pg = point_in_time(services, "game_ltv_v1", pd.read_parquet(materialized.labels))
+    ref = pd.read_parquet(materialized.training_set)
+    cols = [c for c in ref.columns if c != SPLIT]
     pd.testing.assert_frame_equal(pg[cols], ref[cols])  # values and dtypes: same hash, same model version
 
 

@@ -102,6 +102,30 @@ def test_the_api_serves_the_spec_model_with_the_scoring_files_prediction(binary)
     assert "/v1/models/shop/predict" in demo_curl(settings) and '"offer"' in demo_curl(settings)
 
 
+def test_feasts_own_materialize_reads_the_spec_models_tables(binary, tmp_path):
+    """`feast materialize` (Feast's engine, through DuckDB) works on what the generic ingest wrote, and
+    the online store then holds each customer's latest activity row."""
+    from datetime import UTC, datetime
+
+    from core.feature_store import apply_definitions, open_store
+
+    settings = _settings(binary).model_copy(
+        update={"feast_registry": tmp_path / "registry.db", "feast_sqlite_path": tmp_path / "online.db"}
+    )
+    store = open_store(settings)
+    apply_definitions(store, settings)
+    store.materialize(datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC), feature_views=["shop__activity"])
+    ids = [1001, 1002, 1003]
+    online = store.get_online_features(
+        features=["shop__activity:visits", "shop__activity:spend"],
+        entity_rows=[{"customer_id": i} for i in ids],
+    ).to_dict()
+    act = pd.read_parquet(binary.features / "activity.parquet")
+    latest = act.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
+    assert online["visits"] == latest.loc[ids, "visits"].tolist()
+    np.testing.assert_allclose(online["spend"], latest.loc[ids, "spend"].to_numpy())
+
+
 def test_multiclass_model_serves_class_probabilities(tmp_path):
     from fastapi.testclient import TestClient
 

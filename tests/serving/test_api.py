@@ -46,7 +46,10 @@ def test_predict_one_and_many(client, materialized):
     assert body["model"] == "game_ltv" and body["model_version"].startswith("game_ltv-")
     assert p["entity"] == {"user_id": ids[0]} and p["prediction"] >= 0
     assert p["found_in_online_store"] and p["missing_features"] == []
-    assert p["feature_age_seconds"] > 0 and set(p["feature_timestamps"]) == {"user_profile", "user_activity"}
+    assert p["feature_age_seconds"] > 0 and set(p["feature_timestamps"]) == {
+        "game_ltv__user_profile",
+        "game_ltv__user_activity",
+    }
     many = _predict(client, ids).json()["predictions"]
     assert [x["entity"]["user_id"] for x in many] == ids
     assert many[0]["prediction"] == pytest.approx(p["prediction"], rel=1e-12)

@@ -7,7 +7,7 @@ import pytest
 
 from domain.game_ltv import schema as S
 from pipelines.common.validation import read_raw
-from pipelines.game_ltv.ingest import build_activity, validate_activity, validate_users
+from pipelines.game_ltv.prepare import build_activity, build_labels, validate_activity, validate_users
 
 GOOD = {
     "user_id": "1",
@@ -90,6 +90,21 @@ def test_missing_revenue_means_unlabeled_not_bad():
     assert q.empty and clean[S.LABEL].isna().all()
 
 
+def test_every_user_gets_a_label_row_at_its_prediction_time_unlabeled_ones_too():
+    users, _, _ = validate_users(
+        rows({"revenue": "4.99"}, {"revenue": "", "install_time": "2026-10-01T08:30:00Z"})
+    )
+    labels = build_labels(users, 24)
+    assert list(labels.columns) == [S.ID, S.PREDICTION_TIME, S.LABEL]
+    # sorted by prediction time; the prediction is made 1 s after the 24th hour closed
+    assert labels[S.ID].tolist() == [101, 100]
+    assert labels[S.PREDICTION_TIME].tolist() == [
+        pd.Timestamp("2026-10-02T08:30:01Z"),
+        pd.Timestamp("2026-10-02T10:00:01Z"),
+    ]
+    assert pd.isna(labels[S.LABEL].iloc[0]) and labels[S.LABEL].iloc[1] == 4.99  # window open: no label yet
+
+
 def test_activity_validation_and_snapshots():
     users, _, _ = validate_users(rows({}, {}))
     t0 = pd.Timestamp("2026-10-01T10:00:00Z")
@@ -112,7 +127,7 @@ def test_activity_validation_and_snapshots():
     }
     snaps = build_activity(users, clean, 24)
     u = snaps[snaps[S.ID] == 100].reset_index(drop=True)
-    assert u[S.EVENT_TIMESTAMP].tolist() == [t0, t0 + pd.Timedelta(hours=1), t0 + pd.Timedelta(hours=3)]
+    assert u[S.SNAPSHOT_TIME].tolist() == [t0, t0 + pd.Timedelta(hours=1), t0 + pd.Timedelta(hours=3)]
     assert u["event_1"].tolist() == [0, 2, 3] and u["event_3"].tolist() == [0, 0, 1]
     assert u["active_hours"].tolist() == [0, 1, 2] and u["last_active_hour"].tolist() == [0, 1, 3]
 

@@ -196,4 +196,4 @@ def test_a_spec_may_not_take_a_hand_written_models_name():
     from core.registry import check_name
 
     with pytest.raises(SpecError, match="belongs to a hand-written model"):
-        check_name("game_ltv")
+        check_name("customer_risk")

@@ -166,8 +166,9 @@ def test_dvc_status_marks_exactly_the_stages_that_import_a_changed_module(tmp_pa
         for name, s in yaml.safe_load((ROOT / "specs" / "dvc.yaml").read_text())["stages"].items()
         if target in s["deps"]
     }
-    assert {"game_ltv_ingest", "game_ltv_training_set", "payment_option_training_set"} <= users
-    assert "customer_risk_features" not in users
+    assert {"game_ltv_generate", "game_ltv_prepare"} <= users
+    # the spec'd game_ltv stages read only the prepared tables, not the studio's raw schema
+    assert "customer_risk_features" not in users and "game_ltv_training_set" not in users
     assert changed_by(target) == users
 
 

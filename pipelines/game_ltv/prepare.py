@@ -1,34 +1,43 @@
-"""Ingest and validate the studio's files; build the feature tables Feast reads.
+"""Prepare the studio's files for the generic stages: validate them, shape them into the tables that
+specs/game_ltv.yaml declares (user profile, activity snapshots, labels with their prediction time, oracle).
 
-Inputs: the users file (CSV or Parquet) and, optionally, the hourly activity log. Every row is validated;
-rejected rows go to ``data/quarantine/game_ltv/*.csv`` with their reasons, and the counts by reason go to
-``metrics/game_ltv_ingest.json``. Nothing is dropped silently.
+What a spec cannot express, and so stays here: the ISO country check and the raw files' cross-checks
+(activity of an unknown user, before its install), turning an hourly activity log into as-of snapshots of
+cumulative counts, the timing modes below, and the generator's oracle at the prediction time. From the
+prepared tables on, game_ltv is a spec'd model like any other (ingest, training set, train, evaluate,
+score in pipelines/tabular). Rejected raw rows go to ``data/quarantine/game_ltv_raw/*.csv`` with their
+reasons, the counts by reason to ``metrics/game_ltv_prepare.json``. Nothing is dropped silently.
 
-Timing, recorded as ``timing`` in the metrics and in ``<features>/timing.json``:
+Timing, recorded as ``timing`` in the metrics:
 * ``install_time``: the users file has the brief's 11 columns plus ``install_time``. Real install cohorts;
-  an activity file may add hour-by-hour snapshots; the training set is split by install time.
+  an activity file may add hour-by-hour snapshots; the spec's time split holds out the latest cohorts.
 * ``assumed_install_time``: the users file has only the brief's 11 columns (``user_id, country,
   country_region, source, platform, device_family, os_version, event_1, event_2, event_3, revenue``).
-  Every user is taken as installed at one common time, ``game_ltv.ingest.assumed_install_time`` (the
+  Every user is taken as installed at one common time, ``game_ltv.prepare.assumed_install_time`` (the
   export's time minus ``counts_observed_hours``; null: the fixed ``schema.DEFAULT_ASSUMED_INSTALL_TIME``,
   2001-01-01T00:00:00Z, so the same file always gives the same features). The event counts are one
   snapshot at that time + ``counts_observed_hours``; ``install_hour``/``install_dow`` are left empty
   (null: the model treats them as missing rather than learning a made-up hour); an empty ``revenue`` still
-  means "label not known yet"; the training set falls back to a seeded random split. No activity file is
-  accepted in this mode (its hours could not be placed after an install time nobody knows).
+  means "label not known yet". Every prediction time is then the same, so the generic training set falls
+  back from the time split to a seeded random one and says so. No activity file is accepted in this mode
+  (its hours could not be placed after an install time nobody knows).
 
-Outputs (``--features``):
-* ``user_profile.parquet``: one row per user, stamped at install time (attributes known at install).
-* ``user_activity.parquet``: as-of snapshots of cumulative activity: a zero row at install, then one row
-  at the end of every hour with events (cumulative event counts, active hours so far, hour of the last
-  activity). Feast's point-in-time join picks, for a prediction at T, the last snapshot at or before T.
-  Without an activity file, the users file's counts become one snapshot at install + counts_observed_hours.
-* ``labels.parquet``: users whose 7-day window has closed, with their revenue.
+Outputs (``--out``, default ``data/prepared/game_ltv``):
+* ``user_profile.parquet``: one row per user, stamped at ``install_time`` (attributes known at install).
+* ``user_activity.parquet``: as-of snapshots of cumulative activity, stamped at ``snapshot_time``: a zero
+  row at install, then one row at the end of every hour with events (cumulative event counts, active hours
+  so far, hour of the last activity). Without an activity file, the users file's counts become one
+  snapshot at install + counts_observed_hours.
+* ``labels.parquet``: every user with ``prediction_time`` = install + ``prediction_hours`` + 1 s (the
+  prediction is made just after that hour closed, so the generic rule "features strictly before the
+  prediction time" sees the snapshot stamped at the hour's end) and ``revenue`` (empty while the 7-day
+  window is open: those users are scored, not trained on).
+* ``oracle.parquet``: with the generator's ``oracle.parquet`` beside the users file, the exact expected
+  revenue given what is known at the prediction time; with your own data, no rows (oracle metrics null).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +51,8 @@ from pipelines.common.geo import ISO_3166_ALPHA2
 from pipelines.common.params import load_params
 from pipelines.common.stage import stage, stage_parser, write_metrics
 from pipelines.common.validation import RowValidator, read_raw
-from pipelines.game_ltv.params import IngestParams
+from pipelines.game_ltv.params import PrepareParams
+from synthetic.game_ltv import oracle_expected_revenue
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +142,11 @@ def _us(ts: pd.Series) -> pd.Series:
     return pd.to_datetime(ts, utc=True).dt.as_unit("us")
 
 
+# The prediction is made this long after the prediction_hours-th hour closed: the generic stages use
+# features strictly before the prediction time, and the snapshot of that hour is stamped at its end.
+SCORED_AFTER_HOUR = pd.Timedelta(seconds=1)
+
+
 def build_profile(users: pd.DataFrame, install_time_known: bool = True) -> pd.DataFrame:
     prof = users[[S.ID, *S.CATEGORICAL]].copy()
     if install_time_known:
@@ -140,7 +155,7 @@ def build_profile(users: pd.DataFrame, install_time_known: bool = True) -> pd.Da
     else:  # an assumed time says nothing about the user: missing, not a fabricated hour and day
         prof["install_hour"] = pd.array([pd.NA] * len(users), dtype="Int64")
         prof["install_dow"] = pd.array([pd.NA] * len(users), dtype="Int64")
-    prof.insert(1, S.EVENT_TIMESTAMP, _us(users[S.INSTALL_TIME]))
+    prof.insert(1, S.INSTALL_TIME, _us(users[S.INSTALL_TIME]))
     return prof
 
 
@@ -148,14 +163,14 @@ def build_activity(
     users: pd.DataFrame, hourly: pd.DataFrame | None, counts_observed_hours: int
 ) -> pd.DataFrame:
     """Cumulative as-of snapshots (see module docstring). Sorted by user and time."""
-    zero = pd.DataFrame({S.ID: users[S.ID], S.EVENT_TIMESTAMP: users[S.INSTALL_TIME]})
+    zero = pd.DataFrame({S.ID: users[S.ID], S.SNAPSHOT_TIME: users[S.INSTALL_TIME]})
     for c in S.EVENT_COUNTS:
         zero[c] = 0
     zero["active_hours"] = 0
     zero["last_active_hour"] = 0
     if hourly is None:
         snap = users[[S.ID, *S.EVENT_COUNTS]].copy()
-        snap[S.EVENT_TIMESTAMP] = users[S.INSTALL_TIME] + pd.Timedelta(hours=counts_observed_hours)
+        snap[S.SNAPSHOT_TIME] = users[S.INSTALL_TIME] + pd.Timedelta(hours=counts_observed_hours)
         snap["active_hours"] = pd.NA
         snap["last_active_hour"] = pd.NA
     else:
@@ -163,7 +178,7 @@ def build_activity(
         install = h[S.ID].map(users.set_index(S.ID)[S.INSTALL_TIME])
         snap = pd.DataFrame({S.ID: h[S.ID].to_numpy()})
         # Counts of an hour are known at the end of that hour.
-        snap[S.EVENT_TIMESTAMP] = (h[S.HOUR_START] + pd.Timedelta(hours=1)).to_numpy()
+        snap[S.SNAPSHOT_TIME] = (h[S.HOUR_START] + pd.Timedelta(hours=1)).to_numpy()
         g = h.groupby(S.ID, sort=False)
         for c in S.EVENT_COUNTS:
             snap[c] = g[c].cumsum().to_numpy()
@@ -175,14 +190,57 @@ def build_activity(
     out = out.astype(
         {S.ID: "int64", **{c: "Int64" for c in [*S.EVENT_COUNTS, "active_hours", "last_active_hour"]}}
     )
-    out[S.EVENT_TIMESTAMP] = _us(out[S.EVENT_TIMESTAMP])
-    return out.sort_values([S.ID, S.EVENT_TIMESTAMP], kind="stable").reset_index(drop=True)
+    out[S.SNAPSHOT_TIME] = _us(out[S.SNAPSHOT_TIME])
+    return out.sort_values([S.ID, S.SNAPSHOT_TIME], kind="stable").reset_index(drop=True)
 
 
-def build_labels(users: pd.DataFrame) -> pd.DataFrame:
-    lab = users.loc[users[S.LABEL].notna(), [S.ID, S.INSTALL_TIME, S.LABEL]].copy()
-    lab[S.INSTALL_TIME] = _us(lab[S.INSTALL_TIME])
-    return lab.sort_values([S.INSTALL_TIME, S.ID]).reset_index(drop=True)
+def build_labels(users: pd.DataFrame, prediction_hours: int) -> pd.DataFrame:
+    """Every user at its prediction time; revenue empty while its 7-day window is open."""
+    lab = pd.DataFrame(
+        {
+            S.ID: users[S.ID],
+            S.PREDICTION_TIME: _us(
+                users[S.INSTALL_TIME] + pd.Timedelta(hours=prediction_hours) + SCORED_AFTER_HOUR
+            ),
+            S.LABEL: users[S.LABEL].astype("Float64"),
+        }
+    )
+    return lab.sort_values([S.PREDICTION_TIME, S.ID]).reset_index(drop=True)
+
+
+def build_oracle(
+    labels: pd.DataFrame, activity: pd.DataFrame, prior: pd.DataFrame | None, hours: int
+) -> pd.DataFrame:
+    """The generator's exact E[revenue | what is known at the prediction time], per user: its prior and the
+    cumulative counts of the last snapshot strictly before the prediction time (what the model sees).
+    Without the generator's prior (your own data): no rows."""
+    if prior is None:
+        return pd.DataFrame(
+            {
+                S.ID: pd.Series(dtype="int64"),
+                S.PREDICTION_TIME: pd.Series(dtype="datetime64[us, UTC]"),
+                S.EXPECTED_REVENUE: pd.Series(dtype="float64"),
+            }
+        )
+    at = labels[[S.ID, S.PREDICTION_TIME]].sort_values(S.PREDICTION_TIME)
+    snaps = activity[[S.ID, S.SNAPSHOT_TIME, *S.EVENT_COUNTS]].sort_values(S.SNAPSHOT_TIME)
+    seen = pd.merge_asof(
+        at, snaps, left_on=S.PREDICTION_TIME, right_on=S.SNAPSHOT_TIME, by=S.ID, allow_exact_matches=False
+    ).set_index(S.ID)
+    users = labels[S.ID].to_numpy()
+    prior = prior.set_index(S.ID).reindex(users)
+    known = prior["engagement_rate"].notna().to_numpy()
+    counts = seen.reindex(users)[S.EVENT_COUNTS].astype("Float64").fillna(0).to_numpy(dtype=float)
+    expected = oracle_expected_revenue(
+        prior[known].reset_index(), counts[known], np.full(int(known.sum()), hours)
+    )
+    return pd.DataFrame(
+        {
+            S.ID: users[known],
+            S.PREDICTION_TIME: labels[S.PREDICTION_TIME].to_numpy()[known],
+            S.EXPECTED_REVENUE: expected,
+        }
+    )
 
 
 def find_inputs(raw_dir: Path) -> tuple[Path, Path | None]:
@@ -208,7 +266,7 @@ def file_columns(path: Path) -> list[str]:
     return list(read_raw(path, []).columns)  # raises: unsupported file type
 
 
-def assumed_install_time(p: IngestParams) -> pd.Timestamp:
+def assumed_install_time(p: PrepareParams) -> pd.Timestamp:
     """The common install time of the `assumed_install_time` mode (UTC), checked for sense."""
     text = p.assumed_install_time or S.DEFAULT_ASSUMED_INSTALL_TIME
     t = pd.Timestamp(text)
@@ -217,12 +275,12 @@ def assumed_install_time(p: IngestParams) -> pd.Timestamp:
     counts_at = t.to_pydatetime() + timedelta(hours=p.counts_observed_hours)
     if t.to_pydatetime() < datetime.fromisoformat(S.EARLIEST_ASSUMED_INSTALL_TIME):
         raise ValueError(
-            f"game_ltv.ingest.assumed_install_time {text} is before {S.EARLIEST_ASSUMED_INSTALL_TIME}: "
+            f"game_ltv.prepare.assumed_install_time {text} is before {S.EARLIEST_ASSUMED_INSTALL_TIME}: "
             "its rows would never reach the online store (materialization starts there)"
         )
     if counts_at > datetime.now(UTC):
         raise ValueError(
-            f"game_ltv.ingest.assumed_install_time {text} + counts_observed_hours "
+            f"game_ltv.prepare.assumed_install_time {text} + counts_observed_hours "
             f"({p.counts_observed_hours} h) = {counts_at.isoformat()} is in the future: the counts of an "
             "export cannot have been observed after it was taken (set it to the export's time minus "
             "counts_observed_hours)"
@@ -230,9 +288,9 @@ def assumed_install_time(p: IngestParams) -> pd.Timestamp:
     return t.as_unit("ns")
 
 
-def ingest(
-    p: IngestParams,
-    features_dir: Path,
+def prepare(
+    p: PrepareParams,
+    out_dir: Path,
     quarantine_dir: Path,
     metrics_path: Path,
     users_path: Path | None = None,
@@ -268,59 +326,70 @@ def ingest(
         )
     elif p.assumed_install_time is not None:
         log.warning(
-            "%s has an %s column: game_ltv.ingest.assumed_install_time (%s) is ignored",
+            "%s has an %s column: game_ltv.prepare.assumed_install_time (%s) is ignored",
             users_path,
             S.INSTALL_TIME,
             p.assumed_install_time,
         )
-    features_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     raw_users = read_raw(users_path, S.RAW_USER_COLUMNS if assumed is None else S.BRIEF_USER_COLUMNS)
     users, q_users, rep_users = validate_users(raw_users, assumed)
     q_users.to_csv(quarantine_dir / "users.csv", index=False)
-    report: dict = {**timing, "users": rep_users}
+    report: dict = {**timing, "prediction_hours": p.prediction_hours, "users": rep_users}
     hourly = None
     if activity_path is not None:
         raw_act = read_raw(activity_path, S.RAW_ACTIVITY_COLUMNS)
         hourly, q_act, rep_act = validate_activity(raw_act, users)
         q_act.to_csv(quarantine_dir / "activity.csv", index=False)
         report["activity"] = rep_act
+    elif p.prediction_hours < p.counts_observed_hours:
+        log.warning(
+            "prediction_hours (%s) < counts_observed_hours (%s) without an activity file: the event counts "
+            "are known only at install + %s h, so every training row sees zero events",
+            p.prediction_hours,
+            p.counts_observed_hours,
+            p.counts_observed_hours,
+        )
     build_profile(users, install_time_known=assumed is None).to_parquet(
-        features_dir / f"{S.PROFILE_TABLE}.parquet", index=False
+        out_dir / f"{S.PROFILE_TABLE}.parquet", index=False
     )
     activity = build_activity(users, hourly, p.counts_observed_hours)
-    activity.to_parquet(features_dir / f"{S.ACTIVITY_TABLE}.parquet", index=False)
-    labels = build_labels(users)
-    labels.to_parquet(features_dir / f"{S.LABELS_TABLE}.parquet", index=False)
-    report["features"] = {
+    activity.to_parquet(out_dir / f"{S.ACTIVITY_TABLE}.parquet", index=False)
+    labels = build_labels(users, p.prediction_hours)
+    labels.to_parquet(out_dir / f"{S.LABELS_TABLE}.parquet", index=False)
+    # Always written (the evaluate stage depends on it): empty for data that did not come from the generator.
+    prior_path = Path(users_path).parent / "oracle.parquet"  # the generator writes it beside users.csv
+    prior = pd.read_parquet(prior_path) if prior_path.exists() else None
+    oracle = build_oracle(labels, activity, prior, p.prediction_hours)
+    oracle.to_parquet(out_dir / f"{S.ORACLE_TABLE}.parquet", index=False)
+    known = labels[S.LABEL].notna()
+    report["prepared"] = {
         "users": len(users),
-        "labeled_users": len(labels),
-        "unlabeled_users": len(users) - len(labels),
+        "labeled_users": int(known.sum()),
+        "unlabeled_users": int((~known).sum()),
         "activity_snapshots": len(activity),
-        "payer_share": round(float((labels[S.LABEL] > 0).mean()), 5) if len(labels) else None,
+        "payer_share": round(float((labels.loc[known, S.LABEL] > 0).mean()), 5) if known.any() else None,
+        "oracle_users": len(oracle),
     }
-    # The downstream stages' copy of the timing (the training set splits by it); counts_observed_hours:
-    # the one snapshot's hour after install when there is no activity file, else null.
-    timing_file = {**timing, "counts_observed_hours": p.counts_observed_hours if hourly is None else None}
-    (features_dir / S.TIMING_FILE).write_text(json.dumps(timing_file, indent=2) + "\n")
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     write_metrics(metrics_path, report)
-    log.info("ingested %s users (%s quarantined)", len(users), rep_users["quarantined"])
+    log.info("prepared %s users (%s quarantined) in %s", len(users), rep_users["quarantined"], out_dir)
     return report
 
 
 @stage
 def main() -> None:
     ap = stage_parser(__doc__)
-    ap.add_argument("--features", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="the prepared folder specs/game_ltv.yaml reads")
     ap.add_argument("--quarantine", type=Path, required=True)
     ap.add_argument("--metrics", type=Path, required=True)
     ap.add_argument("--users", type=Path, default=None, help="override params: your own users file")
     ap.add_argument("--activity", type=Path, default=None, help="override params: your own hourly activity")
     args = ap.parse_args()
-    ingest(
-        load_params(args.params).game_ltv.ingest,
-        args.features,
+    prepare(
+        load_params(args.params).game_ltv.prepare,
+        args.out,
         args.quarantine,
         args.metrics,
         args.users,
