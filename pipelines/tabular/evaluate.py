@@ -93,7 +93,7 @@ def oracle_values(layout: Layout, test: pd.DataFrame) -> np.ndarray | None:
         raise ValueError(
             f"oracle file {path} needs the columns {key}, {pt} and {o.column}; found {list(raw.columns)}"
         )
-    raw[PREDICTION_TIME] = pd.to_datetime(raw[pt], utc=True).dt.as_unit("ns")
+    raw[PREDICTION_TIME] = pd.to_datetime(raw[pt], utc=True).dt.as_unit("us")
     raw = raw.drop_duplicates([key, PREDICTION_TIME])
     merged = test[[key, PREDICTION_TIME]].merge(
         raw[[key, PREDICTION_TIME, o.column]], how="left", on=[key, PREDICTION_TIME]

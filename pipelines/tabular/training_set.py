@@ -89,6 +89,7 @@ def point_in_time(settings: Settings, feature_service: str, labels: pd.DataFrame
     df = df.sort_values(ROW, kind="stable").reset_index(drop=True)
     if len(df) != len(labels):
         raise RuntimeError(f"Feast returned {len(df)} rows for {len(labels)} entity rows")
+    df[PREDICTION_TIME] = labels[PREDICTION_TIME].reset_index(drop=True)  # its unit (Feast recasts to ns)
     return df.drop(columns=[EVENT_TIMESTAMP, ROW])
 
 
