@@ -12,6 +12,7 @@ A leaf module: it imports nothing of the project but settings, so feature_repo a
 
 from __future__ import annotations
 
+import ast
 import re
 import string
 from datetime import datetime
@@ -141,6 +142,44 @@ class EntitySpec(_Strict):
     description: str = Field(default="", description="shown in the Feast registry")
 
 
+_CHECK_NODES = (
+    "Expression BoolOp And Or UnaryOp Not USub UAdd BinOp Add Sub Mult Div FloorDiv Mod Compare Eq NotEq Lt "
+    "LtE Gt GtE Name Load Constant"
+).split()
+
+
+class CheckSpec(_Strict):
+    rule: str = Field(
+        description="a condition every row must meet, over the table's declared columns: arithmetic "
+        "(+ - * / // %), comparisons, and/or/not, numbers; e.g. `answered + rejected + missed == calls`"
+    )
+    code: str = Field(pattern=NAME, description="the quarantine reason code of a row that breaks it")
+    reason: str | None = Field(
+        default=None, description="the sentence quarantined rows carry (default: `breaks <rule>`)"
+    )
+
+    @field_validator("rule")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        """Only arithmetic and comparisons of column names and numbers: the rule is evaluated by pandas,
+        so nothing else (calls, attributes, indexing) may get in."""
+        try:
+            tree = ast.parse(v, mode="eval")
+        except SyntaxError as e:
+            raise ValueError(f"rule {v!r} is not an expression: {e.msg}") from None
+        bad = sorted({type(n).__name__ for n in ast.walk(tree)} - set(_CHECK_NODES))
+        if bad:
+            raise ValueError(
+                f"rule {v!r} uses {bad}; a rule may use column names, numbers, + - * / // %, comparisons "
+                "and and/or/not only"
+            )
+        return v
+
+    @property
+    def columns(self) -> list[str]:
+        return sorted({n.id for n in ast.walk(ast.parse(self.rule, mode="eval")) if isinstance(n, ast.Name)})
+
+
 class SourceSpec(_Strict):
     name: str = Field(pattern=NAME, description="becomes the feature view <model>__<name>")
     path: str | list[str] | None = Field(
@@ -162,6 +201,10 @@ class SourceSpec(_Strict):
         "(the online store serves the latest row)",
     )
     columns: dict[str, ColumnSpec] = Field(min_length=1, description="column name -> its declaration")
+    checks: list[CheckSpec] = Field(
+        default_factory=list,
+        description="rules across columns a row must meet (below); a row that breaks one is quarantined",
+    )
 
     @model_validator(mode="after")
     def _one_time(self) -> SourceSpec:
@@ -358,6 +401,18 @@ class Spec(_Strict):
                     raise ValueError(f"{at}: feature {c!r} has the name of a label-table column")
                 if col.feature:
                     feature_of[c] = s.name
+            for j, check in enumerate(s.checks):
+                at = f"at sources[{i}].checks[{j}].rule"
+                if not check.columns:
+                    raise ValueError(f"{at}: {check.rule!r} names no column")
+                unknown = [c for c in check.columns if c not in s.columns]
+                if unknown:
+                    raise ValueError(
+                        f"{at}: {check.rule!r} names {unknown}, not declared columns of this source"
+                    )
+                strings = [c for c in check.columns if s.columns[c].type not in {"int", "float", "bool"}]
+                if strings:
+                    raise ValueError(f"{at}: {check.rule!r}: {strings} are not numeric columns")
         if lab.column in RESERVED:
             raise ValueError(f"at label.column: {lab.column!r} is a name the platform uses itself")
         if lab.prediction_time in RESERVED - {"prediction_time"}:

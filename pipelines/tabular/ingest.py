@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from core.settings import Settings
-from core.spec import ColumnSpec, LabelSpec, SourceSpec, Spec
+from core.spec import CheckSpec, ColumnSpec, LabelSpec, SourceSpec, Spec
 from pipelines.common.stage import write_metrics
 from pipelines.common.validation import SOURCE_ROW, RowValidator, read_raw
 from pipelines.tabular.layout import Layout
@@ -168,6 +168,21 @@ def _finish(v: RowValidator, raw: pd.DataFrame, parsed: dict[str, pd.Series], ke
     return frame[ok].reset_index(drop=True), quarantine, report
 
 
+def apply_check(v: RowValidator, parsed: dict[str, pd.Series], check: CheckSpec) -> None:
+    """Quarantine the rows that break a declared rule; a row missing one of its values is not judged (its
+    emptiness is the column's own check)."""
+    values = pd.DataFrame({c: pd.to_numeric(parsed[c], errors="coerce").astype(float) for c in check.columns})
+    judged = values.notna().all(axis=1)
+    holds = values.eval(check.rule, engine="python").astype(bool)
+    sentence = check.reason or f"breaks {check.rule}"
+
+    def message(rows: pd.DataFrame) -> pd.Series:
+        shown = [c + "=" + rows[c].astype(str) for c in check.columns]
+        return f"{sentence} (" + pd.concat(shown, axis=1).agg(", ".join, axis=1) + ")"
+
+    v.reject(judged & ~holds, check.code, message)
+
+
 def validate_source(raw: pd.DataFrame, spec: Spec, source: SourceSpec):
     v = RowValidator(raw)
     key = spec.entity.join_key
@@ -181,6 +196,8 @@ def validate_source(raw: pd.DataFrame, spec: Spec, source: SourceSpec):
         parsed[EVENT_TIMESTAMP] = pd.Series(utc(source.as_of), index=raw.index)
     for c, col in source.columns.items():
         parsed[c] = parse_column(v, c, col)
+    for check in source.checks:
+        apply_check(v, parsed, check)
     clean, quarantine, report = _finish(v, raw, parsed, [key, EVENT_TIMESTAMP])
     # microseconds: what PostgreSQL and DuckDB store (Feast's own `feast materialize` reads through DuckDB,
     # which cannot cast tz-aware nanoseconds)

@@ -37,6 +37,13 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "`missing_<col>`, `not_int_<col>` / `not_float_<col>` / `not_bool_<col>`, `below_min_<col>`, "
         "`above_max_<col>`, `unknown_<col>`.",
     ),
+    (
+        "`sources[].checks[]`",
+        S.CheckSpec,
+        "A rule across a row's columns, e.g. `answered + rejected + missed == calls`; a row that breaks it "
+        "is quarantined with `code` and the sentence followed by the values it read. A row missing one of "
+        "the rule's values is not judged (its emptiness is the column's own check).",
+    ),
     ("`label`", S.LabelSpec, "The label table: one row per prediction (entity, prediction time, label)."),
     ("`split`", S.SplitSpec, ""),
     ("`model`", S.ModelSection, ""),

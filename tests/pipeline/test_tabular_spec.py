@@ -175,6 +175,8 @@ def _spoil(root: Path) -> None:
     act.loc[1, "spend"] = "-5"  # below min
     act.loc[2, "customer_id"] = ""  # missing key
     act.loc[3, "snapshot_time"] = "2026-13-45"  # bad timestamp
+    act.loc[4, "leak"] = "5"  # breaks the declared rule leak <= visits (visits is 0..20)
+    act.loc[4, "visits"] = "2"
     act = pd.concat([act, act.iloc[[10]]])  # exact duplicate (one kept)
     dup = act.iloc[[11]].copy()
     dup["spend"] = "999"  # same key and time, other values: both quarantined
@@ -194,6 +196,9 @@ def _spoil(root: Path) -> None:
 
 def test_bad_rows_are_quarantined_with_their_reasons(tmp_path):
     spec = write_world(tmp_path, "binary")
+    spec["sources"][1]["checks"] = [
+        {"rule": "leak <= visits + 1", "code": "leak_above_visits", "reason": "more leaks than visits"}
+    ]
     _spoil(tmp_path)
     settings = embedded_settings(tmp_path, specs_dir=tmp_path / "specs")
     write_spec(settings.specs_dir, spec)
@@ -205,6 +210,7 @@ def test_bad_rows_are_quarantined_with_their_reasons(tmp_path):
         "bad_snapshot_time": 1,
         "conflicting_duplicate": 2,
         "exact_duplicate": 1,
+        "leak_above_visits": 1,
         "missing_customer_id": 1,
         "not_int_visits": 1,
     }
@@ -217,6 +223,8 @@ def test_bad_rows_are_quarantined_with_their_reasons(tmp_path):
         assert len(q) == table["quarantined"] and q["reason"].str.len().gt(10).all()
     q = pd.read_csv(layout.quarantine / "profile.csv")
     assert "unknown tier 'platinum' (expected bronze, silver, gold)" in set(q["reason"])
+    q = pd.read_csv(layout.quarantine / "activity.csv")
+    assert "more leaks than visits (leak=5, visits=2)" in set(q["reason"])
     prof = pd.read_parquet(layout.features / "profile.parquet")
     assert prof["tier"].isin(["bronze", "silver", "gold"]).all() and prof["customer_id"].is_unique
 

@@ -177,6 +177,27 @@ def test_cross_field_rules_name_their_key_and_line(change, line, says):
     assert says in msg, msg
 
 
+def test_row_checks_are_declared_over_numeric_columns_and_may_not_run_code():
+    with_checks = GOOD.replace(
+        "      plan: {type: string, values: [basic, plus]}\n",
+        "      plan: {type: string, values: [basic, plus]}\n      calls: {type: int, min: 0}\n"
+        "    checks:\n      - {rule: 'minutes <= 60 * calls', code: too_long}\n",
+    )
+    (check,) = parse_spec(with_checks).sources[0].checks
+    assert check.columns == ["calls", "minutes"] and check.code == "too_long"
+    for rule, says in [
+        ("__import__('os').system('x') == 0", "uses ['Attribute', 'Call']"),
+        ("minutes.real > 0", "uses ['Attribute']"),
+        ("minutes <= seconds", "names ['seconds'], not declared columns"),
+        ("plan == 1", "['plan'] are not numeric columns"),
+        ("1 < 2", "names no column"),
+        ("minutes <=", "is not an expression"),
+    ]:
+        msg = _error(with_checks.replace("minutes <= 60 * calls", rule.replace("'", "''")))
+        assert msg.startswith("specs/churn.yaml:14: sources[0].checks[0].rule: "), msg
+        assert says in msg, (rule, msg)
+
+
 def test_a_group_split_may_use_the_join_key():
     assert (
         parse_spec(GOOD + "split: {kind: group, group_column: subscriber_id}\n").split.group_column
