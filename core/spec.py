@@ -180,6 +180,18 @@ class CheckSpec(_Strict):
         return sorted({n.id for n in ast.walk(ast.parse(self.rule, mode="eval")) if isinstance(n, ast.Name)})
 
 
+class HistorySpec(_Strict):
+    sum: list[str] = Field(
+        default_factory=list,
+        description="numeric columns whose running total per entity, over its clean rows up to and including "
+        "each row, becomes the feature `<column>_total` (empty values add nothing; a nullable column also "
+        "gets `<column>_rows`, the rows where it had a value, so 'never reported' differs from 'reported 0')",
+    )
+    rows: str | None = Field(
+        default=None, pattern=NAME, description="a feature counting the entity's clean rows so far"
+    )
+
+
 class SourceSpec(_Strict):
     name: str = Field(pattern=NAME, description="becomes the feature view <model>__<name>")
     path: str | list[str] | None = Field(
@@ -205,6 +217,11 @@ class SourceSpec(_Strict):
         default_factory=list,
         description="rules across columns a row must meet (below); a row that breaks one is quarantined",
     )
+    history: HistorySpec | None = Field(
+        default=None,
+        description="running per-entity totals computed by ingest after validation (below): the history "
+        "a model needs from an event-grain table, as-of each row",
+    )
 
     @model_validator(mode="after")
     def _one_time(self) -> SourceSpec:
@@ -220,6 +237,34 @@ class SourceSpec(_Strict):
     @property
     def paths(self) -> list[str]:
         return [] if self.path is None else [self.path] if isinstance(self.path, str) else list(self.path)
+
+    @property
+    def derived_columns(self) -> dict[str, ColumnSpec]:
+        """The history features ingest adds to this source's table (`history`), declared like columns."""
+        h = self.history
+        if h is None:
+            return {}
+        out: dict[str, ColumnSpec] = {}
+        for c in h.sum:
+            base = self.columns[c]
+            out[f"{c}_total"] = ColumnSpec(
+                type="float" if base.type == "float" else "int",
+                description=f"running total of {c} over the entity's rows so far",
+            )
+            if base.nullable:
+                out[f"{c}_rows"] = ColumnSpec(
+                    type="int", description=f"the entity's rows so far where {c} had a value"
+                )
+        if h.rows:
+            out[h.rows] = ColumnSpec(type="int", description="the entity's rows so far")
+        return out
+
+    @property
+    def feature_columns(self) -> list[tuple[str, ColumnSpec]]:
+        """What the source's feature view holds: its feature columns, then its history features."""
+        return [(c, col) for c, col in self.columns.items() if col.feature] + list(
+            self.derived_columns.items()
+        )
 
 
 class LabelSpec(_Strict):
@@ -413,6 +458,19 @@ class Spec(_Strict):
                 strings = [c for c in check.columns if s.columns[c].type not in {"int", "float", "bool"}]
                 if strings:
                     raise ValueError(f"{at}: {check.rule!r}: {strings} are not numeric columns")
+            if s.history is not None:
+                for c in s.history.sum:
+                    col = s.columns.get(c)
+                    if col is None or col.type not in {"int", "float", "bool"} or col.is_categorical:
+                        raise ValueError(
+                            f"at sources[{i}].history.sum: {c!r} is not a declared numeric column of this source"
+                        )
+                for c in s.derived_columns:
+                    if c in s.columns or c in feature_of or c in label_cols or c in RESERVED or c == key:
+                        raise ValueError(
+                            f"at sources[{i}].history: the history feature {c!r} takes a name already in use"
+                        )
+                    feature_of[c] = s.name
         if lab.column in RESERVED:
             raise ValueError(f"at label.column: {lab.column!r} is a name the platform uses itself")
         if lab.prediction_time in RESERVED - {"prediction_time"}:
@@ -513,7 +571,7 @@ class Spec(_Strict):
     @cached_property
     def features(self) -> list[tuple[str, ColumnSpec]]:
         """The model's inputs in order: each source's feature columns, then the request features."""
-        out = [(c, col) for s in self.sources for c, col in s.columns.items() if col.feature]
+        out = [(c, col) for s in self.sources for c, col in s.feature_columns]
         return out + list(self.label.request_features.items())
 
     @property

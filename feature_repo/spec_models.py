@@ -56,8 +56,7 @@ def _build() -> dict[str, object]:
                         dtype=from_value_type(_VALUE_TYPES[col.feast_dtype]),
                         description=col.description,
                     )
-                    for c, col in source.columns.items()
-                    if col.feature
+                    for c, col in source.feature_columns
                 ],
                 source=offline_source(spec.name, source.name, "event_timestamp"),
                 online=True,

@@ -204,7 +204,27 @@ def validate_source(raw: pd.DataFrame, spec: Spec, source: SourceSpec):
     clean[EVENT_TIMESTAMP] = pd.to_datetime(clean[EVENT_TIMESTAMP], utc=True).dt.as_unit("us")
     if spec.entity.key_type == "int":
         clean[key] = clean[key].astype("int64")
+    if source.history is not None:
+        clean = add_history(clean, source, key)
     return clean, quarantine, report
+
+
+def add_history(clean: pd.DataFrame, source: SourceSpec, key: str) -> pd.DataFrame:
+    """The source's history features (core.spec.HistorySpec): running totals per entity over its clean
+    rows in time order, each row's including itself (the row is known from its timestamp on, and so is
+    everything before it). Quarantined rows count nowhere."""
+    out = clean.sort_values([key, EVENT_TIMESTAMP], kind="stable").reset_index(drop=True)
+    by = out[key]
+    derived = source.derived_columns
+    for c in source.history.sum:
+        values = pd.to_numeric(out[c], errors="coerce").astype("Float64")
+        total = values.fillna(0).groupby(by, sort=False).cumsum()
+        out[f"{c}_total"] = total.astype("Float64" if derived[f"{c}_total"].type == "float" else "Int64")
+        if f"{c}_rows" in derived:
+            out[f"{c}_rows"] = values.notna().astype("int64").groupby(by, sort=False).cumsum().astype("Int64")
+    if source.history.rows:
+        out[source.history.rows] = (out.groupby(key, sort=False).cumcount() + 1).astype("Int64")
+    return out
 
 
 def label_values(v: RowValidator, label: LabelSpec) -> pd.Series:

@@ -44,6 +44,14 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
         "is quarantined with `code` and the sentence followed by the values it read. A row missing one of "
         "the rule's values is not judged (its emptiness is the column's own check).",
     ),
+    (
+        "`sources[].history`",
+        S.HistorySpec,
+        "Running per-entity totals, computed by ingest on the clean rows in time order: each row's totals "
+        "include itself and everything before it, so through the point-in-time join a prediction sees the "
+        "entity's whole history strictly before its time. The history features are model inputs like the "
+        "declared columns (int totals of int columns, float of float).",
+    ),
     ("`label`", S.LabelSpec, "The label table: one row per prediction (entity, prediction time, label)."),
     ("`split`", S.SplitSpec, ""),
     ("`model`", S.ModelSection, ""),

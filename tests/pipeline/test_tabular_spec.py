@@ -126,6 +126,30 @@ def test_feasts_own_materialize_reads_the_spec_models_tables(binary, tmp_path):
     np.testing.assert_allclose(online["spend"], latest.loc[ids, "spend"].to_numpy())
 
 
+def test_history_features_are_the_entitys_totals_strictly_before_the_prediction_time(tmp_path):
+    """sources[].history: ingest adds running totals over the clean rows; a training row sees the totals of
+    every row stamped strictly before its prediction time (recomputed here from the raw file)."""
+    spec = write_world(tmp_path, "binary")
+    spec["sources"][1]["history"] = {"sum": ["visits", "spend"], "rows": "weeks_seen"}
+    settings = embedded_settings(tmp_path, specs_dir=tmp_path / "specs")
+    write_spec(settings.specs_dir, spec)
+    layout = Layout.of(settings, "shop")
+    assert [n for n, _ in layout.spec.features][-4:] == ["visits_total", "spend_total", "weeks_seen", "offer"]
+    ingest.run(settings, layout)
+    training_set.run(settings, layout)
+    ts = pd.read_parquet(layout.training_set)
+    raw = pd.read_csv(tmp_path / "data" / "raw" / "shop" / "activity.csv", parse_dates=["snapshot_time"])
+    for _, row in ts.sample(40, random_state=1).iterrows():
+        seen = raw[
+            (raw["customer_id"] == row["customer_id"]) & (raw["snapshot_time"] < row["prediction_time"])
+        ]
+        assert row["visits_total"] == seen["visits"].sum() and row["weeks_seen"] == len(seen)
+        assert row["spend_total"] == pytest.approx(seen["spend"].sum())
+    train.run(settings, layout)
+    _, meta = load_bundle(layout.model_dir)
+    assert {"visits_total", "spend_total", "weeks_seen"} <= set(meta.feature_names)
+
+
 def test_multiclass_model_serves_class_probabilities(tmp_path):
     from fastapi.testclient import TestClient
 

@@ -198,6 +198,19 @@ def test_row_checks_are_declared_over_numeric_columns_and_may_not_run_code():
         assert says in msg, (rule, msg)
 
 
+def test_history_features_are_derived_and_their_names_checked():
+    nullable = GOOD.replace("{type: float, min: 0}", "{type: float, min: 0, nullable: true}")
+    spec = parse_spec(
+        nullable.replace("    columns:\n", "    history: {sum: [minutes], rows: weeks}\n    columns:\n")
+    )
+    assert [n for n, _ in spec.features] == ["minutes", "plan", "minutes_total", "minutes_rows", "weeks"]
+    assert [c.type for _, c in spec.features][2:] == ["float", "int", "int"]
+    text = GOOD.replace("    columns:\n", "    history: {sum: [plan]}\n    columns:\n")
+    assert "'plan' is not a declared numeric column" in _error(text)
+    text = GOOD.replace("    columns:\n", "    history: {sum: [minutes], rows: minutes}\n    columns:\n")
+    assert "takes a name already in use" in _error(text)
+
+
 def test_a_group_split_may_use_the_join_key():
     assert (
         parse_spec(GOOD + "split: {kind: group, group_column: subscriber_id}\n").split.group_column
