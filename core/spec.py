@@ -168,6 +168,9 @@ class CheckSpec(_Strict):
         except SyntaxError as e:
             raise ValueError(f"rule {v!r} is not an expression: {e.msg}") from None
         bad = sorted({type(n).__name__ for n in ast.walk(tree)} - set(_CHECK_NODES))
+        texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        if texts:
+            bad.append(f"text {texts}")
         if bad:
             raise ValueError(
                 f"rule {v!r} uses {bad}; a rule may use column names, numbers, + - * / // %, comparisons "

@@ -237,7 +237,7 @@ def build_oracle(
     return pd.DataFrame(
         {
             S.ID: users[known],
-            S.PREDICTION_TIME: labels[S.PREDICTION_TIME].to_numpy()[known],
+            S.PREDICTION_TIME: labels.loc[known, S.PREDICTION_TIME].reset_index(drop=True),  # its unit (us)
             S.EXPECTED_REVENUE: expected,
         }
     )

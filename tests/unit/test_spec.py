@@ -186,8 +186,9 @@ def test_row_checks_are_declared_over_numeric_columns_and_may_not_run_code():
     (check,) = parse_spec(with_checks).sources[0].checks
     assert check.columns == ["calls", "minutes"] and check.code == "too_long"
     for rule, says in [
-        ("__import__('os').system('x') == 0", "uses ['Attribute', 'Call']"),
+        ("__import__('os').system('x') == 0", "uses ['Attribute', 'Call',"),
         ("minutes.real > 0", "uses ['Attribute']"),
+        ("minutes == 'x'", "uses [\"text ['x']\"]"),
         ("minutes <= seconds", "names ['seconds'], not declared columns"),
         ("plan == 1", "['plan'] are not numeric columns"),
         ("1 < 2", "names no column"),
