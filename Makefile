@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo test test-fast lint format repro materialize serve curl bench lock clean stream-demo tune-customer-risk
+.PHONY: venv demo test test-fast lint format repro materialize serve curl bench lock clean stream-demo tune-customer-risk status rollback monitor scheduler mlflow-ui
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -27,6 +27,25 @@ venv: $(VENV)/.installed
 repro: venv
 	python -m pipelines.tabular.dvcgen >/dev/null
 	dvc repro --all-pipelines  # dvc.yaml and specs/dvc.yaml
+	python -m pipelines.lifecycle register  # each trained model into MLflow, gated against its champion
+
+# The model lifecycle (docs/lifecycle.md): the registry's state, a rollback, the monitor, the scheduler.
+status: venv
+	python -m pipelines.lifecycle status
+
+rollback: venv
+	@test -n "$(MODEL)" || { echo "usage: make rollback MODEL=<name>"; exit 2; }
+	python -m pipelines.lifecycle rollback $(MODEL)
+
+monitor: venv
+	python -m pipelines.lifecycle monitor --retrain
+
+scheduler: venv
+	mkdir -p data/dagster
+	DAGSTER_HOME=$(abspath data/dagster) dagster dev -m pipelines.lifecycle.orchestrator -h $(HOST) -p 3000
+
+mlflow-ui: venv
+	mlflow ui --backend-store-uri $$(python -c "from core.settings import Settings; print(Settings().effective_mlflow_uri)") -h $(HOST) -p 5000
 
 # customer_risk's Optuna search (12 trials x 3 folds, ~7 min on 2 cores): writes the chosen hyperparameters
 # into params.yaml (customer_risk.train.tuned, that block only), then DVC retrains with them.

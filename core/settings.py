@@ -3,7 +3,8 @@
 Embedded defaults (SQLite online store, Parquet offline store, SQLite request log) need no variable at all.
 Setting ``REDIS_URL`` moves the online store to Redis; setting ``DATABASE_URL`` to a PostgreSQL URL moves
 the request log and the Feast offline store to PostgreSQL (schema ``DATABASE_SCHEMA``); setting ``AMQP_URL``
-connects the stream worker to RabbitMQ.
+connects the stream worker to RabbitMQ. The model registry (MLflow) follows DATABASE_URL unless
+``MLFLOW_TRACKING_URI`` names another store.
 """
 
 from __future__ import annotations
@@ -55,6 +56,21 @@ class Settings(BaseSettings):
     request_log_max_buffer: int = 20_000
     request_log_spool_dir: Path | None = None
 
+    # --- model registry (core/model_registry.py) ---
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking and registry store; default: DATABASE_URL (PostgreSQL, schema "
+        "<DATABASE_SCHEMA>_mlflow) when set, else SQLite at data/mlflow/mlflow.db",
+    )
+    mlflow_artifacts_dir: Path | None = Field(
+        default=None, description="MLflow run artifacts (local disk); default data/mlflow/artifacts"
+    )
+    model_poll_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="how often the API asks the registry for a new champion (0: only at start)",
+    )
+
     # --- streaming (serving/stream: the purchase_propensity worker and producer) ---
     amqp_url: str | None = Field(
         default=None, description="RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/; unset: in-process queue"
@@ -102,6 +118,29 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'request_log.db'}"
+
+    @property
+    def effective_mlflow_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.database_url and self.database_url.startswith("postgres"):
+            sep = "&" if "?" in self.database_url else "?"
+            return f"{self.database_url}{sep}options=-csearch_path%3D{self.mlflow_schema}"
+        return f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_schema(self) -> str:
+        """On PostgreSQL, MLflow's tables live in a schema of their own next to ours."""
+        return f"{self.database_schema}_mlflow"
+
+    @property
+    def effective_mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow_artifacts_dir or self.data_dir / "mlflow" / "artifacts"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where the API keeps the registry's model bundles it downloaded (one folder per version)."""
+        return self.data_dir / "mlflow" / "serving_cache"
 
     @property
     def effective_spool_dir(self) -> Path:

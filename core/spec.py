@@ -92,6 +92,12 @@ class ColumnSpec(_Strict):
         default=None,
         description="phrase quoted as a reason when the feature raises the prediction: '{value}'",
     )
+    since: int = Field(
+        default=1,
+        ge=1,
+        description="the model version that first uses this feature: the FeatureServices of earlier versions "
+        "leave it out (the column is ingested and validated whatever the version)",
+    )
 
     @property
     def is_categorical(self) -> bool:
@@ -161,26 +167,48 @@ class CheckSpec(_Strict):
     @field_validator("rule")
     @classmethod
     def _safe(cls, v: str) -> str:
-        """Only arithmetic and comparisons of column names and numbers: the rule is evaluated by pandas,
-        so nothing else (calls, attributes, indexing) may get in."""
-        try:
-            tree = ast.parse(v, mode="eval")
-        except SyntaxError as e:
-            raise ValueError(f"rule {v!r} is not an expression: {e.msg}") from None
-        bad = sorted({type(n).__name__ for n in ast.walk(tree)} - set(_CHECK_NODES))
-        texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
-        if texts:
-            bad.append(f"text {texts}")
-        if bad:
-            raise ValueError(
-                f"rule {v!r} uses {bad}; a rule may use column names, numbers, + - * / // %, comparisons "
-                "and and/or/not only"
-            )
-        return v
+        return safe_expression(v, "rule")
 
     @property
     def columns(self) -> list[str]:
-        return sorted({n.id for n in ast.walk(ast.parse(self.rule, mode="eval")) if isinstance(n, ast.Name)})
+        return expression_names(self.rule)
+
+
+def safe_expression(v: str, what: str) -> str:
+    """Only arithmetic and comparisons of column names and numbers: the expression is evaluated by pandas,
+    so nothing else (calls, attributes, indexing) may get in."""
+    try:
+        tree = ast.parse(v, mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"{what} {v!r} is not an expression: {e.msg}") from None
+    bad = sorted({type(n).__name__ for n in ast.walk(tree)} - set(_CHECK_NODES))
+    texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    if texts:
+        bad.append(f"text {texts}")
+    if bad:
+        raise ValueError(
+            f"{what} {v!r} uses {bad}; a {what} may use column names, numbers, + - * / // %, comparisons "
+            "and and/or/not only"
+        )
+    return v
+
+
+def expression_names(v: str) -> list[str]:
+    return sorted({n.id for n in ast.walk(ast.parse(v, mode="eval")) if isinstance(n, ast.Name)})
+
+
+class RuleSpec(_Strict):
+    score: str = Field(
+        description="an expression over the model's features that ranks like the rule in use today, e.g. "
+        "`rejected_call_count / (call_count + 1)`; evaluated beside the model (binary: flags at its best-F1 "
+        "threshold on the train rows)"
+    )
+    description: str = Field(default="", description="what the rule is, for the report")
+
+    @field_validator("score")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return safe_expression(v, "score")
 
 
 class HistorySpec(_Strict):
@@ -253,10 +281,13 @@ class SourceSpec(_Strict):
             out[f"{c}_total"] = ColumnSpec(
                 type="float" if base.type == "float" else "int",
                 description=f"running total of {c} over the entity's rows so far",
+                since=base.since,
             )
             if base.nullable:
                 out[f"{c}_rows"] = ColumnSpec(
-                    type="int", description=f"the entity's rows so far where {c} had a value"
+                    type="int",
+                    description=f"the entity's rows so far where {c} had a value",
+                    since=base.since,
                 )
         if h.rows:
             out[h.rows] = ColumnSpec(type="int", description="the entity's rows so far")
@@ -375,6 +406,9 @@ class ModelSection(_Strict):
         description="a feature is quoted as a reason only if it raises the raw score by at least this much "
         "(log-odds for binary models)",
     )
+    rule_baseline: RuleSpec | None = Field(
+        default=None, description="the business rule the model must beat (below); binary and regression"
+    )
     seed: int = Field(default=42, description="CatBoost's and the validation split's seed")
     thread_count: int = Field(default=2, description="CatBoost threads")
 
@@ -449,6 +483,13 @@ class Spec(_Strict):
                     raise ValueError(f"{at}: feature {c!r} has the name of a label-table column")
                 if col.feature:
                     feature_of[c] = s.name
+                if col.since > self.version:
+                    raise ValueError(
+                        f"{at}.since: {col.since} is above the spec's version {self.version}; a feature joins "
+                        "the model at a version up to the current one"
+                    )
+                if col.since > 1 and not col.feature:
+                    raise ValueError(f"{at}.since: `since` is for features; this column has feature: false")
             for j, check in enumerate(s.checks):
                 at = f"at sources[{i}].checks[{j}].rule"
                 if not check.columns:
@@ -489,6 +530,8 @@ class Spec(_Strict):
                     raise ValueError(f"{at}: {c!r} is a name the platform uses itself; rename the column")
                 if c in {key, lab.prediction_time, lab.column}:
                     raise ValueError(f"{at}: the key, the prediction time and the label are implicit")
+                if col.since > self.version:
+                    raise ValueError(f"{at}.since: {col.since} is above the spec's version {self.version}")
                 if part == "request_features" and not col.feature:
                     raise ValueError(
                         f"{at}: a request feature is a model input; `feature: false` makes no sense"
@@ -525,6 +568,16 @@ class Spec(_Strict):
             raise ValueError("at model.calibration: calibration is for binary models")
         if task != "binary" and "threshold" in self.model.model_fields_set:
             raise ValueError("at model.threshold: an operating threshold is for binary models")
+        rule = self.model.rule_baseline
+        if rule is not None:
+            if task == "multiclass":
+                raise ValueError(
+                    "at model.rule_baseline: a rule baseline scores binary and regression models"
+                )
+            known = {c for c, _ in self.features}
+            unknown = [c for c in expression_names(rule.score) if c not in known]
+            if unknown:
+                raise ValueError(f"at model.rule_baseline.score: {unknown} are not features of this version")
         self._check_outputs()
         return self
 
@@ -567,6 +620,33 @@ class Spec(_Strict):
     @property
     def feature_service(self) -> str:
         return f"{self.name}_v{self.version}"
+
+    def at_version(self, version: int) -> Spec:
+        """The spec as it was at an earlier `version`: the features whose `since` is later are left out
+        (kept as validated non-feature columns, dropped from the history sums). Every earlier version keeps
+        its FeatureService ``<name>_v<k>``, so a model trained on it is still served next to the new one."""
+        if not 1 <= version <= self.version:
+            raise ValueError(f"{self.name}: version {version} is not in 1..{self.version}")
+        if version == self.version:
+            return self
+        d = self.model_dump(exclude_unset=True)
+        d["version"] = version
+        for src, s in zip(d["sources"], self.sources, strict=True):
+            later = {c for c, col in s.columns.items() if col.since > version}
+            for c in later:
+                src["columns"][c].update(feature=False, since=1)
+            if s.history is not None and later:
+                src["history"]["sum"] = [c for c in s.history.sum if c not in later]
+        lab = d["label"]
+        for c, col in self.label.request_features.items():
+            if col.since > version:
+                lab["request_features"].pop(c)
+        return Spec.model_validate(d)
+
+    @property
+    def versions(self) -> list[int]:
+        """The versions with a FeatureService: 1 .. version (each differs by the features of its `since`)."""
+        return list(range(1, self.version + 1))
 
     def view_name(self, source: SourceSpec) -> str:
         return f"{self.name}__{source.name}"

@@ -1,8 +1,9 @@
 """Feast objects of every spec'd model (core/spec.py), built from ``specs/*.yaml`` with no hand-written file.
 
 For each spec: its entity (shared by specs naming the same one, reused if a hand-written file already
-declares it), one offline source and one FeatureView ``<model>__<source>`` per declared source, and the
-FeatureService ``<model>_v<version>`` over them. Feast finds objects as module attributes, so each is
+declares it), one offline source and one FeatureView ``<model>__<source>`` per declared source, and one
+FeatureService ``<model>_v<k>`` per version k up to the spec's (version k holds the features whose `since` is
+at most k, so the services of earlier versions stay next to the new one). Feast finds objects as module attributes, so each is
 bound to a module-level name here.
 """
 
@@ -64,12 +65,20 @@ def _build() -> dict[str, object]:
             )
             objects[f"view__{view.name}"] = view
             views.append(view)
-        objects[f"service__{spec.feature_service}"] = FeatureService(
-            name=spec.feature_service,
-            features=views,
-            description=spec.description,
-            tags={"model": spec.name, "entity": spec.entity.name, "spec": "true"},
-        )
+        for k in spec.versions:  # every version keeps its service: a model trained on it is still served
+            at = spec.at_version(k)
+            wanted = {c for s in at.sources for c, _ in s.feature_columns}
+            projections = []
+            for view in views:
+                names = [f.name for f in view.features if f.name in wanted]
+                if names:
+                    projections.append(view if len(names) == len(view.features) else view[names])
+            objects[f"service__{at.feature_service}"] = FeatureService(
+                name=at.feature_service,
+                features=projections,
+                description=spec.description,
+                tags={"model": spec.name, "entity": spec.entity.name, "spec": "true", "version": str(k)},
+            )
     return objects
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from core.feature_store import open_store
 from core.settings import Settings
@@ -22,12 +24,25 @@ from serving.routers import anomalies, batch, health, models
 log = logging.getLogger(__name__)
 
 
+async def _poll_champions(models: ModelRegistry, every_s: float) -> None:
+    """A new champion in the registry is served within `every_s` seconds, without a restart."""
+    if every_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await run_in_threadpool(models.refresh)
+        except Exception:  # never let the poller die: the next round retries
+            log.exception("champion refresh failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or Settings()
         app.state.settings = s
-        app.state.models = ModelRegistry.load(s.models_dir)
+        app.state.models = await run_in_threadpool(ModelRegistry.load, s.models_dir, s)
+        poller = asyncio.create_task(_poll_champions(app.state.models, s.model_poll_s))
         redis_client = None
         if s.redis_url:
             import redis.asyncio
@@ -52,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            poller.cancel()
             writer.close()
             if redis_client is not None:
                 await redis_client.aclose()

@@ -1,7 +1,10 @@
-"""Loaded models: every model folder under models/ (core.model_bundle), loaded once at startup.
+"""Loaded models: each registered model's `champion` in the MLflow registry (core/model_registry.py), and
+for a model not registered (yet) its folder under models/ (core.model_bundle).
 
-Adding a model needs no change here: a new folder (written by its DVC train stage) is picked up at the
-next start.
+Adding a model needs no change here. A new champion is picked up without restart: `refresh()` (polled by
+the app every Settings.model_poll_s) loads the new version beside the old one and then swaps the entry in
+one assignment; a request that already holds the old LoadedModel finishes with it, so none fails during
+the switch.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core import model_registry as mr
 from core.explain import explains, segmenter
 from core.model_bundle import ModelMetadata, find_bundles, load_bundle
 from core.predict import make_predictor
+from core.settings import Settings
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,7 @@ class LoadedModel:
     )
     check_request: Callable[[dict[str, list[Any]]], None] | None = None  # raises ValueError: bad request
     request_rules: dict[str, RequestRule] = field(default_factory=dict)
+    registry: mr.Served | None = None  # the registry version served; None: loaded from models/<name>/
 
     def __post_init__(self) -> None:
         predictor = make_predictor(self.model, self.meta)
@@ -89,22 +95,62 @@ class LoadedModel:
         return await self.batcher.submit(rows)
 
 
+def _load_folder(folder: Path, registry: mr.Served | None = None) -> LoadedModel:
+    model, meta = load_bundle(folder)
+    return LoadedModel(model=model, meta=meta, path=folder, registry=registry)
+
+
 class ModelRegistry:
-    def __init__(self, models: dict[str, LoadedModel]) -> None:
+    def __init__(self, models: dict[str, LoadedModel], settings: Settings | None = None) -> None:
         self._models = models
+        self._settings = settings  # set: models come from the MLflow registry's champions
 
     @classmethod
-    def load(cls, models_dir: Path) -> ModelRegistry:
+    def load(cls, models_dir: Path, settings: Settings | None = None) -> ModelRegistry:
+        """The folders under `models_dir`, then (with `settings`) every registered champion over them."""
         models = {}
         for folder in find_bundles(models_dir):
             try:
-                model, meta = load_bundle(folder)
+                lm = _load_folder(folder)
             except Exception:  # one broken folder must not take the others down
                 log.exception("could not load model folder %s", folder)
                 continue
-            models[meta.name] = LoadedModel(model=model, meta=meta, path=folder)
-            log.info("loaded model %s (%s) from %s", meta.name, meta.version, folder)
-        return cls(models)
+            models[lm.meta.name] = lm
+            log.info("loaded model %s (%s) from %s", lm.meta.name, lm.meta.version, folder)
+        reg = cls(models, settings)
+        if settings is not None:
+            reg.refresh()
+        return reg
+
+    def refresh(self) -> list[str]:
+        """Load each registered model's champion if it is not the one served; returns the names swapped.
+        Blocking (registry reads, a download, a model load): the app runs it in a thread."""
+        if self._settings is None or not mr.store_exists(self._settings):
+            return []
+        try:
+            names = mr.registered_names(self._settings)
+        except Exception:  # the registry store is down: keep serving what is loaded
+            log.exception("model registry unreachable; keeping the loaded models")
+            return []
+        swapped = []
+        for name in names:
+            try:
+                mv = mr.version_by_alias(self._settings, name, mr.CHAMPION)
+                if mv is None:
+                    continue
+                current = self._models.get(name)
+                if current is not None and current.registry and current.registry.version == str(mv.version):
+                    continue
+                lm = _load_folder(mr.fetch_bundle(self._settings, mv), mr.served(mv, mr.CHAMPION))
+            except Exception:  # one bad version must not take the others down
+                log.exception("could not load the champion of %s; keeping what is served", name)
+                continue
+            self._models[name] = lm  # one assignment: requests see the old or the new model, never neither
+            swapped.append(name)
+            log.info(
+                "serving %s registry version %s (%s, run %s)", name, mv.version, lm.meta.version, mv.run_id
+            )
+        return swapped
 
     def get(self, name: str) -> LoadedModel | None:
         return self._models.get(name)

@@ -58,6 +58,9 @@ class PredictResponse(BaseModel):
     request_id: str
     model: str
     model_version: str
+    registry_version: str | None = Field(
+        default=None, description="the model registry's version that answered (null: served from its folder)"
+    )
     predictions: list[Prediction]
 
 
@@ -75,6 +78,9 @@ class ModelInfo(BaseModel):
     training_data_hash: str
     metrics: dict[str, Any]
     extra: dict[str, Any]
+    served: dict[str, str] = Field(
+        description="what is served: the registry's version, its run, alias and FeatureService, or the folder"
+    )
 
 
 class ErrorBody(BaseModel):

@@ -22,8 +22,9 @@ The world (behaviour fixed in code by `Behaviour`; sizes, dates and the seed are
 * Spammers call a lot, to many new numbers, short answered calls, high rejection, some night calls, marks;
   telemarketers alike but weaker; businesses many calls, long, in office hours; personal callers few calls
   to repeat numbers. From ``shift_week`` on spammers change tactics: their traits for calls, unique,
-  outcome, duration and marks are redrawn from shifted priors (fewer calls, more new numbers, longer
-  answered calls, fewer rejections, fewer marks), so a model fitted on earlier weeks degrades.
+  outcome, duration and marks are redrawn from shifted priors (they imitate heavy personal callers: fewer
+  calls, to fewer new numbers, longer answered calls, fewer rejections; still more marks than anyone else),
+  so a model fitted on earlier weeks degrades.
 * Reviews (the label table): each week from ``warmup_weeks`` on, every caller active that week is reviewed
   with probability ``review_rate``, independently of its kind. A row: ``id``, ``prediction_time`` = that
   week's ``week_end``, ``is_spam`` = 1 for a spammer, 0 otherwise (telemarketers are not spam). Verdicts
@@ -139,7 +140,7 @@ class GenerateParams(BaseModel):
     weeks: int = Field(26, ge=6)
     first_id: int = Field(80_000_001, ge=1, lt=1 << 40)
     launch_week: int = 13  # manual_spam_count exists from this week (0-based) on, empty before
-    shift_week: int = 22  # spammers change behaviour from this week (0-based) on
+    shift_week: int = 24  # spammers change behaviour from this week (0-based) on
     warmup_weeks: int = Field(4, ge=1)  # no review before this week
     review_rate: float = Field(0.06, gt=0, le=1)
     label_delay_days: int = Field(14, ge=1)  # a verdict is known this long after its prediction time
@@ -169,10 +170,10 @@ class Behaviour:
     churn_hazard: float = 0.015
     # weekly calls: (mean, gamma shape)
     calls: tuple = ((120, 0.7), (110, 1.0), (130, 0.9), (45, 1.5), (12, 1.5))
-    calls_shifted: tuple = (80, 0.7)
+    calls_shifted: tuple = (45, 1.2)
     # share of the calls after the first to a new number: Beta (mean, concentration)
     unique: tuple = ((0.78, 3), (0.72, 3), (0.55, 3), (0.35, 4), (0.4, 3))
-    unique_shifted: tuple = (0.88, 4)
+    unique_shifted: tuple = (0.6, 3)
     # Dirichlet: mean shares (answered, rejected, missed), concentration
     outcome: tuple = (
         ((0.30, 0.40, 0.30), 3),
@@ -181,17 +182,17 @@ class Behaviour:
         ((0.68, 0.10, 0.22), 6),
         ((0.64, 0.11, 0.25), 5),
     )
-    outcome_shifted: tuple = ((0.40, 0.28, 0.32), 3)
+    outcome_shifted: tuple = ((0.55, 0.17, 0.28), 4)
     weekend: tuple = ((0.15, 5), (0.11, 5), (0.07, 8), (0.28, 6), (0.30, 5))
     overtime: tuple = ((0.20, 4), (0.16, 4), (0.08, 6), (0.28, 5), (0.28, 4))  # of the weekday calls
     night: tuple = ((0.08, 3), (0.05, 4), (0.03, 6), (0.06, 5), (0.05, 5))  # of the non-overtime calls
     duration_shape: float = 1.2  # r: a call lasts NegBin(r, h) seconds
     # (mean seconds of an answered call, Beta shape a of h)
     duration: tuple = ((40, 2.5), (70, 2.5), (170, 3), (200, 3), (150, 3))
-    duration_shifted: tuple = (80, 2.5)
+    duration_shifted: tuple = (110, 3)
     # marks per answered or rejected call: Beta (mean, concentration)
-    marks: tuple = ((0.012, 3), (0.005, 6), (0.001, 20), (0.0015, 20), (0.002, 20))
-    marks_shifted: tuple = (0.005, 3)
+    marks: tuple = ((0.08, 4), (0.01, 6), (0.001, 20), (0.0015, 20), (0.002, 20))
+    marks_shifted: tuple = (0.04, 4)
 
 
 def _priors(b: Behaviour) -> dict[str, np.ndarray]:

@@ -78,6 +78,21 @@ def embedded_settings(root: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+def platform_overrides(settings: Settings) -> dict[str, str]:
+    """`settings` as the overrides a Dagster run's Platform resource takes (pipelines/lifecycle/orchestrator.py),
+    the services explicitly off."""
+    fields = (
+        "data_dir",
+        "features_dir",
+        "feast_registry",
+        "feast_sqlite_path",
+        "feast_project",
+        "models_dir",
+    )
+    out = {f: str(getattr(settings, f)) for f in (*fields, "specs_dir", "request_log_url")}
+    return out | {"redis_url": "", "database_url": "", "mlflow_tracking_uri": ""}
+
+
 def build_world(
     root: Path, settings: Settings, p: GameLtvParams, spec: dict | None = None, raw: Path | None = None
 ) -> World:

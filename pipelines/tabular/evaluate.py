@@ -109,6 +109,12 @@ def oracle_values(layout: Layout, test: pd.DataFrame) -> np.ndarray | None:
     return values
 
 
+def rule_scores(expression: str, X: pd.DataFrame) -> np.ndarray:
+    """The spec's rule baseline on the model's input frame (missing values count as 0 for a rule)."""
+    out = X.fillna(0).eval(expression, engine="python")
+    return np.nan_to_num(np.asarray(out, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}_{k}": v for k, v in d.items()}
 
@@ -185,12 +191,29 @@ def evaluate(layout: Layout, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str
         "rows_scored": int((df[SPLIT] == "score").sum()),
     }
     task = spec.label.task
+    rule = spec.model.rule_baseline
     if task == "binary":
         p, lin_p = predict(model, meta, test), lin.predict_proba(X_te)[:, 1]
         oracle = oracle_values(layout, test)
         m = binary_metrics(y, p, float(y_tr.mean()), lin_p, oracle, float(meta.extra["threshold"]))
         m["positive_rate_test"] = round(float(y.mean()), 6)
         plots = {"y": y, "p": p, "baseline": lin_p, "oracle": oracle}
+        if rule is not None:
+            from pipelines.tabular.train import best_f1_threshold
+
+            r_tr, r_te = rule_scores(rule.score, X_tr), rule_scores(rule.score, X_te)
+            cut = best_f1_threshold(y_tr, r_tr)
+            from sklearn.metrics import average_precision_score, roc_auc_score
+
+            flagged = r_te >= cut
+            m |= {  # a rule's score is no probability: ranking and decisions only
+                "rule_roc_auc": round(float(roc_auc_score(y, r_te)), 6),
+                "rule_pr_auc": round(float(average_precision_score(y, r_te)), 6),
+                "rule_threshold": cut,
+                "rule_precision": round(float(y[flagged].mean()) if flagged.any() else 0.0, 6),
+                "rule_recall": round(float(flagged[y == 1].mean()), 6),
+            }
+            plots["rule"] = r_te
     elif task == "multiclass":
         classes = list(meta.extra["classes"])
         proba = predict_classes(model, meta, test)
@@ -208,9 +231,52 @@ def evaluate(layout: Layout, df: pd.DataFrame) -> tuple[dict[str, Any], dict[str
         oracle = oracle_values(layout, test)
         lin_p = lin.predict(X_te)
         m = regression_metrics(y, p, float(y_tr.mean()), lin_p, oracle)
+        if rule is not None:
+            m |= _prefixed("rule", ltv_metrics(y, rule_scores(rule.score, X_te)))
         plots = {"y": y, "p": p, "baseline": lin_p, "oracle": oracle}
     metrics = {"model_version": meta.version, "task": task, "split": split_made(df), **counts, **m}
+    if spec.version > 1:
+        metrics |= version_comparison(layout, df, test, y, metrics)
     return metrics, plots
+
+
+# the headline metrics compared across feature-set versions, per task
+VERSION_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "precision", "recall"),
+    "multiclass": ("accuracy", "macro_f1", "log_loss"),
+    "regression": ("rmse", "normalized_gini"),
+}
+
+
+def version_comparison(
+    layout: Layout, df: pd.DataFrame, test: pd.DataFrame, y: np.ndarray, current: dict[str, Any]
+) -> dict[str, Any]:
+    """The previous version's feature set (`Spec.at_version`) trained on the same train rows and scored on
+    the same test rows: a paired comparison in which only the feature set differs. Keys ``<metric>_v<k>``
+    for both versions (e.g. ``roc_auc_v1``, ``roc_auc_v2``), so `dvc metrics diff` and the report show what
+    the new features bought. (The registry's gate compares the served champion itself: core/lifecycle.py.)"""
+    from pipelines.tabular.train import fit_bundle
+
+    spec = layout.spec
+    prev = spec.at_version(spec.version - 1)
+    model, meta = fit_bundle(df, prev, layout.training_set)
+    task = spec.label.task
+    if task == "binary":
+        m = classification_metrics(y, predict(model, meta, test), float(meta.extra["threshold"]))
+    elif task == "multiclass":
+        classes = list(meta.extra["classes"])
+        proba = predict_classes(model, meta, test)
+        m = multiclass_metrics(y, proba, classes, proba, proba)  # only its own scores are read
+    else:
+        m = ltv_metrics(y, predict(model, meta, test))
+    out: dict[str, Any] = {}
+    for k in VERSION_METRICS[task]:
+        if k in m:
+            out[f"{k}_v{prev.version}"] = m[k]
+            out[f"{k}_v{spec.version}"] = current[k]
+    out[f"model_version_v{prev.version}"] = meta.version
+    log.info("%s: version %s vs %s on the same test rows: %s", spec.name, prev.version, spec.version, out)
+    return out
 
 
 def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
@@ -223,6 +289,8 @@ def save_plots(layout: Layout, task: str, plots: dict[str, Any]) -> None:
     name = layout.spec.name
     if task == "binary":
         y, curves = plots["y"], {"model": plots["p"], "linear baseline": plots["baseline"]}
+        if plots.get("rule") is not None:
+            curves["rule baseline"] = plots["rule"]
         if plots["oracle"] is not None:
             curves["oracle"] = plots["oracle"]
         fig = Figure(figsize=(15, 4.5))

@@ -153,6 +153,7 @@ def _metric_table(m: dict[str, Any], task: str) -> pd.DataFrame:
     for label, prefix in [
         ("CatBoost (this model)", ""),
         ("linear baseline", "baseline_"),
+        ("rule baseline", "rule_"),
         (f"{base} baseline", f"{base}_"),
         ("oracle (true expectation)", "oracle_"),
     ]:
@@ -221,6 +222,45 @@ def model_section(layout: Layout, m: dict[str, Any], out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def versions_section(layout: Layout, m: dict[str, Any]) -> str:
+    """The previous version's feature set against this one's, on the same train and test rows
+    (evaluate.version_comparison): what the features added in this version bought."""
+    spec = layout.spec
+    if spec.version < 2:
+        return ""
+    prev, cur = spec.version - 1, spec.version
+    keys = [
+        k.removesuffix(f"_v{cur}")
+        for k in m
+        if k.endswith(f"_v{cur}") and f"{k[: -len(str(cur))]}{prev}" in m
+    ]
+    keys = [k for k in keys if k != "model_version"]
+    if not keys:
+        return ""
+    table = pd.DataFrame(
+        {
+            "metric": keys,
+            f"v{prev}": [m[f"{k}_v{prev}"] for k in keys],
+            f"v{cur}": [m[f"{k}_v{cur}"] for k in keys],
+        }
+    )
+    table["change"] = table[f"v{cur}"] - table[f"v{prev}"]
+    added = [n for n, c in spec.features if c.since == cur]
+    return "\n".join(
+        [
+            f"## Version {prev} -> {cur}\n",
+            f"Version {cur} adds {', '.join(f'`{a}`' for a in added) or 'no feature'} (declared with "
+            f"`since: {cur}`; FeatureServices `{spec.name}_v{prev}` and `{spec.name}_v{cur}` both stay "
+            f"registered). Both feature sets trained on the same train rows and scored on the same "
+            f"{m['rows_test']:,} test rows, so only the features differ:\n",
+            _md(table, ".4f"),
+            "",
+            "Which version is served is the registry's decision (`python -m pipelines.lifecycle status`; "
+            "docs/lifecycle.md): the gate compares the challenger with the served champion on the same hold-out.\n",
+        ]
+    )
+
+
 def outputs_section(layout: Layout) -> str:
     spec = layout.spec
     lines = ["## Outputs\n"]
@@ -279,6 +319,7 @@ def build(layout: Layout, out: Path) -> str:
         label_section(layout, df),
         exploration_section(layout, df, out_dir),
         model_section(layout, metrics, out_dir),
+        versions_section(layout, metrics),
         outputs_section(layout),
     ]
     text = "\n".join(p for p in parts if p)

@@ -57,6 +57,12 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("`model`", S.ModelSection, ""),
     ("`model.tune`", S.TuneSpec, ""),
     ("`model.segments[]`", S.SegmentSpec, "A prediction belongs to the last segment whose `min` it reaches."),
+    (
+        "`model.rule_baseline`",
+        S.RuleSpec,
+        "The rule in use before the model, scored on the same test rows: metrics `rule_<metric>` beside "
+        "the linear baseline's and the oracle's.",
+    ),
     ("`outputs`", S.OutputsSpec, ""),
     ("`outputs.holdout`, `outputs.scoring`", S.OutputSpec, ""),
     ("`oracle`", S.OracleSpec, ""),

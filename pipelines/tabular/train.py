@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -235,13 +236,13 @@ def train(df: pd.DataFrame, spec: Spec) -> tuple[CatBoost, dict[str, Any], dict[
     return model, extra, fingerprint
 
 
-def run(settings: Settings, layout: Layout) -> ModelMetadata:
-    spec = layout.spec
-    df = pd.read_parquet(layout.training_set)
+def fit_bundle(df: pd.DataFrame, spec: Spec, training_data: Path) -> tuple[CatBoost, ModelMetadata]:
+    """The model and its metadata, trained on the train rows of `df` (read from `training_data`, whose hash
+    is part of the version) with the spec's feature set: `spec.at_version(k)` trains an earlier version's."""
     model, extra, fingerprint = train(df, spec)
     meta = ModelMetadata.trained(
         spec.name,
-        layout.training_set,
+        training_data,
         fingerprint,
         task=spec.label.task,
         label=spec.label.column,
@@ -254,6 +255,13 @@ def run(settings: Settings, layout: Layout) -> ModelMetadata:
         params={k: v for k, v in fingerprint["params"].items() if k != "class_names"},
         extra=extra,
     )
+    return model, meta
+
+
+def run(settings: Settings, layout: Layout) -> ModelMetadata:
+    spec = layout.spec
+    df = pd.read_parquet(layout.training_set)
+    model, meta = fit_bundle(df, spec, layout.training_set)
     save_bundle(layout.model_dir, model, meta)
     log.info("%s: model %s saved to %s", spec.name, meta.version, layout.model_dir)
     return meta

@@ -93,6 +93,11 @@ def make_table(schema: str | None) -> Table:
         # crash) inserts nothing the second time (``ON CONFLICT DO NOTHING``). NULL on rows written
         # before revision 0002.
         Column("record_id", String(RECORD_ID_LEN), nullable=True),
+        # where the model came from (revision 0003): the registry's version and run, and the FeatureService
+        # its features were read through. NULL for a model served from its folder, and on older rows.
+        Column("registry_version", String(20), nullable=True),
+        Column("run_id", String(64), nullable=True),
+        Column("feature_service", String(MODEL_LEN), nullable=True),
         Index("ix_prediction_log_request_id", "request_id"),
         Index("ux_prediction_log_record_id", "record_id", unique=True),
         Index("ix_prediction_log_created_at", "created_at"),

@@ -135,6 +135,9 @@ class PredictionRecord:
     latency_ms: float
     created_at: datetime = field(default_factory=_utcnow)
     record_id: str = field(default_factory=_new_record_id)  # what makes a re-write a no-op
+    registry_version: str | None = None  # the MLflow model version served (None: a model folder)
+    run_id: str | None = None  # the MLflow run that trained it
+    feature_service: str | None = None  # the FeatureService its features came through
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,6 +212,9 @@ def _to_row(record: Any) -> dict[str, Any]:
         "latency_ms": _number(record.latency_ms),
         "created_at": _as_utc(record.created_at),
         "record_id": _text(record.record_id, RECORD_ID_LEN),
+        "registry_version": _text(record.registry_version, 20),
+        "run_id": _text(record.run_id, 64),
+        "feature_service": _text(record.feature_service, MODEL_LEN),
     }
 
 
@@ -223,6 +229,9 @@ COPY_COLUMNS = (
     "latency_ms",
     "created_at",
     "record_id",
+    "registry_version",
+    "run_id",
+    "feature_service",
 )
 JSON_COLUMNS = frozenset({"entity_key", "inputs", "features"})
 

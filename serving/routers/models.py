@@ -25,7 +25,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 def _info(m: LoadedModel) -> ModelInfo:
     meta = asdict(m.meta)
-    return ModelInfo(**{k: meta[k] for k in ModelInfo.model_fields})
+    served = m.registry.as_dict() if m.registry else {"source": "folder", "path": str(m.path)}
+    return ModelInfo(**{k: meta[k] for k in ModelInfo.model_fields if k != "served"}, served=served)
 
 
 def _model(models: ModelsDep, name: str) -> LoadedModel:
@@ -171,6 +172,7 @@ async def predict_endpoint(
         for i, d in enumerate(m.details(rows, preds)):
             extras[i].update(d)
     request_id = str(uuid.uuid4())
+    reg = m.registry
     latency_ms = (time.perf_counter() - started) * 1000
     for i, entity_id in enumerate(ids):
         p = float(preds[i])
@@ -187,6 +189,9 @@ async def predict_endpoint(
                 features={f: rows[i].get(f) for f in m.meta.feature_names},
                 prediction=p,
                 latency_ms=latency_ms,
+                registry_version=reg.version if reg else None,
+                run_id=reg.run_id if reg else None,
+                feature_service=m.meta.feature_service,
             )
         )
     # Serialized with orjson straight from dicts (same shape as PredictResponse, which documents it):
@@ -195,6 +200,7 @@ async def predict_endpoint(
         "request_id": request_id,
         "model": m.meta.name,
         "model_version": m.meta.version,
+        "registry_version": reg.version if reg else None,
         "predictions": extras,
     }
     return Response(orjson.dumps(payload), media_type="application/json")

@@ -35,4 +35,5 @@ def services(materialized, tmp_path_factory):
     finally:
         with pg_connect(database_url) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "test_{tag}" CASCADE')
+            conn.execute(f'DROP SCHEMA IF EXISTS "test_{tag}_mlflow" CASCADE')
             conn.commit()

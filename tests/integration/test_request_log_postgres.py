@@ -126,7 +126,7 @@ def test_writes_every_record(url: str, schema: str, tmp_path: Path) -> None:
     assert row.entity_key == {"user_id": 7} and row.inputs == {"channel": "web"}
     assert row.features == expected.features and row.prediction == expected.prediction
     assert row.created_at == expected.created_at and row.created_at.utcoffset() == timedelta(0)
-    assert version == [("0002",)]
+    assert version == [("0003",)]
 
 
 def test_a_batch_retried_after_a_lost_commit_is_stored_once(url: str, schema: str, tmp_path: Path) -> None:

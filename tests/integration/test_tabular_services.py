@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from core import model_registry as mr
 from core.feature_store import open_store
 from pipelines.common.offline_tables import pg_connect
+from pipelines.lifecycle.registry import register_and_gate
 from pipelines.materialize import sync_online
 from pipelines.tabular import evaluate, ingest, score, train, training_set
 from pipelines.tabular.layout import Layout
@@ -72,6 +74,7 @@ def worlds(tmp_path_factory):
         finally:
             with pg_connect(database_url) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}_mlflow" CASCADE')
                 conn.commit()
 
 
@@ -86,9 +89,21 @@ def test_a_postgres_source_and_offline_store_give_the_embedded_training_set(worl
     )
 
 
-def test_redis_serves_the_spec_model_with_the_scoring_files_prediction(worlds):
+def test_redis_serves_the_registry_champion_with_the_scoring_files_prediction(worlds):
+    """The model registry on PostgreSQL (DATABASE_URL, its own schema): registered, promoted, served."""
     _, services, settings = worlds
     assert sync_online(settings) == "materialized"
+    assert settings.effective_mlflow_uri.startswith("postgresql") and settings.mlflow_schema.endswith(
+        "_mlflow"
+    )
+    d = register_and_gate(settings, "shop")
+    assert d.promote and str(mr.version_by_alias(settings, "shop", mr.CHAMPION).version) == "1"
+    with pg_connect(settings.database_url) as conn:
+        n = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'model_versions'",
+            (settings.mlflow_schema,),
+        ).fetchone()[0]
+    assert n == 1  # MLflow's tables in the schema next to ours
     scored = pd.read_csv(services.scoring_path).head(20)
     body = {
         "entities": {"customer_id": scored["customer_id"].tolist()},
@@ -97,5 +112,6 @@ def test_redis_serves_the_spec_model_with_the_scoring_files_prediction(worlds):
     with TestClient(create_app(settings)) as client:
         r = client.post("/v1/models/shop/predict", json=body)
     assert r.status_code == 200, r.text
+    assert r.json()["registry_version"] == "1"
     got = [p["prediction"] for p in r.json()["predictions"]]
     np.testing.assert_allclose(got, scored["prediction"], atol=2e-6)

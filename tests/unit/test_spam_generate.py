@@ -95,7 +95,7 @@ def test_files_and_exact_columns(world, raw):
     assert summary["rows"]["calls"] == len(raw["calls"])
     assert len(raw["oracle"]) == len(raw["labels"]) == summary["labeled"] + summary["unlabeled"]
     assert sum(summary["callers_by_kind"].values()) == SMALL["n_callers"]
-    assert (summary["shift_week"], summary["launch_week"]) == (22, 13)
+    assert (summary["shift_week"], summary["launch_week"]) == (24, 13)
     ids = raw["calls"]["id"].astype(np.int64)
     assert ids.min() >= 80_000_001 and ids.max() < 80_000_001 + SMALL["n_callers"]
 

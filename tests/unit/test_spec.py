@@ -232,3 +232,34 @@ def test_a_spec_may_not_take_a_hand_written_models_name():
 
     with pytest.raises(SpecError, match="belongs to a hand-written model"):
         check_name("customer_risk")
+
+
+def test_a_feature_added_in_a_later_version_leaves_the_earlier_feature_services_as_they_were():
+    text = GOOD.replace("name: churn\n", "name: churn\nversion: 2\n").replace(
+        "      plan: {type: string, values: [basic, plus]}\n",
+        "      plan: {type: string, values: [basic, plus]}\n"
+        "      complaints: {type: int, min: 0, nullable: true, since: 2}\n",
+    )
+    text = text.replace("    columns:\n", "    history: {sum: [minutes, complaints]}\n    columns:\n")
+    spec = parse_spec(text)
+    assert spec.versions == [1, 2] and spec.feature_service == "churn_v2"
+    v2 = [n for n, _ in spec.features]
+    assert v2 == ["minutes", "plan", "complaints", "minutes_total", "complaints_total", "complaints_rows"]
+    v1 = spec.at_version(1)
+    assert v1.feature_service == "churn_v1"
+    assert [n for n, _ in v1.features] == ["minutes", "plan", "minutes_total"]
+    assert "complaints" in v1.sources[0].columns  # still ingested and validated, not learned
+    assert spec.at_version(2) is spec
+    with pytest.raises(ValueError, match=r"not in 1\.\.2"):
+        spec.at_version(3)
+    too_new = text.replace("version: 2\n", "")
+    assert "since: 2 is above the spec's version 1" in _error(too_new).replace(".since:", " since:")
+    not_a_feature = text.replace("nullable: true, since: 2", "nullable: true, since: 2, feature: false")
+    assert "`since` is for features" in _error(not_a_feature)
+
+
+def test_a_rule_baseline_is_an_expression_over_the_features():
+    ok = GOOD.replace("label:\n", "model:\n  rule_baseline: {score: 'minutes / 60'}\nlabel:\n")
+    assert parse_spec(ok).model.rule_baseline.score == "minutes / 60"
+    assert "['hours'] are not features" in _error(ok.replace("minutes / 60", "hours / 60"))
+    assert "uses ['Attribute', 'Call']" in _error(ok.replace("minutes / 60", "minutes.__class__()"))

@@ -1,0 +1,228 @@
+"""The whole life of the spam model on a small generated world, with no manual step between the declared
+change and the served model:
+
+1. weeks 0-17 have arrived: spam v1 (no `manual_spam_count`) is trained, registered, promoted and served;
+2. `manual_spam_count` is declared (its `since: 2`, its history total, `version: 2`: one change to the
+   spec); retraining builds the v2 FeatureService next to v1's, trains the challenger on the point-in-time
+   training set, gates it against v1 on the same hold-out and promotes it; the running API switches to it
+   without a restart while requests keep coming, none failing;
+3. the monitor, run on week 17's traffic, finds nothing to act on;
+4. weeks 18-33 arrive, spammers having changed tactics in week 20 (the generator's shift): the scheduled
+   monitor job (Dagster) sees the champion's quality fall on the labels that arrived, starts a retrain on
+   its own, and the new champion scores those weeks better than the old one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from core import model_registry as mr
+from core.feature_store import open_store
+from core.settings import ROOT
+from pipelines.lifecycle import registry as reg
+from pipelines.lifecycle.monitor import latest_verdict, monitor
+from pipelines.lifecycle.orchestrator import Platform, build
+from pipelines.lifecycle.params import LifecycleParams, ScheduleParams
+from pipelines.lifecycle.retrain import refresh_data, retrain
+from pipelines.tabular.ingest import PREDICTION_TIME
+from pipelines.tabular.layout import Layout
+from pipelines.tabular.training_set import SPLIT
+from serving.app import create_app
+from synthetic import spam
+from tests.conftest import embedded_settings, platform_overrides
+
+pytestmark = pytest.mark.slow
+
+START = date(2025, 6, 2)  # the generator's first Monday
+WEEKS, LAUNCH, SHIFT = 34, 8, 20  # manual_spam_count from week 8; spammers change tactics in week 20
+FIRST_CUT, SECOND_CUT = 17, 33  # the data has arrived up to these weeks
+
+
+def week_end(week: int) -> str:
+    return (START + timedelta(weeks=week + 1)).isoformat()
+
+
+def arrive(full, raw, week: int) -> None:
+    """The files as they stand at the end of `week`: its rows, and verdicts only 14 days after their week."""
+    cut = week_end(week)
+    calls = pd.read_csv(full / "calls.csv", dtype=str, keep_default_na=False)
+    calls[calls["week_end"] <= cut].to_csv(raw / "calls.csv", index=False)
+    lab = pd.read_csv(full / "labels.csv", dtype=str, keep_default_na=False)
+    lab = lab[lab["prediction_time"] <= cut].copy()
+    lab.loc[pd.to_datetime(lab["prediction_time"]) + pd.Timedelta(days=14) > pd.Timestamp(cut), "is_spam"] = (
+        ""
+    )
+    lab.to_csv(raw / "labels.csv", index=False)
+    oracle = pd.read_csv(full / "oracle.csv", dtype=str, keep_default_na=False)
+    oracle[oracle["prediction_time"] <= cut].to_csv(raw / "oracle.csv", index=False)
+
+
+def spec_v2() -> dict:
+    """specs/spam.yaml as committed (version 2), with fewer trees for a quick test."""
+    spec = yaml.safe_load((ROOT / "specs" / "spam.yaml").read_text())
+    spec["model"]["params"].update(iterations=500)
+    spec.pop("demo_data")
+    return spec
+
+
+def spec_v1() -> dict:
+    """The same spec before the change: no `since`, no history total of the marks, version 1."""
+    spec = spec_v2()
+    spec["version"] = 1
+    col = spec["sources"][0]["columns"]["manual_spam_count"]
+    del col["since"], col["reason"]
+    col["feature"] = False
+    spec["sources"][0]["history"]["sum"].remove("manual_spam_count")
+    return spec
+
+
+def write(settings, spec: dict) -> None:
+    settings.specs_dir.mkdir(parents=True, exist_ok=True)
+    (settings.specs_dir / "spam.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifecycle")
+    full, raw = root / "full", root / "data" / "raw" / "spam"
+    raw.mkdir(parents=True)
+    spam.generate(
+        full, n_callers=6000, seed=7, weeks=WEEKS, launch_week=LAUNCH, shift_week=SHIFT, review_rate=0.3
+    )
+    settings = embedded_settings(root, specs_dir=root / "specs", model_poll_s=0.1)
+    return settings, full, raw
+
+
+def traffic(full, week: int, n: int = 1500, seed: int = 0) -> list[int]:
+    """Callers active in `week`, as the app would look them up."""
+    calls = pd.read_csv(full / "calls.csv", usecols=["id", "week"], dtype=str)
+    ids = calls.loc[calls["week"] == (START + timedelta(weeks=week)).isoformat(), "id"].astype(int).unique()
+    return [int(i) for i in np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)]
+
+
+def score(client, ids: list[int]) -> list[str]:
+    versions = []
+    for i in range(0, len(ids), 100):
+        r = client.post("/v1/models/spam/predict", json={"entities": {"id": ids[i : i + 100]}})
+        assert r.status_code == 200, r.text
+        versions.append(r.json()["registry_version"])
+    return versions
+
+
+def test_a_new_feature_from_declaration_to_production_and_retraining_that_starts_itself(world):
+    settings, full, raw = world
+    lp = LifecycleParams()
+
+    # 1. v1 trained, registered, promoted, served
+    arrive(full, raw, FIRST_CUT)
+    write(settings, spec_v1())
+    d1 = retrain(settings, "spam", lp)
+    assert d1.promote and d1.reason == "no champion yet"
+    with TestClient(create_app(settings)) as client:
+        served = client.get("/v1/models/spam").json()["served"]
+        assert served["registry_version"] == "1" and served["feature_service"] == "spam_v1"
+        assert set(score(client, traffic(full, FIRST_CUT)[:300])) == {"1"}
+
+        # 2. the declared change: only `since`, the history total and the version differ
+        v1, v2 = spec_v1(), spec_v2()
+        assert v2["version"] == 2 and v2["sources"][0]["columns"]["manual_spam_count"]["since"] == 2
+        assert {k: v for k, v in v1.items() if k not in ("version", "sources")} == {
+            k: v for k, v in v2.items() if k not in ("version", "sources")
+        }
+        write(settings, v2)
+        errors: list[str] = []
+        seen: list[str] = []
+        stop = threading.Event()
+        ids = traffic(full, FIRST_CUT, n=50, seed=3)
+
+        def hammer() -> None:  # a client that keeps scoring through the build, the gate and the switch
+            while not stop.is_set():
+                r = client.post("/v1/models/spam/predict", json={"entities": {"id": ids}})
+                if r.status_code != 200:
+                    errors.append(r.text)
+                else:
+                    seen.append(r.json()["registry_version"])
+
+        t = threading.Thread(target=hammer)
+        t.start()
+        try:
+            d2 = retrain(settings, "spam", lp)
+            deadline = time.time() + 30
+            while time.time() < deadline and (not seen or seen[-1] != "2"):
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            t.join()
+        assert d2.promote and "beats it" in d2.reason and "same" in d2.reason, d2.reason
+        assert d2.challenger > d2.champion + lp.gate.min_improvement
+        assert not errors, errors[:3]
+        assert seen[0] == "1" and seen[-1] == "2" and set(seen) == {"1", "2"}
+        assert all(v == "2" for v in seen[seen.index("2") :])  # v1 answered until the switch, then v2
+        served = client.get("/v1/models/spam").json()["served"]
+        assert served["registry_version"] == "2" and served["feature_service"] == "spam_v2"
+        store = open_store(settings)
+        fs1, fs2 = store.get_feature_service("spam_v1"), store.get_feature_service("spam_v2")
+        names = [{f.name for p in fs.feature_view_projections for f in p.features} for fs in (fs1, fs2)]
+        assert names[1] - names[0] == {
+            "manual_spam_count",
+            "manual_spam_count_total",
+            "manual_spam_count_rows",
+        }
+        metrics = json.loads((settings.data_dir.parent / "metrics" / "spam.json").read_text())
+        assert metrics["roc_auc_v2"] > metrics["roc_auc_v1"]
+        # the weeks before the app collected the marks stay empty, not zeros
+        calls = pd.read_parquet(Layout.of(settings, "spam").features / "calls.parquet")
+        early = calls["event_timestamp"] <= pd.Timestamp(week_end(LAUNCH - 1), tz="UTC")
+        assert calls.loc[early, "manual_spam_count"].isna().all()
+        assert calls.loc[~early, "manual_spam_count"].notna().mean() > 0.99
+
+        # 3. week 17's traffic (the hammering client's repeats left out): nothing to act on
+        mark = datetime.now(UTC)
+        score(client, traffic(full, FIRST_CUT))
+        time.sleep(0.3)  # the request log's writer flushes every 50 ms
+        quiet = monitor(settings, "spam", lp.monitor, since=mark)
+        assert quiet.rows == 1500 and not quiet.retrain, quiet.reasons
+        assert quiet.drift_share is not None and quiet.weekly_quality[0]["labelled"] > 1000
+
+        # 4. weeks 18-33 arrive; the scheduled monitor job sees the shift and retrains on its own
+        arrive(full, raw, SECOND_CUT)
+        refresh_data(settings)
+        score(client, traffic(full, SECOND_CUT, seed=1))
+        time.sleep(0.3)
+        overrides = platform_overrides(settings)
+        defs = build(LifecycleParams(schedule=ScheduleParams(retries=0)))
+        old = mr.version_by_alias(settings, "spam", mr.CHAMPION)
+        res = defs.resolve_job_def("monitor_job").execute_in_process(
+            resources={"platform": Platform(overrides=overrides)}
+        )
+        assert res.success
+        assert res.output_for_node("monitor_models") == ["spam"]
+        verdict = json.loads(latest_verdict(settings, "spam").read_text())
+        assert verdict["retrain"] and any(r.startswith("backtest") for r in verdict["reasons"]), verdict
+        assert any((settings.data_dir / "monitoring" / "spam").glob("*.html"))
+        (row,) = res.output_for_node("retrain_flagged")
+        assert row["promoted"], row
+        new = mr.version_by_alias(settings, "spam", mr.CHAMPION)
+        assert str(new.version) == "3" and str(old.version) == "2"
+        deadline = time.time() + 30
+        while time.time() < deadline and score(client, ids[:5]) != ["3"]:
+            time.sleep(0.1)
+        assert score(client, ids[:5]) == ["3"]
+
+    # the new champion scores the weeks after the shift better than the old one, on the same rows
+    ts = pd.read_parquet(Layout.of(settings, "spam").training_set)
+    test = ts[ts[SPLIT] == "test"]
+    assert (test[PREDICTION_TIME] > pd.Timestamp(week_end(SHIFT), tz="UTC")).all()
+    new_auc, old_auc, n = reg.same_holdout(
+        settings, "spam", mr.fetch_bundle(settings, old), mr.fetch_bundle(settings, new), "roc_auc"
+    )
+    assert n == len(test) and new_auc > old_auc + 0.01, (new_auc, old_auc)
