@@ -18,8 +18,9 @@ classification metrics, not statistics of our own):
   `max_auc_drop` below the champion's own test ROC-AUC.
 
 A window with fewer than `min_rows` logged predictions gives no verdict. The result says which signal
-crossed which threshold; `retrain` is true when any did. One HTML report per model per run, under
-``data/monitoring/<model>/``, and the verdict as JSON beside it.
+crossed which threshold; `retrain` is true when any did. Per model and run, under
+``data/monitoring/<model>/``: Evidently's drift report (`<time>.html`), its classification report of the
+backtest rows (`<time>_backtest.html`) and the verdict as JSON (`<time>.json`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class MonitorResult:
     prediction_drift: bool | None = None
     weekly_quality: list[dict[str, Any]] = field(default_factory=list)  # the request log's predictions
     backtest: list[dict[str, Any]] = field(default_factory=list)  # the champion on labels that arrived since
-    report: str | None = None
+    report: str | None = None  # Evidently's drift report (HTML)
+    backtest_report: str | None = None  # Evidently's classification report of the backtest rows (HTML)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str) + "\n"
@@ -161,11 +163,14 @@ def drift(
     return snap, share, drifted, pred
 
 
-def backtest(settings: Settings, mv: Any, p: MonitorParams) -> list[dict[str, Any]]:
+def backtest(
+    settings: Settings, mv: Any, p: MonitorParams
+) -> tuple[list[dict[str, Any]], pd.DataFrame | None]:
     """The champion on the labels that arrived after its training data (prediction times later than its
     run's ``labels_until`` tag), each row with the features as of its prediction time (Feast's
     point-in-time join on the champion's own FeatureService): its quality per week of the prediction time,
-    i.e. how it did on the weeks it has been serving, as far as verdicts are known. Spec'd binary models."""
+    i.e. how it did on the weeks it has been serving, as far as verdicts are known; and the scored rows.
+    Spec'd binary models."""
     from core.model_bundle import load_bundle
     from core.predict import predict
     from core.spec import find_spec
@@ -177,21 +182,21 @@ def backtest(settings: Settings, mv: Any, p: MonitorParams) -> list[dict[str, An
     try:
         layout = Layout.of(settings, mv.name, find_spec(settings.specs_dir, mv.name))
     except Exception:
-        return []
+        return [], None
     spec = layout.spec
     if until is None or spec.label.task != "binary" or not layout.labels.exists():
-        return []
+        return [], None
     lab = pd.read_parquet(layout.labels)
     lab = lab[lab[spec.label.column].notna() & (lab[PREDICTION_TIME] > pd.Timestamp(until))]
     if lab.empty:
-        return []
+        return [], None
     model, meta = load_bundle(mr.fetch_bundle(settings, mv))
     key = spec.entity.join_key
     rows = point_in_time(settings, meta.feature_service, lab[[key, PREDICTION_TIME]].reset_index(drop=True))
     df = pd.DataFrame(
         {PREDICTION: predict(model, meta, rows), "actual": lab[spec.label.column].astype(int).to_numpy()}
     )
-    return weekly_quality(df, pd.Series(lab[PREDICTION_TIME].to_numpy()), meta, p)
+    return weekly_quality(df, pd.Series(lab[PREDICTION_TIME].to_numpy()), meta, p), df
 
 
 def growing_features(settings: Settings, name: str) -> set[str]:
@@ -241,6 +246,20 @@ def _quality(frame: pd.DataFrame, **columns: str) -> dict[str, float]:
         current_data=Dataset.from_pandas(frame, data_definition=definition)
     )
     return {m["config"]["type"].rsplit(":", 1)[-1]: float(m["value"]) for m in snap.dict()["metrics"]}
+
+
+def quality_report(scored: pd.DataFrame) -> Any:
+    """Evidently's ClassificationPreset (ROC and PR curves, calibration, confusion at 0.5) of scored rows."""
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    frame = pd.DataFrame({"target": scored["actual"].astype(int), "score": scored[PREDICTION].astype(float)})
+    definition = DataDefinition(
+        classification=[BinaryClassification(target="target", prediction_probas="score")]
+    )
+    return Report([ClassificationPreset()]).run(
+        current_data=Dataset.from_pandas(frame, data_definition=definition)
+    )
 
 
 def live_quality(
@@ -322,10 +341,10 @@ def monitor(
             )
         if p.prediction_drift and res.prediction_drift:
             res.reasons.append("prediction drift: the predictions' distribution moved from the reference's")
-    truth = outcomes(settings, name)
+    truth, scored = outcomes(settings, name), None
     if truth is not None and meta.task in {"binary", "classification"}:
         res.weekly_quality = live_quality(cur, truth, meta, p)
-        res.backtest = backtest(settings, mv, p)
+        res.backtest, scored = backtest(settings, mv, p)
         tested = _run_metric(settings, mv, "roc_auc")
         floors = {"precision": p.min_precision, "recall": p.min_recall}
         if tested is not None:
@@ -352,6 +371,10 @@ def monitor(
         html = out_dir / f"{stamp}.html"
         snap.save_html(str(html))
         res.report = str(html)
+    if scored is not None and scored["actual"].nunique() == 2:
+        html = out_dir / f"{stamp}_backtest.html"
+        quality_report(scored).save_html(str(html))
+        res.backtest_report = str(html)
     (out_dir / f"{stamp}.json").write_text(res.to_json())
     log.info("%s monitor: retrain=%s %s", name, res.retrain, res.reasons or "all signals within thresholds")
     return res

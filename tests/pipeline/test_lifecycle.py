@@ -18,6 +18,7 @@ import json
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -208,7 +209,8 @@ def test_a_new_feature_from_declaration_to_production_and_retraining_that_starts
         assert res.output_for_node("monitor_models") == ["spam"]
         verdict = json.loads(latest_verdict(settings, "spam").read_text())
         assert verdict["retrain"] and any(r.startswith("backtest") for r in verdict["reasons"]), verdict
-        assert any((settings.data_dir / "monitoring" / "spam").glob("*.html"))
+        assert verdict["report"].endswith(".html") and verdict["backtest_report"].endswith("_backtest.html")
+        assert all(Path(verdict[k]).stat().st_size > 100_000 for k in ("report", "backtest_report"))
         (row,) = res.output_for_node("retrain_flagged")
         assert row["promoted"], row
         new = mr.version_by_alias(settings, "spam", mr.CHAMPION)
