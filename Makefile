@@ -42,6 +42,7 @@ monitor: venv
 
 scheduler: venv
 	mkdir -p data/dagster
+	test -f data/dagster/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > data/dagster/dagster.yaml
 	DAGSTER_HOME=$(abspath data/dagster) dagster dev -m pipelines.lifecycle.orchestrator -h $(HOST) -p 3000
 
 mlflow-ui: venv

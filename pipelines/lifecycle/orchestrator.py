@@ -118,8 +118,15 @@ def build(lp: LifecycleParams | None = None) -> dg.Definitions:
     return dg.Definitions(
         jobs=[materialize_job, monitor_job, retrain_job],
         schedules=[
-            dg.ScheduleDefinition(job=materialize_job, cron_schedule=s.materialize_cron),
-            dg.ScheduleDefinition(job=monitor_job, cron_schedule=s.monitor_cron),
+            # on from the start: `make scheduler` runs them without a click in the UI
+            dg.ScheduleDefinition(
+                job=materialize_job,
+                cron_schedule=s.materialize_cron,
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+            ),
+            dg.ScheduleDefinition(
+                job=monitor_job, cron_schedule=s.monitor_cron, default_status=dg.DefaultScheduleStatus.RUNNING
+            ),
         ],
         resources={"platform": Platform()},
     )

@@ -36,6 +36,7 @@ def test_the_definitions_load_with_their_schedules():
     names = {s.name: s.cron_schedule for s in defs.schedules}
     assert names == {"materialize_job_schedule": "15 * * * *", "monitor_job_schedule": "0 6 * * *"}
     assert {j.name for j in defs.jobs} >= {"materialize_job", "monitor_job", "retrain_job"}
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
 
 
 def test_retrain_job_trains_registers_and_promotes(world):
