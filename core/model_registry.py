@@ -214,3 +214,15 @@ def rollback(settings: Settings, name: str) -> tuple[str, str]:
     c.set_model_version_tag(name, frm, "rolled_back_at", _now())
     log.info("%s: champion rolled back from version %s to %s", name, frm, to)
     return frm, to
+
+
+def champion_folder(settings: Settings, name: str) -> tuple[Path | None, Served | None]:
+    """Where the model `name` that serving should use lives: its champion's bundle (and which version that
+    is) when the registry has one, else (None, None): the caller falls back to models/<name>/. For the
+    processes that load one model once (the batch job, the stream worker); the API polls (serving/models.py)."""
+    if not store_exists(settings):
+        return None, None
+    mv = version_by_alias(settings, name, CHAMPION)
+    if mv is None:
+        return None, None
+    return fetch_bundle(settings, mv), served(mv, CHAMPION)

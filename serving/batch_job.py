@@ -30,6 +30,7 @@ import pandas as pd
 from core.cli import configure_logging
 from core.explain import explains, segmenter
 from core.model_bundle import find_bundles, load_bundle
+from core.model_registry import champion_folder
 from core.predict import make_predictor
 from core.settings import Settings
 
@@ -80,12 +81,16 @@ def start_job(job_dir: Path) -> subprocess.Popen:
     return proc
 
 
-def _load_model(models_dir: Path, name: str) -> tuple[Any, Any]:
-    for folder in find_bundles(models_dir):
+def _load_model(settings: Settings, name: str) -> tuple[Any, Any]:
+    """The registry's champion of `name` (what the API serves), else its folder under models/."""
+    folder, _ = champion_folder(settings, name)
+    if folder is not None:
+        return load_bundle(folder)
+    for folder in find_bundles(settings.models_dir):
         model, meta = load_bundle(folder)
         if meta.name == name:
             return model, meta
-    raise LookupError(f"model {name!r} not found under {models_dir}")
+    raise LookupError(f"model {name!r} not found in the registry nor under {settings.models_dir}")
 
 
 def run_job(job_dir: Path) -> dict[str, Any]:
@@ -98,7 +103,7 @@ def run_job(job_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     write_status(job_dir, state="running", pid=os.getpid())
     try:
-        model, meta = _load_model(settings.models_dir, status["model"])
+        model, meta = _load_model(settings, status["model"])
         predictor = make_predictor(model, meta)
         segment = segmenter(meta)
         online = OnlineFeatures(open_store(settings))
@@ -156,7 +161,7 @@ def main() -> None:
         if not (args.model and args.ids):
             ap.error("give --job-dir, or --model and --ids")
         settings = Settings()
-        _, meta = _load_model(settings.models_dir, args.model)
+        _, meta = _load_model(settings, args.model)
         key = meta.join_keys[0]
         ids = _read_ids(args.ids, key)
         jobs_dir = args.out or settings.data_dir / "outputs" / "batch"

@@ -22,6 +22,7 @@ from typing import Any
 from core.cli import configure_logging
 from core.feature_store import open_store
 from core.model_bundle import load_bundle
+from core.model_registry import champion_folder
 from core.settings import Settings
 from serving.online import OnlineFeatures
 from serving.request_log import writer_from_settings
@@ -53,7 +54,8 @@ class Components:
             )
         else:
             self.sessions = SqliteSessionStore(settings.data_dir / SESSIONS_DB)
-        model, meta = load_bundle(settings.models_dir / MODEL)
+        folder, self.served = champion_folder(settings, MODEL)  # the API's champion, else the folder
+        model, meta = load_bundle(folder or settings.models_dir / MODEL)
         self.request_log = writer_from_settings(settings)
         self.request_log.start()
         if broker is None:
@@ -81,6 +83,7 @@ class Components:
             crash_before_ack=settings.stream_crash_before_ack,
             pipeline_depth=settings.stream_pipeline_depth,
             redis=self.redis,
+            served=self.served,
         )
 
     async def close(self) -> None:

@@ -123,6 +123,7 @@ class StreamWorker:
         crash_before_ack: int | None = None,
         pipeline_depth: int = 2,
         redis: Any = None,
+        served: Any = None,  # core.model_registry.Served: the registry version, logged with each row
     ) -> None:
         self.broker, self.sessions, self.store, self.online = broker, sessions, store, online
         self.redis = redis  # redis.asyncio client when the online store is Redis: pushes take RedisPush
@@ -133,6 +134,7 @@ class StreamWorker:
         self.drain_timeout_s = 10.0
         self.pipeline_depth = pipeline_depth
         self.meta = meta
+        self.served = served
         self.predictor = make_predictor(model, meta)
         self.request_log = request_log
         self.retry_max_s = retry_max_s
@@ -366,6 +368,9 @@ class StreamWorker:
                     prediction=float(p),
                     latency_ms=latency_ms,
                     created_at=now,
+                    registry_version=self.served.version if self.served else None,
+                    run_id=self.served.run_id if self.served else None,
+                    feature_service=self.meta.feature_service,
                 )
             )
         return predictions, records, headers, (push_rows, pushed)

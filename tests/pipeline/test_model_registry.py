@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
 from core import model_registry as mr
+from core.model_bundle import load_metadata
 from pipelines.lifecycle import registry as reg
 from pipelines.lifecycle.params import GateParams, LifecycleParams
 from pipelines.materialize import sync_online
@@ -151,6 +152,12 @@ def test_the_api_follows_the_champion_without_restart_and_rollback_is_one_call(s
         assert r.json()["registry_version"] == "1"
         with pytest.raises(ValueError, match="no earlier champion"):
             mr.rollback(settings, "shop")
+    # the batch job scores with the champion too, not with the latest folder under models/
+    from serving.batch_job import _load_model
+
+    v1 = mr.client(settings).get_model_version("shop", "1").tags["bundle_version"]
+    assert load_metadata(settings.models_dir / "shop").version != v1  # the folder holds version 3's bundle
+    assert _load_model(settings, "shop")[1].version == v1
     # every logged prediction names its registry version, run and FeatureService
     engine = create_engine(settings.effective_request_log_url)
     t = make_table(None)
