@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv demo test test-fast lint format repro materialize serve curl bench lock clean stream-demo tune-customer-risk status rollback monitor scheduler mlflow-ui
+.PHONY: venv tools demo test test-fast lint format repro materialize serve curl bench lock clean stream-demo tune-customer-risk status rollback monitor scheduler mlflow-ui
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (or: make PYTHON=/path/to/python3.11 ...)"; exit 1; }
@@ -60,12 +60,14 @@ materialize: venv
 	python -m pipelines.materialize
 
 curl: venv
-	@python -m pipelines.materialize --print-curl --port $(PORT)
+	@python -m pipelines.materialize --print-curl --port $(PORT) --api-key "$$(python -m serving.auth demo-key)"
 
 demo: repro materialize
 	@echo ""
-	@echo "API starting on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs). In another shell:"
-	@python -m pipelines.materialize --print-curl --port $(PORT)
+	@echo "API starting on http://$(HOST):$(PORT) (docs: http://$(HOST):$(PORT)/docs). In another shell"
+	@echo "(the demo key: every action but admin, all models, 30 days; python -m serving.auth manages keys):"
+	@python -m pipelines.materialize --print-curl --port $(PORT) --api-key "$$(python -m serving.auth demo-key)"
+	@echo "Dashboard: http://$(HOST):$(PORT)/dashboard (paste the key above). Metrics: /metrics (same key)."
 	@echo ""
 	uvicorn serving.app:app --host $(HOST) --port $(PORT) --log-level warning
 
@@ -83,10 +85,19 @@ bench: repro
 	@command -v wrk >/dev/null || { echo ">> installing wrk"; (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null || sudo apt-get install -y wrk; }
 	python -m bench.run $(BENCH_ARGS)
 
-test: venv
+# Programs the tests drive besides Python: Prometheus's promtool and server, and Chromium for the browser
+# tests (Playwright drives Debian's chromium: browsers cannot be downloaded here). Installed if missing.
+tools:
+	@missing=""; command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then echo ">> installing$$missing (Debian packages)"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; fi; fi
+
+test: venv tools
 	pytest
 
-test-fast: venv
+test-fast: venv tools
 	pytest -m "not slow and not notebook and not integration"
 
 lint: venv

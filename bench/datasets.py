@@ -21,9 +21,9 @@ def labels_of(features_root: Path) -> Path:
 
 def ensure_world(n_users: int) -> Path:
     """Return the features root (holding game_ltv/*.parquet) of an n-user world, building it if needed."""
+    from core.layout import Layout
     from pipelines.game_ltv import prepare
     from pipelines.tabular import ingest
-    from pipelines.tabular.layout import Layout
     from synthetic import game_ltv as generate
 
     root = BENCH_DATA / f"u{n_users}"

@@ -31,13 +31,14 @@ log = logging.getLogger("bench")
 
 
 def run_scoring(args: argparse.Namespace) -> dict:
-    from bench.scoring import bench_env, http_benchmark, inprocess_benchmark, prepare
+    from bench.scoring import auth_check_benchmark, bench_env, http_benchmark, inprocess_benchmark, prepare
 
     env = bench_env(
         os.environ.get("REDIS_URL") or DEFAULT_REDIS, os.environ.get("DATABASE_URL") or DEFAULT_DB
     )
     settings, ids_file = prepare(env)
     inproc = inprocess_benchmark(settings, ids_file, n=1000 if args.quick else 5000)
+    inproc |= auth_check_benchmark(settings, n=1000 if args.quick else 5000)
     levels = [8, 32] if args.quick else [8, 32, 64]
     http = http_benchmark(env, settings, ids_file, seconds=3 if args.quick else 10, levels=levels, workers=2)
     return {"inprocess": inproc, "http": http}

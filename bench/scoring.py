@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.common import BENCH_DATA, ROOT, Server, free_port, python, wait_http, with_cpu, wrk
 from core.settings import Settings
+from serving.auth import Guard, KeyStore
 
 log = logging.getLogger("bench.scoring")
 SERVICE = "game_ltv_v1"
@@ -121,6 +122,9 @@ def http_benchmark(
             }
 
     _truncate_request_log(settings)
+    store = KeyStore.from_settings(settings)  # every client needs a key; this one is never the bottleneck
+    _, os.environ["WRK_API_KEY"] = store.create("bench", ["score"], rate_limit="1000000/second")
+    store.close()
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/models/game_ltv/predict"
     cmd = [
@@ -274,4 +278,38 @@ def inprocess_benchmark(settings: Settings, ids_file: Path, n: int = 5000) -> di
     out["identical_predictions"] = bool(
         np.allclose([reference(u) for u in sample], [fast(u) for u in sample], rtol=1e-12, atol=0)
     )
+    return out
+
+
+def auth_check_benchmark(settings: Settings, n: int = 5000) -> dict:
+    """The API key check each request makes (serving/auth/guard.py: parse, look up, compare the digest,
+    check the scope, count the rate), in process: with the key cached (every request but one per
+    ``api_key_cache_s``) and with the database lookup each time (cache off)."""
+    import asyncio
+
+    store = KeyStore.from_settings(settings)
+    _, token = store.create("bench-check", ["score"], rate_limit="1000000/second")
+    store.close()
+    out = {}
+    for name, ttl in (("api_key_check_cached", 60.0), ("api_key_check_database", 0.0)):
+        guard = Guard(settings.model_copy(update={"api_key_cache_s": ttl}))
+
+        async def once(g: Guard = guard) -> None:
+            key = await g.authenticate(token)
+            g.authorize(key, "score", "game_ltv")
+            await g.throttle(key)
+
+        async def run(g: Guard = guard, times: int = n if ttl else n // 5) -> list[float]:
+            for _ in range(200):
+                await once(g)
+            ts = []
+            for _ in range(times):
+                t = time.perf_counter()
+                await once(g)
+                ts.append(time.perf_counter() - t)
+            return ts
+
+        out[name] = _percentiles(asyncio.run(run()))
+        guard.close()
+        log.info("in-process %s: %s", name, out[name])
     return out

@@ -2,6 +2,10 @@
 -- args: <ids file> <ours|feast> <batch size> <delay ms per request and connection (0 = closed loop)>
 local ids, mode, batch, pause = {}, "ours", 1, 0
 local counter = 0
+-- our API needs a key (serving/auth): bench/scoring.py creates one and passes it in WRK_API_KEY
+local headers = {["Content-Type"] = "application/json"}
+local api_key = os.getenv("WRK_API_KEY")
+if api_key and api_key ~= "" then headers["Authorization"] = "Bearer " .. api_key end
 
 function init(args)
   for line in io.lines(args[1]) do ids[#ids + 1] = line end
@@ -21,7 +25,7 @@ function request()
   else
     body = '{"entities":{"user_id":[' .. list .. ']}}'
   end
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", nil, headers, body)
 end
 
 -- Pacing: an exponentially distributed think time per request (mean `pause`). A fixed delay would keep

@@ -71,6 +71,32 @@ class Settings(BaseSettings):
         description="how often the API asks the registry for a new champion (0: only at start)",
     )
 
+    # --- API keys, rate limits, browsers (serving/auth; docs/security.md) ---
+    api_auth: bool = Field(
+        default=True,
+        description="require an API key on every route but /healthz and /readyz; false only to measure the "
+        "check's cost (the API logs a warning)",
+    )
+    api_key_cache_s: float = Field(
+        default=5.0, ge=0, description="how long a worker trusts a looked-up key (a revocation's delay)"
+    )
+    api_key_stale_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="while the key database is down, keys verified this recently still work",
+    )
+    api_rate_limit: str = Field(
+        default="100/second",
+        description="each key's rate limit unless the key has its own ('limits' notation)",
+    )
+    rate_limit_storage: str = Field(
+        default="async+memory://",
+        description="where rate-limit counters live: per process (default) or shared, e.g. async+redis://host:6379",
+    )
+    cors_origins: list[str] = Field(
+        default=[], description='browser origins allowed to call the API (CORS), e.g. ["https://app.example"]'
+    )
+
     # --- streaming (serving/stream: the purchase_propensity worker and producer) ---
     amqp_url: str | None = Field(
         default=None, description="RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/; unset: in-process queue"
@@ -90,6 +116,10 @@ class Settings(BaseSettings):
         description="processed batches that may wait for their confirms and commit while the next is processed",
     )
     stream_session_ttl_s: int = Field(default=6 * 3600, description="how long a session's events are kept")
+    stream_metrics_port: int | None = Field(
+        default=None, description="port of the worker's Prometheus metrics (unset: not served)"
+    )
+    stream_metrics_addr: str = Field(default="127.0.0.1", description="address the worker's metrics bind to")
     stream_crash_before_ack: int | None = Field(
         default=None,
         description="fault injection for tests: exit abruptly after the Nth batch's work, before its ack",

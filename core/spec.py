@@ -221,6 +221,12 @@ class HistorySpec(_Strict):
     rows: str | None = Field(
         default=None, pattern=NAME, description="a feature counting the entity's clean rows so far"
     )
+    share_of: str | None = Field(
+        default=None,
+        description="one of the summed columns: every other summed column also gets `<column>_share`, its "
+        "total over this one's (empty while this total is 0), and with `rows` this one gets `<column>_per_row`; "
+        "rates a tree model cannot form from the totals by itself",
+    )
 
 
 class SourceSpec(_Strict):
@@ -291,6 +297,19 @@ class SourceSpec(_Strict):
                 )
         if h.rows:
             out[h.rows] = ColumnSpec(type="int", description="the entity's rows so far")
+        if h.share_of:
+            b = self.columns[h.share_of]
+            for c in h.sum:
+                if c != h.share_of:
+                    out[f"{c}_share"] = ColumnSpec(
+                        type="float",
+                        description=f"{c}_total / {h.share_of}_total",
+                        since=max(self.columns[c].since, b.since),
+                    )
+            if h.rows:
+                out[f"{h.share_of}_per_row"] = ColumnSpec(
+                    type="float", description=f"{h.share_of}_total / {h.rows}", since=b.since
+                )
         return out
 
     @property
@@ -445,6 +464,18 @@ class DemoDataSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of generate()")
 
 
+class KpiSpec(_Strict):
+    flagged: str = Field(description="what a positive decision is called, counted per week on the dashboard "
+                         "(e.g. offers made)")  # fmt: skip
+    confirmed: str = Field(description="a flagged row whose outcome is positive (e.g. accepted offers)")
+    weight: str | None = Field(
+        default=None,
+        description="a numeric feature of the entity (e.g. balance): the dashboard adds the share of its weekly "
+        "total over the scored entities that the confirmed rows cover",
+    )
+    weight_label: str = Field(default="share of the weight covered", description="the name of that share")
+
+
 class Spec(_Strict):
     name: str = Field(pattern=NAME, description="the model's name: models/<name>/, metrics/<name>.json")
     version: int = Field(default=1, ge=1, description="FeatureService <name>_v<version>")
@@ -456,12 +487,26 @@ class Spec(_Strict):
     model: ModelSection = Field(default=ModelSection(), description="CatBoost and its options (below)")
     outputs: OutputsSpec = Field(default=OutputsSpec(), description="the batch files (below)")
     oracle: OracleSpec | None = Field(default=None, description="for evaluation only: the true expectation")
+    kpi: KpiSpec | None = Field(
+        default=None, description="binary models: the business KPI on the dashboard (below)"
+    )
     demo_data: DemoDataSpec | None = Field(default=None, description="a built-in generator for the demo")
 
     @model_validator(mode="after")
     def _references(self) -> Spec:
         """Cross-field rules. Each error starts with ``at <key path>:`` so `parse_spec` can name its line."""
         lab, key = self.label, self.entity.join_key
+        if self.kpi is not None:
+            if lab.task != "binary":
+                raise ValueError(
+                    f"at kpi: a KPI counts flagged and confirmed rows of a binary model; task is {lab.task}"
+                )
+            w = self.kpi.weight
+            numeric = {c for s in self.sources for c, cs in s.columns.items() if cs.type in ("int", "float")}
+            if w is not None and w not in numeric:
+                raise ValueError(
+                    f"at kpi.weight: {w!r} is not a numeric column of the sources; known: {sorted(numeric)}"
+                )
         names = [s.name for s in self.sources]
         for i, n in enumerate(names):
             if names.index(n) != i:
@@ -504,11 +549,15 @@ class Spec(_Strict):
                     raise ValueError(f"{at}: {check.rule!r}: {strings} are not numeric columns")
             if s.history is not None:
                 for c in s.history.sum:
-                    col = s.columns.get(c)
-                    if col is None or col.type not in {"int", "float", "bool"} or col.is_categorical:
+                    hcol = s.columns.get(c)
+                    if hcol is None or hcol.type not in {"int", "float", "bool"} or hcol.is_categorical:
                         raise ValueError(
                             f"at sources[{i}].history.sum: {c!r} is not a declared numeric column of this source"
                         )
+                if s.history.share_of is not None and s.history.share_of not in s.history.sum:
+                    raise ValueError(
+                        f"at sources[{i}].history.share_of: {s.history.share_of!r} is not one of the summed columns"
+                    )
                 for c in s.derived_columns:
                     if c in s.columns or c in feature_of or c in label_cols or c in RESERVED or c == key:
                         raise ValueError(
@@ -637,6 +686,8 @@ class Spec(_Strict):
                 src["columns"][c].update(feature=False, since=1)
             if s.history is not None and later:
                 src["history"]["sum"] = [c for c in s.history.sum if c not in later]
+                if s.history.share_of in later:
+                    src["history"].pop("share_of")
         lab = d["label"]
         for c, col in self.label.request_features.items():
             if col.since > version:

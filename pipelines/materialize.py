@@ -123,10 +123,12 @@ def sync_online(settings: Settings, force: bool = False) -> str:
     return "materialized"
 
 
-def demo_curl(settings: Settings, port: int = 8000) -> str:
+def demo_curl(settings: Settings, port: int = 8000, api_key: str | None = None) -> str:
     """A curl per model for a recent entity (a spec'd model's latest row still to score: for game_ltv, a
-    just-installed user), as pasted in a shell."""
-    lines = []
+    just-installed user), as pasted in a shell; with ``api_key``, an ``export API_KEY=...`` first and the
+    key in every curl (every route but /healthz and /readyz needs one: docs/security.md)."""
+    auth = ' -H "Authorization: Bearer $API_KEY"' if api_key else ""
+    lines = [f"export API_KEY={api_key}"] if api_key else []
     registry = models(settings)
     for model, entity in sample_entities(settings).items():
         request: dict = {"entities": {registry[model][1]: [entity]}}
@@ -136,7 +138,7 @@ def demo_curl(settings: Settings, port: int = 8000) -> str:
             request = _spec_example(settings, model) or request
         body = json.dumps(request)
         lines.append(
-            f"curl -s -X POST http://127.0.0.1:{port}/v1/models/{model}/predict "
+            f"curl -s -X POST http://127.0.0.1:{port}/v1/models/{model}/predict{auth} "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
     return "\n".join(lines)
@@ -180,12 +182,13 @@ def main() -> None:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--print-curl", action="store_true", help="print a curl per model for the demo and exit")
     ap.add_argument("--port", type=int, default=8000, help="the API's port in the printed curl")
+    ap.add_argument("--api-key", default=None, help="the key the printed curls send (python -m serving.auth)")
     args = ap.parse_args()
     configure_logging()
     logging.getLogger("feast").setLevel(logging.WARNING)  # Feast prints its own progress
     settings = Settings()
     if args.print_curl:
-        print(demo_curl(settings, args.port))
+        print(demo_curl(settings, args.port, args.api_key))
         return
     print(f"online store ({settings.online_store}): {sync_online(settings, force=args.force)}")
 

@@ -11,15 +11,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from core.feature_store import open_store
 from core.settings import Settings
+from serving import contract
+from serving.auth import Guard
+from serving.body_limit import BodyLimit
+from serving.metrics import MetricsMiddleware
 from serving.models import ModelRegistry
 from serving.online import OnlineFeatures
 from serving.request_log import writer_from_settings
-from serving.routers import anomalies, batch, health, models
+from serving.routers import anomalies, batch, dashboard, health, metrics, models
+from serving.schemas import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or Settings()
         app.state.settings = s
+        app.state.guard = await run_in_threadpool(Guard, s)
         app.state.models = await run_in_threadpool(ModelRegistry.load, s.models_dir, s)
         poller = asyncio.create_task(_poll_champions(app.state.models, s.model_poll_s))
         redis_client = None
@@ -69,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             poller.cancel()
             writer.close()
+            app.state.guard.close()
             if redis_client is not None:
                 await redis_client.aclose()
 
@@ -79,6 +87,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "every prediction is recorded in the request log.",
         lifespan=lifespan,
     )
+
+    app.add_middleware(
+        BodyLimit,
+        limit_for=lambda path: MAX_BODY_BYTES["batch" if path.endswith("/batch") else "default"],
+    )
+    app.add_middleware(MetricsMiddleware)  # outermost: it times and counts the 413s too
+    origins = (settings or Settings()).cors_origins
+    if origins:  # web clients on other origins (the key travels in a header, so no cookies are allowed)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+            expose_headers=["Retry-After", "WWW-Authenticate"],
+            max_age=600,
+        )
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "malformed request: the JSON body is nested too deeply"}, status_code=422
+        )
 
     @app.exception_handler(RequestValidationError)
     async def readable_422(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -93,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(batch.router)
     app.include_router(anomalies.router)
+    app.include_router(metrics.router)
+    app.include_router(dashboard.router)
+    contract.install(app)
     return app
 
 

@@ -55,14 +55,24 @@ def read_status(job_dir: Path) -> dict[str, Any]:
     return json.loads((job_dir / STATUS_FILE).read_text())
 
 
-def create_job(jobs_dir: Path, settings: Settings, model: str, join_key: str, ids: list[Any]) -> str:
+def create_job(
+    jobs_dir: Path, settings: Settings, model: str, join_key: str, ids: list[Any], key_id: str | None = None
+) -> str:
+    """A queued job (its ids, settings and status, with the API key that submitted it) under ``jobs_dir``."""
     job_id = uuid.uuid4().hex[:16]
     job_dir = jobs_dir / job_id
     job_dir.mkdir(parents=True)
     pd.DataFrame({join_key: ids}).to_parquet(job_dir / IDS_FILE, index=False)
     (job_dir / SETTINGS_FILE).write_text(settings.model_dump_json())
     write_status(
-        job_dir, job_id=job_id, model=model, join_key=join_key, total=len(ids), done=0, state="queued"
+        job_dir,
+        job_id=job_id,
+        model=model,
+        join_key=join_key,
+        total=len(ids),
+        done=0,
+        state="queued",
+        key_id=key_id,
     )
     return job_id
 

@@ -76,6 +76,7 @@ class LoadedModel:
         None  # fields per row
     )
     check_request: Callable[[dict[str, list[Any]]], None] | None = None  # raises ValueError: bad request
+    request_schema: dict[str, dict[str, Any]] | None = None  # JSON Schema of what check_request accepts
     request_rules: dict[str, RequestRule] = field(default_factory=dict)
     registry: mr.Served | None = None  # the registry version served; None: loaded from models/<name>/
 
@@ -84,6 +85,7 @@ class LoadedModel:
         self.explain_rows = predictor.explain_rows if explains(self.meta) else None
         self.details = getattr(predictor, "details", None)
         self.check_request = getattr(predictor, "check_request", None)
+        self.request_schema = getattr(predictor, "REQUEST_SCHEMA", None)
         self.segment = segmenter(self.meta)
         rules = self.meta.extra.get("request_rules") or {}
         self.request_rules = {n: RequestRule.of(n, r) for n, r in rules.items()}

@@ -5,11 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-MAX_BATCH = 1000
+MAX_BATCH = 1000  # ids per /predict request
+MAX_BODY_BYTES = {"batch": 256 * 2**20, "default": 2 * 2**20}  # request bodies: /batch, the others
 
 Scalar = str | int | float | bool | None
+
+
+def as_int64(v: object) -> int | None:
+    """`v` as a 64-bit signed key, as the stores keep it: an integer, or a number without a fraction (JSON
+    Schema calls 1151.0 an integer too); None for anything else, booleans included."""
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63:
+        return v
+    return None
 
 
 class PredictRequest(BaseModel):
@@ -17,7 +28,7 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    entities: dict[str, list[int | str]] = Field(
+    entities: dict[str, list[StrictInt | StrictFloat | StrictStr]] = Field(  # strict: true is not the id 1
         description='Join key -> ids to score, e.g. {"user_id": [10000001, 10000002]}',
         examples=[{"user_id": [10000001]}],
     )
@@ -39,7 +50,7 @@ class Reason(BaseModel):
 
 class Prediction(BaseModel):
     entity: dict[str, int | str]
-    prediction: float
+    prediction: float | None = Field(description="null when the model cannot score the id (e.g. no state)")
     found_in_online_store: bool = Field(description="any stored feature for this id")
     features_as_of: datetime | None = Field(description="latest event time among the stored features used")
     feature_age_seconds: float | None = Field(description="now - features_as_of")
@@ -84,4 +95,9 @@ class ModelInfo(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    detail: str
+    """Every error the API answers, whatever its status."""
+
+    detail: str = Field(description="what is wrong, in a sentence")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="a malformed request's problems, one per field (422 only)"
+    )

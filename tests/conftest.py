@@ -78,6 +78,18 @@ def embedded_settings(root: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
+def api_client(settings: Settings, actions=("admin",), models=("*",)):
+    """A TestClient of the API whose requests carry a new API key (every action and model unless narrowed),
+    as every client of the API must (serving/auth)."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.live import new_key
+
+    token = new_key(settings, tuple(actions), tuple(models))
+    return TestClient(create_app(settings), headers={"Authorization": f"Bearer {token}"})
+
+
 def platform_overrides(settings: Settings) -> dict[str, str]:
     """`settings` as the overrides a Dagster run's Platform resource takes (pipelines/lifecycle/orchestrator.py),
     the services explicitly off."""
@@ -97,9 +109,9 @@ def build_world(
     root: Path, settings: Settings, p: GameLtvParams, spec: dict | None = None, raw: Path | None = None
 ) -> World:
     """Generate (unless `raw` holds the data already), prepare, then the generic stages `dvc repro` runs."""
+    from core.layout import Layout
     from pipelines.game_ltv import prepare
     from pipelines.tabular import evaluate, ingest, score, train, training_set
-    from pipelines.tabular.layout import Layout
     from synthetic import game_ltv as generate
     from tests.tabular_world import write_spec
 

@@ -137,3 +137,20 @@ def write_spec(specs_dir: Path, spec: dict) -> Path:
     path = specs_dir / f"{spec['name']}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def build_spec_world(root: Path, task: str, spec_changes=None):
+    """The world's files and spec, then the generic stages `dvc repro` runs (ingest ... score); its Layout."""
+    from core.layout import Layout
+    from pipelines.tabular import evaluate, ingest, score, train, training_set
+    from tests.conftest import embedded_settings
+
+    spec = write_world(root, task)
+    if spec_changes:
+        spec_changes(spec)
+    settings = embedded_settings(root, specs_dir=root / "specs")
+    write_spec(settings.specs_dir, spec)
+    layout = Layout.of(settings, spec["name"])
+    for stage in (ingest, training_set, train, evaluate, score):
+        stage.run(settings, layout)
+    return layout

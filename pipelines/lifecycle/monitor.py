@@ -29,7 +29,6 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ from sqlalchemy import create_engine, inspect, select
 
 from core import model_registry as mr
 from core.model_bundle import ModelMetadata, load_metadata
+from core.monitoring import monitoring_dir
 from core.settings import Settings
 from pipelines.lifecycle.params import MonitorParams
 from pipelines.lifecycle.registry import PREDICTION, REFERENCE_FILE
@@ -56,6 +56,8 @@ class MonitorResult:
     drift_share: float | None = None
     drifted_features: list[str] = field(default_factory=list)
     prediction_drift: bool | None = None
+    # per column (features and the prediction): Evidently's test, its value, threshold and verdict (dashboard)
+    feature_drift: dict[str, dict[str, Any]] = field(default_factory=dict)
     weekly_quality: list[dict[str, Any]] = field(default_factory=list)  # the request log's predictions
     backtest: list[dict[str, Any]] = field(default_factory=list)  # the champion on labels that arrived since
     report: str | None = None  # Evidently's drift report (HTML)
@@ -163,6 +165,21 @@ def drift(
     return snap, share, drifted, pred
 
 
+def column_tests(snap: Any) -> dict[str, dict[str, Any]]:
+    """Each column's drift test of an Evidently snapshot: method, value, threshold, drifted."""
+    out = {}
+    for m in snap.dict()["metrics"]:
+        cfg = m["config"]
+        if cfg["type"].endswith("ValueDrift"):
+            out[cfg["column"]] = {
+                "method": str(cfg.get("method", "")),
+                "value": float(m["value"]),
+                "threshold": float(cfg["threshold"]),
+                "drifted": _drifted(m),
+            }
+    return out
+
+
 def backtest(
     settings: Settings, mv: Any, p: MonitorParams
 ) -> tuple[list[dict[str, Any]], pd.DataFrame | None]:
@@ -171,11 +188,11 @@ def backtest(
     point-in-time join on the champion's own FeatureService): its quality per week of the prediction time,
     i.e. how it did on the weeks it has been serving, as far as verdicts are known; and the scored rows.
     Spec'd binary models."""
+    from core.layout import Layout
     from core.model_bundle import load_bundle
     from core.predict import predict
     from core.spec import find_spec
     from pipelines.tabular.ingest import PREDICTION_TIME
-    from pipelines.tabular.layout import Layout
     from pipelines.tabular.training_set import point_in_time
 
     until = (mv.tags or {}).get("labels_until")
@@ -209,14 +226,19 @@ def growing_features(settings: Settings, name: str) -> set[str]:
         spec = find_spec(settings.specs_dir, name)
     except Exception:
         return set()
-    return {c for s in spec.sources for c in s.derived_columns}
+    out = set()
+    for s in spec.sources:
+        h = s.history
+        if h is not None:
+            out |= {c for c in s.derived_columns if c.endswith(("_total", "_rows"))} | ({h.rows} - {None})
+    return out  # the shares and per-row rates stay in: they do not grow with time
 
 
 def outcomes(settings: Settings, name: str) -> pd.DataFrame | None:
     """entity id -> the latest known label, from a spec'd model's clean label table (None otherwise)."""
+    from core.layout import Layout
     from core.spec import find_spec
     from pipelines.tabular.ingest import PREDICTION_TIME
-    from pipelines.tabular.layout import Layout
 
     try:
         layout = Layout.of(settings, name, find_spec(settings.specs_dir, name))
@@ -334,6 +356,7 @@ def monitor(
         snap, res.drift_share, res.drifted_features, res.prediction_drift = drift(
             ref, live, meta, p, growing_features(settings, name)
         )
+        res.feature_drift = column_tests(snap)
         if res.drift_share >= p.drift_share:
             res.reasons.append(
                 f"feature drift: {res.drift_share:.0%} of the features drifted (>= {p.drift_share:.0%}): "
@@ -364,7 +387,7 @@ def monitor(
                         f"lowest {worst[k]:.3f} in the week of {worst['week']}"
                     )
     res.retrain = bool(res.reasons)
-    out_dir = settings.data_dir / "monitoring" / name
+    out_dir = monitoring_dir(settings, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = now.strftime("%Y%m%dT%H%M%S")
     if snap is not None:
@@ -383,8 +406,3 @@ def monitor(
 def _run_metric(settings: Settings, mv: Any, key: str) -> float | None:
     value = mr.client(settings).get_run(mv.run_id).data.metrics.get(key)
     return None if value is None else float(value)
-
-
-def latest_verdict(settings: Settings, name: str) -> Path | None:
-    files = sorted((settings.data_dir / "monitoring" / name).glob("*.json"))
-    return files[-1] if files else None

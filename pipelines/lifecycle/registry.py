@@ -233,8 +233,8 @@ def same_holdout(
     settings: Settings, name: str, champion_dir: Path, challenger_dir: Path, metric: str
 ) -> tuple[float, float, int]:
     """(challenger, champion) metric on the spec'd model's current test rows, and their number."""
+    from core.layout import Layout
     from pipelines.tabular.ingest import PREDICTION_TIME
-    from pipelines.tabular.layout import Layout
     from pipelines.tabular.train import label_array
     from pipelines.tabular.training_set import SPLIT, point_in_time
 

@@ -20,7 +20,7 @@ from pipelines.lifecycle.params import LifecycleParams
 from pipelines.lifecycle.registry import Decision, is_spec, register_and_gate
 
 log = logging.getLogger(__name__)
-STAGES = ("ingest", "training_set", "train", "evaluate")
+STAGES = ("ingest", "training_set", "train", "evaluate", "score")  # what dvc repro runs for a spec
 
 
 def in_project(settings: Settings) -> bool:
@@ -31,10 +31,10 @@ def refresh_data(settings: Settings) -> str:
     """Ingest what arrived (spec'd models), then bring the online store up to date."""
     import importlib
 
+    from core.layout import Layout
     from core.spec import load_specs
     from pipelines.materialize import sync_online
     from pipelines.tabular.__main__ import STAGES as MODULES
-    from pipelines.tabular.layout import Layout
 
     specs = load_specs(settings.specs_dir)
     if in_project(settings):
@@ -54,8 +54,8 @@ def retrain(settings: Settings, name: str, lp: LifecycleParams | None = None) ->
     elif is_spec(settings, name):
         import importlib
 
+        from core.layout import Layout
         from pipelines.tabular.__main__ import STAGES as MODULES
-        from pipelines.tabular.layout import Layout
 
         layout = Layout.of(settings, name)
         for stage in STAGES:

@@ -15,9 +15,9 @@ import sys
 import time
 
 from core.cli import configure_logging
+from core.layout import Layout
 from core.settings import Settings
 from core.spec import SpecError
-from pipelines.tabular.layout import Layout
 
 log = logging.getLogger("pipelines.tabular")
 

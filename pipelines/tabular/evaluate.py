@@ -29,6 +29,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
+from core.layout import Layout
 from core.model_bundle import ModelMetadata, load_bundle
 from core.predict import feature_frame, predict, predict_classes
 from core.settings import Settings
@@ -41,7 +42,6 @@ from pipelines.common.classification import (
 from pipelines.common.ltv_metrics import cumulative_gain, deciles, ltv_metrics
 from pipelines.common.stage import write_metrics
 from pipelines.tabular.ingest import PREDICTION_TIME
-from pipelines.tabular.layout import Layout
 from pipelines.tabular.train import label_array
 from pipelines.tabular.training_set import SPLIT, split_made
 

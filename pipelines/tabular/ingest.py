@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.layout import Layout
 from core.settings import Settings
 from core.spec import CheckSpec, ColumnSpec, LabelSpec, SourceSpec, Spec
 from pipelines.common.stage import write_metrics
 from pipelines.common.validation import SOURCE_ROW, RowValidator, read_raw
-from pipelines.tabular.layout import Layout
 
 log = logging.getLogger(__name__)
 EVENT_TIMESTAMP = "event_timestamp"
@@ -222,8 +222,19 @@ def add_history(clean: pd.DataFrame, source: SourceSpec, key: str) -> pd.DataFra
         out[f"{c}_total"] = total.astype("Float64" if derived[f"{c}_total"].type == "float" else "Int64")
         if f"{c}_rows" in derived:
             out[f"{c}_rows"] = values.notna().astype("int64").groupby(by, sort=False).cumsum().astype("Int64")
-    if source.history.rows:
-        out[source.history.rows] = (out.groupby(key, sort=False).cumcount() + 1).astype("Int64")
+    h = source.history
+    if h.rows:
+        out[h.rows] = (out.groupby(key, sort=False).cumcount() + 1).astype("Int64")
+    if h.share_of:
+        base = out[f"{h.share_of}_total"].astype("Float64")
+        base = base.where(base != 0)  # no calls yet: no share (missing, not 0)
+        for c in h.sum:
+            if c != h.share_of:
+                out[f"{c}_share"] = out[f"{c}_total"].astype("Float64") / base
+        if h.rows:
+            out[f"{h.share_of}_per_row"] = out[f"{h.share_of}_total"].astype("Float64") / out[h.rows].astype(
+                "Float64"
+            )
     return out
 
 

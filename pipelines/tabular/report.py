@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from core.layout import Layout
 from core.model_bundle import load_bundle
 from core.settings import Settings
-from pipelines.tabular.layout import Layout
 from pipelines.tabular.training_set import SPLIT
 
 log = logging.getLogger(__name__)

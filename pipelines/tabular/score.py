@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from core.explain import segmenter
+from core.layout import Layout
 from core.model_bundle import load_bundle
 from core.predict import predict, predict_classes
 from core.settings import Settings
 from pipelines.tabular.ingest import PREDICTION_TIME
-from pipelines.tabular.layout import Layout
 from pipelines.tabular.training_set import SPLIT
 
 log = logging.getLogger(__name__)

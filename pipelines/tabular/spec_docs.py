@@ -67,6 +67,13 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("`outputs.holdout`, `outputs.scoring`", S.OutputSpec, ""),
     ("`oracle`", S.OracleSpec, ""),
     (
+        "`kpi`",
+        S.KpiSpec,
+        "The business view of a binary model on the dashboard (`/dashboard/<model>`), per week of prediction "
+        "time on the hold-out rows: rows flagged (decision 1), flagged rows confirmed by the outcome, and "
+        "optionally the share of a numeric feature's total (e.g. the balance in arrears) they cover.",
+    ),
+    (
         "`demo_data`",
         S.DemoDataSpec,
         "The generator's `generate(out, **params)` runs as the `<model>_generate` stage.",

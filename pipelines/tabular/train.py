@@ -23,13 +23,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold, StratifiedKFold, train_test_split
 
+from core.layout import Layout
 from core.model_bundle import FeatureSpec, ModelMetadata, save_bundle
 from core.predict import feature_frame
 from core.settings import Settings
 from core.spec import Spec
 from pipelines.common.tuning import catboost_space
 from pipelines.tabular.ingest import PREDICTION_TIME
-from pipelines.tabular.layout import Layout
 from pipelines.tabular.training_set import SPLIT, time_cutoff
 
 log = logging.getLogger(__name__)

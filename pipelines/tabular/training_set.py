@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
+from core.layout import Layout
 from core.settings import Settings
 from core.spec import Spec
 from pipelines.common.feast_training import historical_features
 from pipelines.tabular.ingest import EVENT_TIMESTAMP, PREDICTION_TIME, utc
-from pipelines.tabular.layout import Layout
 
 log = logging.getLogger(__name__)
 SPLIT = "split"

@@ -30,6 +30,8 @@ TABLE_NAME = "prediction_log"
 REQUEST_ID_LEN = 36
 RECORD_ID_LEN = 36
 MODEL_LEN = 100
+KEY_ID_LEN = 16
+API_KEY_TABLE = "api_key"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -98,9 +100,33 @@ def make_table(schema: str | None) -> Table:
         Column("registry_version", String(20), nullable=True),
         Column("run_id", String(64), nullable=True),
         Column("feature_service", String(MODEL_LEN), nullable=True),
+        # which API key made the request (revision 0004; NULL for the stream worker and older rows)
+        Column("key_id", String(KEY_ID_LEN), nullable=True),
         Index("ix_prediction_log_request_id", "request_id"),
         Index("ux_prediction_log_record_id", "record_id", unique=True),
         Index("ix_prediction_log_created_at", "created_at"),
+    )
+
+
+@cache
+def make_api_key_table(schema: str | None) -> Table:
+    """The ``api_key`` table (serving/auth): one row per key, its secret only as a SHA-256 digest.
+
+    In the same ``MetaData`` as ``prediction_log`` of that schema: one database, one migration chain.
+    """
+    return Table(
+        API_KEY_TABLE,
+        make_table(schema).metadata,
+        Column("key_id", String(KEY_ID_LEN), primary_key=True),
+        Column("name", String(MODEL_LEN), nullable=False),
+        Column("secret_sha256", String(64), nullable=False),
+        Column("actions", JSON, nullable=False),
+        Column("models", JSON, nullable=False),
+        Column("rate_limit", String(40), nullable=True),
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("expires_at", UTCDateTime(), nullable=True),
+        Column("revoked_at", UTCDateTime(), nullable=True),
+        Column("rotated_from", String(KEY_ID_LEN), nullable=True),
     )
 
 

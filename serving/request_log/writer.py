@@ -78,7 +78,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import NullPool, StaticPool
 
 from serving.request_log.migrations import migrate_engine
-from serving.request_log.table import COLUMNS, MODEL_LEN, RECORD_ID_LEN, REQUEST_ID_LEN, make_table
+from serving.request_log.table import (
+    COLUMNS,
+    KEY_ID_LEN,
+    MODEL_LEN,
+    RECORD_ID_LEN,
+    REQUEST_ID_LEN,
+    make_table,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +145,7 @@ class PredictionRecord:
     registry_version: str | None = None  # the MLflow model version served (None: a model folder)
     run_id: str | None = None  # the MLflow run that trained it
     feature_service: str | None = None  # the FeatureService its features came through
+    key_id: str | None = None  # the API key that made the request (serving/auth)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,6 +223,7 @@ def _to_row(record: Any) -> dict[str, Any]:
         "registry_version": _text(record.registry_version, 20),
         "run_id": _text(record.run_id, 64),
         "feature_service": _text(record.feature_service, MODEL_LEN),
+        "key_id": _text(record.key_id, KEY_ID_LEN),
     }
 
 
@@ -232,8 +241,12 @@ COPY_COLUMNS = (
     "registry_version",
     "run_id",
     "feature_service",
+    "key_id",
 )
 JSON_COLUMNS = frozenset({"entity_key", "inputs", "features"})
+OPTIONAL_COLUMNS = frozenset(
+    c.name for c in make_table(None).columns if c.nullable and c.name != "prediction"
+)
 
 
 def _encode_row(row: Mapping[str, Any]) -> bytes:
@@ -253,8 +266,8 @@ def _decode_row(line: bytes) -> dict[str, Any]:
     data = orjson.loads(line)
     if not isinstance(data, dict):
         raise ValueError("spool line is not a JSON object")
-    # (spool files written before record ids existed have none: such rows are inserted as they are)
-    row = {name: data[name] if name != "record_id" else data.get(name) for name in COLUMNS}
+    # (spool files written before a later nullable column existed lack it: such rows get NULL there)
+    row = {name: data.get(name) if name in OPTIONAL_COLUMNS else data[name] for name in COLUMNS}
     row["created_at"] = _as_utc(row["created_at"])
     return row
 

@@ -13,13 +13,20 @@ from threading import Lock
 from typing import Any
 
 import pandas as pd
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from domain.api_anomaly import schema as S
+from serving.auth import AUTH_RESPONSES, require
 from serving.deps import SettingsDep
+from serving.schemas import ErrorBody
 
-router = APIRouter(prefix="/v1/anomalies", tags=["anomalies"])
+router = APIRouter(
+    prefix="/v1/anomalies",
+    tags=["anomalies"],
+    responses=AUTH_RESPONSES,
+    dependencies=[Depends(require("anomalies", None, model="api_anomaly"))],
+)
 
 
 class Anomaly(BaseModel):
@@ -69,18 +76,21 @@ def _load(path: Path) -> tuple[float, pd.DataFrame]:
     return hit
 
 
-@router.get("", response_model=AnomalyList, summary="Anomalies of the latest run, filtered")
+@router.get(
+    "",
+    response_model=AnomalyList,
+    summary="Anomalies of the latest run, filtered",
+    responses={404: {"model": ErrorBody, "description": "no anomaly run yet"}},
+)
 def list_anomalies(
     settings: SettingsDep,
-    start: date | None = Query(None, description="first day (inclusive)"),
+    start: date | None = Query(None, description="first day (inclusive); after `end`: nothing matches"),
     end: date | None = Query(None, description="last day (inclusive)"),
     country: list[str] | None = Query(None, description="ISO 3166-1 alpha-2; repeat for several"),
     os: list[str] | None = Query(None, description="e.g. android; repeat for several"),
     min_score: float = Query(0.0, ge=0, description="minimum |score|"),
     limit: int = Query(1000, ge=1, le=100_000),
 ) -> AnomalyList:
-    if start and end and start > end:
-        raise HTTPException(422, f"start {start} is after end {end}")
     path = settings.data_dir / "outputs" / "api_anomaly" / S.OUTPUT_ANOMALIES
     mtime, df = _load(path)
     keep = df["score"].abs() >= min_score

@@ -10,17 +10,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from core.model_bundle import COMPOSITE_KEY_SEP
+from serving.auth import AUTH_RESPONSES, ApiKey, any_key, require
 from serving.deps import ModelsDep, OnlineDep, RequestLogDep
+from serving.metrics import ONLINE_ERRORS, observe_predictions
 from serving.models import LoadedModel
 from serving.online import OnlineStoreUnavailable
 from serving.request_log import PredictionRecord
-from serving.schemas import MAX_BATCH, ErrorBody, ModelInfo, PredictRequest, PredictResponse
+from serving.schemas import MAX_BATCH, ErrorBody, ModelInfo, PredictRequest, PredictResponse, as_int64
 
-router = APIRouter(prefix="/v1/models", tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
 
 
 def _info(m: LoadedModel) -> ModelInfo:
@@ -36,13 +38,14 @@ def _model(models: ModelsDep, name: str) -> LoadedModel:
     return m
 
 
-@router.get("", summary="Loaded models with their metadata")
-def list_models(models: ModelsDep) -> list[ModelInfo]:
-    return [_info(m) for m in models.all()]
+@router.get("", summary="Loaded models with their metadata (those the key is scoped to)")
+def list_models(models: ModelsDep, key: ApiKey = Depends(any_key)) -> list[ModelInfo]:
+    return [_info(m) for m in models.all() if key.sees(m.meta.name)]
 
 
 @router.get("/{name}", summary="One model's metadata", responses={404: {"model": ErrorBody}})
-def get_model(name: str, models: ModelsDep) -> ModelInfo:
+def get_model(name: str, models: ModelsDep, request: Request, key: ApiKey = Depends(any_key)) -> ModelInfo:
+    request.app.state.guard.authorize(key, None, name)  # any key scoped to the model may read its metadata
     return _info(_model(models, name))
 
 
@@ -69,13 +72,16 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
             f"{meta.name!r}; got {sorted(body.entities)}",
         )
     key = keys[0]
-    ids = entities[key]
+    ids: list[Any] = list(entities[key])
     if not 1 <= len(ids) <= MAX_BATCH:
         raise HTTPException(422, f"entities.{key} must hold 1 to {MAX_BATCH} ids; got {len(ids)}")
     want = meta.join_key_types.get(key)
-    if want == "int" and not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        bad = next(i for i in ids if not isinstance(i, int) or isinstance(i, bool))
-        raise HTTPException(422, f"entities.{key} must be integers; got {bad!r}")
+    if want == "int":
+        ints = [as_int64(i) for i in ids]
+        if None in ints:
+            bad = ids[ints.index(None)]
+            raise HTTPException(422, f"entities.{key} must be 64-bit integers; got {bad!r}")
+        ids = ints
     if want == "str" and not all(isinstance(i, str) for i in ids):
         wrong = next(i for i in ids if not isinstance(i, str))
         raise HTTPException(422, f"entities.{key} must be strings; got {wrong!r}")
@@ -128,7 +134,12 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
     responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def predict_endpoint(
-    name: str, body: PredictRequest, models: ModelsDep, online: OnlineDep, request_log: RequestLogDep
+    name: str,
+    body: PredictRequest,
+    models: ModelsDep,
+    online: OnlineDep,
+    request_log: RequestLogDep,
+    api_key: ApiKey = Depends(require("score")),
 ) -> Response:
     started = time.perf_counter()
     m = _model(models, name)
@@ -136,6 +147,7 @@ async def predict_endpoint(
     try:
         stored = await online.aget(m.meta.feature_service, key, ids)
     except OnlineStoreUnavailable as e:
+        ONLINE_ERRORS.labels(m.meta.name).inc()
         raise HTTPException(503, str(e)) from e
 
     now = datetime.now(UTC)
@@ -192,8 +204,15 @@ async def predict_endpoint(
                 registry_version=reg.version if reg else None,
                 run_id=reg.run_id if reg else None,
                 feature_service=m.meta.feature_service,
+                key_id=api_key.key_id,
             )
         )
+    observe_predictions(
+        m.meta.name,
+        [float(p) for p in preds],
+        [e["feature_age_seconds"] for e in extras],
+        sum(1 for e in extras if e["found_in_online_store"]),
+    )
     # Serialized with orjson straight from dicts (same shape as PredictResponse, which documents it):
     # building a pydantic model per id cost more than the prediction itself at batch 100.
     payload = {

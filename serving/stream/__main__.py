@@ -27,6 +27,7 @@ from core.settings import Settings
 from serving.online import OnlineFeatures
 from serving.request_log import writer_from_settings
 from serving.stream.brokers import SENT_AT, AmqpBroker, MemoryBroker, now_us
+from serving.stream.metrics import serve_metrics
 from serving.stream.sessions import RedisSessionStore, SqliteSessionStore
 from serving.stream.worker import MODEL, StreamWorker
 
@@ -94,11 +95,15 @@ class Components:
             await self.redis.aclose()
 
 
-async def _report(worker: StreamWorker, every_s: float = 5.0) -> None:
+async def _report(worker: StreamWorker, broker: Any, every_s: float = 5.0) -> None:
     last, t0 = 0, time.monotonic()
     while True:
         await asyncio.sleep(every_s)
         s = worker.stats
+        try:
+            s.queue_depth = await broker.depths()
+        except Exception as e:  # the broker is reconnecting: the depths stay as last read
+            log.warning("could not read the queue depths: %s", e)
         now = time.monotonic()
         log.info(
             "%s events (%.0f/s), %s batches (%s commits), %s dead-lettered %s, %s redelivered, %s retries",
@@ -126,8 +131,13 @@ async def serve(settings: Settings) -> None:
     log.info(
         "consuming %s from %s", settings.stream_events_queue, (settings.amqp_url or "").rsplit("@", 1)[-1]
     )
+    if settings.stream_metrics_port is not None:
+        serve_metrics(c.worker, settings.stream_metrics_port, settings.stream_metrics_addr)
+        log.info(
+            "metrics on http://%s:%s/metrics", settings.stream_metrics_addr, settings.stream_metrics_port
+        )
     run = asyncio.create_task(c.worker.run())
-    report = asyncio.create_task(_report(c.worker))
+    report = asyncio.create_task(_report(c.worker, c.broker))
     await stop.wait()
     run.cancel()  # an unfinished batch is not acknowledged: the broker delivers it again
     report.cancel()
@@ -141,7 +151,7 @@ async def replay_in_process(settings: Settings, path: Path, rate: float, limit: 
     broker = MemoryBroker(settings.stream_max_batch)
     c = Components(settings, broker)
     run = asyncio.create_task(c.worker.run())
-    report = asyncio.create_task(_report(c.worker))
+    report = asyncio.create_task(_report(c.worker, c.broker))
     sent = 0
     started = time.monotonic()
     with open(path, "rb") as f:
@@ -166,6 +176,7 @@ async def replay_in_process(settings: Settings, path: Path, rate: float, limit: 
     await c.close()
     summary = {"sent": sent, **asdict(c.worker.stats)}
     summary.pop("last_batch_ms")
+    summary.pop("queue_depth")
     log.info("replayed %s: %s", path, summary)
     if last is not None:
         log.info("last prediction: %s", last.body.decode())

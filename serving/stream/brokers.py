@@ -144,6 +144,9 @@ class MemoryBroker:
     async def ack(self, batch: Sequence[Delivery]) -> None:
         self.acked += len(batch)
 
+    async def depths(self) -> dict[str, int]:
+        return {"events": self.events.qsize(), "dead_letters": self.dead_letters.qsize()}
+
     async def close(self) -> None:
         return None
 
@@ -195,6 +198,21 @@ class AmqpBroker:
                 log.warning(
                     "channel of %s deliveries closed before their ack: RabbitMQ redelivers them", len(batch)
                 )
+
+    async def depths(self) -> dict[str, int]:
+        """Messages ready in the events and dead-letter queues (a passive declare each: RabbitMQ's count),
+        plus those delivered to this worker and not yet taken into a batch."""
+        events, _, dlq = self.names
+        channel = await self._conn.channel()
+        try:
+            out = {}
+            for role, name in (("events", events), ("dead_letters", dlq)):
+                q = await channel.declare_queue(name, passive=True)
+                out[role] = q.declaration_result.message_count
+            out["events"] += self._inbox.qsize()
+            return out
+        finally:
+            await channel.close()
 
     async def close(self) -> None:
         if self._conn is not None:

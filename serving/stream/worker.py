@@ -84,6 +84,9 @@ class WorkerStats:
     last_batch_ms: float = 0.0
     finishes: int = 0  # commits + acks; fewer than batches when several finished together
     reasons: dict[str, int] = field(default_factory=dict)
+    queue_depth: dict[str, int] = field(
+        default_factory=dict
+    )  # role (events, dead_letters) -> messages waiting
     step_ms: dict[str, float] = field(default_factory=dict)  # time spent per step, summed over batches
 
     def timed(self, step: str, since: float) -> float:

@@ -116,7 +116,11 @@ def test_writes_every_record(url: str, schema: str, tmp_path: Path) -> None:
 
     engine = create_engine(url)
     insp = inspect(engine)
-    assert set(insp.get_table_names(schema=schema)) == {"prediction_log", "alembic_version_request_log"}
+    assert set(insp.get_table_names(schema=schema)) == {
+        "prediction_log",
+        "api_key",
+        "alembic_version_request_log",
+    }
     table = make_table(schema)
     with engine.connect() as conn:
         row = conn.execute(select(table).where(table.c.request_id == "req-00000007")).one()
@@ -126,7 +130,7 @@ def test_writes_every_record(url: str, schema: str, tmp_path: Path) -> None:
     assert row.entity_key == {"user_id": 7} and row.inputs == {"channel": "web"}
     assert row.features == expected.features and row.prediction == expected.prediction
     assert row.created_at == expected.created_at and row.created_at.utcoffset() == timedelta(0)
-    assert version == [("0003",)]
+    assert version == [("0004",)]
 
 
 def test_a_batch_retried_after_a_lost_commit_is_stored_once(url: str, schema: str, tmp_path: Path) -> None:

@@ -11,14 +11,12 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from pipelines.common.offline_tables import pg_connect
 from pipelines.materialize import sync_online
 from pipelines.tabular.training_set import SPLIT, point_in_time
-from serving.app import create_app
-from tests.conftest import user_ids
+from tests.conftest import api_client, user_ids
 from tests.integration.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,9 +33,9 @@ def test_redis_online_store_serves_the_same_predictions_and_logs_to_postgres(ser
     assert sync_online(services, force=True) == "materialized"
     assert sync_online(services) == "up-to-date"
     ids = user_ids(materialized, 25)
-    with TestClient(create_app(materialized.settings)) as c:
+    with api_client(materialized.settings) as c:
         embedded = c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}}).json()
-    with TestClient(create_app(services)) as c:
+    with api_client(services) as c:
         assert c.get("/readyz").status_code == 200
         r = c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}})
         assert r.status_code == 200, r.text
@@ -55,7 +53,7 @@ def test_redis_outage_gives_503_and_the_service_recovers_by_itself(services, mat
     uid = user_ids(materialized, 1)
     body = {"entities": {"user_id": uid}}
     try:
-        with TestClient(create_app(settings)) as c:
+        with api_client(settings) as c:
             assert c.post("/v1/models/game_ltv/predict", json=body).status_code == 200
             proxy.stop()
             r = c.post("/v1/models/game_ltv/predict", json=body)
@@ -87,7 +85,7 @@ def test_no_prediction_is_lost_across_a_request_log_outage(services, materialize
     ids = user_ids(materialized, 5)
     n = 0
     try:
-        with TestClient(create_app(settings)) as c:
+        with api_client(settings) as c:
             for i in range(30):
                 if i == 10:
                     proxy.stop()  # database outage in the middle

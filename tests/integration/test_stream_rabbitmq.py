@@ -23,7 +23,7 @@ from domain.purchase_propensity.events import InvalidEvent, parse_event
 from serving.stream.brokers import PUBLISHED_AT, RECEIVED_AT, SCORED_AT, SENT_AT
 from serving.stream.producer import publish
 from serving.stream.sessions import delete_sessions, session_prefix
-from tests.conftest import env_or_skip
+from tests.conftest import api_client, env_or_skip
 from tests.pipeline.test_purchase_propensity import _lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -239,14 +239,11 @@ def test_every_prediction_is_in_the_request_log(stream_settings, run):
 
 
 def test_rest_agrees_with_the_stream(stream_settings, run):
-    from fastapi.testclient import TestClient
-
-    from serving.app import create_app
 
     _, _, preds, _, _, _ = run
     last = pd.DataFrame(preds).assign(ts=lambda d: pd.to_datetime(d["event_ts"])).sort_values("ts")
     last = last.drop_duplicates("event_id").groupby("customer_id").tail(1).head(40)
-    with TestClient(create_app(stream_settings)) as client:
+    with api_client(stream_settings) as client:
         r = client.post(
             "/v1/models/purchase_propensity/predict",
             json={"entities": {F.ENTITY_ID: [int(c) for c in last["customer_id"]]}},

@@ -9,17 +9,15 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from core import model_registry as mr
 from core.feature_store import open_store
+from core.layout import Layout
 from pipelines.common.offline_tables import pg_connect
 from pipelines.lifecycle.registry import register_and_gate
 from pipelines.materialize import sync_online
 from pipelines.tabular import evaluate, ingest, score, train, training_set
-from pipelines.tabular.layout import Layout
-from serving.app import create_app
-from tests.conftest import embedded_settings, env_or_skip
+from tests.conftest import api_client, embedded_settings, env_or_skip
 from tests.tabular_world import write_spec, write_world
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -109,7 +107,7 @@ def test_redis_serves_the_registry_champion_with_the_scoring_files_prediction(wo
         "entities": {"customer_id": scored["customer_id"].tolist()},
         "features": {"offer": scored["offer"].tolist()},
     }
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         r = client.post("/v1/models/shop/predict", json=body)
     assert r.status_code == 200, r.text
     assert r.json()["registry_version"] == "1"

@@ -19,7 +19,7 @@ from domain.customer_risk import feature_spec as F
 from domain.customer_risk import schema as S
 from pipelines.common.params import load_params
 from pipelines.customer_risk.params import CustomerRiskParams
-from tests.conftest import embedded_settings
+from tests.conftest import api_client, embedded_settings
 
 pytestmark = pytest.mark.slow
 
@@ -212,18 +212,15 @@ def risk_client(risk_world: RiskWorld):
     """The API on the embedded online store, with the customer_risk views materialized."""
     from datetime import UTC, datetime
 
-    from fastapi.testclient import TestClient
-
     from core.fast_materialize import materialize_fast
     from core.feature_store import apply_definitions, open_store
-    from serving.app import create_app
 
     settings = embedded_settings(risk_world.root, models_dir=risk_world.model_dir.parent)
     store = open_store(settings)
     apply_definitions(store, settings)
     views = ["customer_profile", "customer_transactions"]
     materialize_fast(store, views, datetime(2000, 1, 1, tzinfo=UTC), datetime.now(UTC))
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         yield client
 
 

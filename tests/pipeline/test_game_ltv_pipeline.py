@@ -16,6 +16,7 @@ from core.predict import predict
 from core.settings import ROOT
 from domain.game_ltv import schema as S
 from pipelines.tabular.training_set import SPLIT, point_in_time
+from tests.conftest import api_client
 
 pytestmark = pytest.mark.slow
 
@@ -159,8 +160,8 @@ def test_oracle_is_the_generators_expectation_at_the_prediction_time(world):
 
 
 def test_training_is_reproducible(world):
+    from core.layout import Layout
     from pipelines.tabular import train
-    from pipelines.tabular.layout import Layout
 
     layout = Layout.of(world.settings, "game_ltv")
     ts = pd.read_parquet(world.training_set)
@@ -182,9 +183,9 @@ def test_committed_metrics_meet_the_targets():
 
 def _prepare_and_build(world, tmp_path, raw, **prepare_changes):
     """Preparation with changed params, then the generic ingest and training set, in a fresh root."""
+    from core.layout import Layout
     from pipelines.game_ltv import prepare
     from pipelines.tabular import ingest, training_set
-    from pipelines.tabular.layout import Layout
     from tests.conftest import embedded_settings
     from tests.tabular_world import write_spec
 
@@ -345,10 +346,8 @@ def test_brief_columns_model_is_built_and_beats_the_mean_baseline(brief_world):
 
 
 def test_brief_columns_user_is_scored_through_the_api(brief_world):
-    from fastapi.testclient import TestClient
 
     from pipelines.materialize import sync_online
-    from serving.app import create_app
 
     w, _ = brief_world
     assert sync_online(w.settings) == "materialized"
@@ -356,7 +355,7 @@ def test_brief_columns_user_is_scored_through_the_api(brief_world):
     ts = pd.read_parquet(w.training_set)
     row = ts[ts[SPLIT] == "test"].iloc[[0]]
     uid = int(row[S.ID].iloc[0])
-    with TestClient(create_app(w.settings)) as client:
+    with api_client(w.settings) as client:
         r = client.post("/v1/models/game_ltv/predict", json={"entities": {S.ID: [uid]}})
     assert r.status_code == 200, r.text
     p = r.json()["predictions"][0]

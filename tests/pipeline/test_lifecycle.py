@@ -15,6 +15,8 @@ change and the served model:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -24,27 +26,26 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
 from core import model_registry as mr
 from core.feature_store import open_store
+from core.layout import Layout
+from core.monitoring import latest_verdict
 from core.settings import ROOT
 from pipelines.lifecycle import registry as reg
-from pipelines.lifecycle.monitor import latest_verdict, monitor
+from pipelines.lifecycle.monitor import monitor
 from pipelines.lifecycle.orchestrator import Platform, build
 from pipelines.lifecycle.params import LifecycleParams, ScheduleParams
 from pipelines.lifecycle.retrain import refresh_data, retrain
 from pipelines.tabular.ingest import PREDICTION_TIME
-from pipelines.tabular.layout import Layout
 from pipelines.tabular.training_set import SPLIT
-from serving.app import create_app
 from synthetic import spam
-from tests.conftest import embedded_settings, platform_overrides
+from tests.conftest import api_client, embedded_settings, platform_overrides
 
 pytestmark = pytest.mark.slow
 
 START = date(2025, 6, 2)  # the generator's first Monday
-WEEKS, LAUNCH, SHIFT = 34, 8, 20  # manual_spam_count from week 8; spammers change tactics in week 20
+WEEKS, LAUNCH, SHIFT = 34, 4, 20  # manual_spam_count from week 4; spammers change tactics in week 20
 FIRST_CUT, SECOND_CUT = 17, 33  # the data has arrived up to these weeks
 
 
@@ -128,7 +129,7 @@ def test_a_new_feature_from_declaration_to_production_and_retraining_that_starts
     write(settings, spec_v1())
     d1 = retrain(settings, "spam", lp)
     assert d1.promote and d1.reason == "no champion yet"
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         served = client.get("/v1/models/spam").json()["served"]
         assert served["registry_version"] == "1" and served["feature_service"] == "spam_v1"
         assert set(score(client, traffic(full, FIRST_CUT)[:300])) == {"1"}
@@ -177,6 +178,7 @@ def test_a_new_feature_from_declaration_to_production_and_retraining_that_starts
             "manual_spam_count",
             "manual_spam_count_total",
             "manual_spam_count_rows",
+            "manual_spam_count_share",
         }
         metrics = json.loads((settings.data_dir.parent / "metrics" / "spam.json").read_text())
         assert metrics["roc_auc_v2"] > metrics["roc_auc_v1"]
@@ -228,3 +230,58 @@ def test_a_new_feature_from_declaration_to_production_and_retraining_that_starts
         settings, "spam", mr.fetch_bundle(settings, old), mr.fetch_bundle(settings, new), "roc_auc"
     )
     assert n == len(test) and new_auc > old_auc + 0.01, (new_auc, old_auc)
+
+
+def test_the_dashboard_shows_that_story_in_a_browser(world, tmp_path):
+    """Runs on the world the story above left (a module's tests run in order): traffic in the request log,
+    the monitor's two verdicts, the hold-out of the last model. Headless Chromium (Debian's) driven by
+    Playwright loads the page through a running API with a key, and finds every chart drawn with data and no
+    console error. UPDATE_SCREENSHOTS=1 saves the screenshot to docs/dashboard.png (the README's)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.live import live_api, new_key
+
+    settings, _, _ = world
+    assert latest_verdict(settings, "spam") is not None, "the lifecycle story must run first"
+    key = new_key(settings, ("monitor",), ("spam",))
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make tools` installs Debian's chromium"
+    with live_api(settings, tmp_path / "api.log") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.goto(f"{url}/dashboard/spam")
+        page.fill("#key", "fpk_000000000000_wrong")  # a wrong key: refused, the form comes back
+        page.click("button[type=submit]")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "API key" in page.inner_text("#error")
+        problems.clear()  # the browser logs the refused request's 401 as an error
+        page.fill("#key", key)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+        charts = page.eval_on_selector_all(
+            ".chart",
+            """els => els.map(e => ({id: e.id, points: (e.data || []).reduce(
+                (n, t) => n + ((t.y || t.x || []).filter(v => v !== null).length), 0)}))""",
+        )
+        ids = {c["id"] for c in charts}
+        assert {"traffic", "predictions", "drift-history", "drift-features", "backtest-weekly", "calibration",
+                "backtest-quality", "live-quality", "kpi-0", "kpi-1"} <= ids, ids  # fmt: skip
+        assert all(c["points"] > 0 for c in charts), charts
+        assert page.locator(".note").count() == 0, page.locator(".note").all_inner_texts()
+        assert "feature drift" in page.inner_text("#drift-reasons") or "backtest" in page.inner_text(
+            "#drift-reasons"
+        )
+        assert not problems, problems
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 50_000
+        if os.environ.get("UPDATE_SCREENSHOTS"):
+            shutil.copy(shot, ROOT / "docs" / "dashboard.png")
+        # the index lists the models the key sees, and only those
+        page.goto(f"{url}/dashboard")
+        page.wait_for_selector("body[data-loaded=true]")
+        assert page.locator("#models li").all_inner_texts()[0].startswith("spam")
+        browser.close()

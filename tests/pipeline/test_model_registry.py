@@ -10,19 +10,17 @@ import time
 import mlflow
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 
 from core import model_registry as mr
+from core.layout import Layout
 from core.model_bundle import load_metadata
 from pipelines.lifecycle import registry as reg
 from pipelines.lifecycle.params import GateParams, LifecycleParams
 from pipelines.materialize import sync_online
 from pipelines.tabular import evaluate, ingest, train, training_set
-from pipelines.tabular.layout import Layout
-from serving.app import create_app
 from serving.request_log import make_table
-from tests.conftest import embedded_settings
+from tests.conftest import api_client, embedded_settings
 from tests.tabular_world import write_spec, write_world
 
 pytestmark = pytest.mark.slow
@@ -90,7 +88,7 @@ def test_the_api_follows_the_champion_without_restart_and_rollback_is_one_call(s
 
     resolver = FeastMlflowModelResolver(open_store(settings), mlflow, mr.client(settings))
     assert resolver.resolve("models:/shop/champion") == "shop_v1"
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         info = client.get("/v1/models/shop").json()["served"]
         assert info["registry_version"] == "1" and info["alias"] == "champion"
         assert info["feature_service"] == "shop_v1" and info["run_id"]

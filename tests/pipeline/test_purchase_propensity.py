@@ -15,6 +15,7 @@ from domain.purchase_propensity import schema as S
 from domain.purchase_propensity.events import InvalidEvent, parse_event
 from pipelines.purchase_propensity.training_set import MAX_OVERLAP_SHARE, check_parity
 from serving.stream.brokers import MemoryBroker, resolved
+from tests.conftest import api_client
 
 pytestmark = pytest.mark.slow
 
@@ -148,14 +149,11 @@ def test_the_stream_pushes_the_features_training_computes(purchase_world, stream
 
 
 def test_rest_agrees_with_the_stream(purchase_world, streamed):
-    from fastapi.testclient import TestClient
-
-    from serving.app import create_app
 
     _, first, _, _ = streamed
     last = pd.DataFrame(first).assign(ts=lambda d: pd.to_datetime(d["event_ts"])).sort_values("ts")
     last = last.groupby("customer_id").tail(1).head(30)
-    with TestClient(create_app(purchase_world.settings)) as client:
+    with api_client(purchase_world.settings) as client:
         r = client.post(
             "/v1/models/purchase_propensity/predict",
             json={"entities": {F.ENTITY_ID: [int(c) for c in last["customer_id"]]}},

@@ -11,28 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.layout import Layout
 from core.model_bundle import load_bundle
 from core.predict import predict
-from pipelines.tabular import evaluate, ingest, score, train, training_set
-from pipelines.tabular.layout import Layout
+from pipelines.tabular import ingest, train, training_set
 from pipelines.tabular.training_set import SPLIT
-from tests.conftest import embedded_settings
+from tests.conftest import api_client, embedded_settings
+from tests.tabular_world import build_spec_world as build
 from tests.tabular_world import write_spec, write_world
 
 pytestmark = pytest.mark.slow
-STAGES = (ingest, training_set, train, evaluate, score)
-
-
-def build(root: Path, task: str, spec_changes=None) -> Layout:
-    spec = write_world(root, task)
-    if spec_changes:
-        spec_changes(spec)
-    settings = embedded_settings(root, specs_dir=root / "specs")
-    write_spec(settings.specs_dir, spec)
-    layout = Layout.of(settings, spec["name"])
-    for stage in STAGES:
-        stage.run(settings, layout)
-    return layout
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +66,8 @@ def test_a_feature_stamped_at_the_prediction_time_never_reaches_its_row(binary):
 
 
 def test_the_api_serves_the_spec_model_with_the_scoring_files_prediction(binary):
-    from fastapi.testclient import TestClient
 
     from pipelines.materialize import demo_curl, sync_online
-    from serving.app import create_app
 
     settings = _settings(binary)
     assert sync_online(settings) == "materialized"
@@ -90,7 +76,7 @@ def test_the_api_serves_the_spec_model_with_the_scoring_files_prediction(binary)
         "entities": {"customer_id": scored["customer_id"].tolist()},
         "features": {"offer": scored["offer"].tolist()},
     }
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         r = client.post("/v1/models/shop/predict", json=body)
         missing = client.post("/v1/models/shop/predict", json={"entities": {"customer_id": [1001]}})
     assert r.status_code == 200, r.text
@@ -151,10 +137,8 @@ def test_history_features_are_the_entitys_totals_strictly_before_the_prediction_
 
 
 def test_multiclass_model_serves_class_probabilities(tmp_path):
-    from fastapi.testclient import TestClient
 
     from pipelines.materialize import sync_online
-    from serving.app import create_app
 
     layout = build(tmp_path, "multiclass")
     m = json.loads(layout.metrics.read_text())
@@ -166,7 +150,7 @@ def test_multiclass_model_serves_class_probabilities(tmp_path):
     settings = _settings(layout)
     sync_online(settings)
     row = scored.iloc[0]
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         r = client.post(
             "/v1/models/shop/predict",
             json={
@@ -268,10 +252,8 @@ def test_an_absent_or_incomplete_file_is_refused_by_name(tmp_path):
 
 
 def test_the_api_checks_request_features_as_ingest_did(binary):
-    from fastapi.testclient import TestClient
 
     from pipelines.materialize import sync_online
-    from serving.app import create_app
 
     settings = _settings(binary)  # a Feast project of its own
     sync_online(settings)
@@ -281,13 +263,13 @@ def test_the_api_checks_request_features_as_ingest_did(binary):
         body = {"entities": {"customer_id": [cid]}, "features": {"offer": [offer]}}
         return client.post("/v1/models/shop/predict", json=body)
 
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings) as client:
         plain, shouted, unknown = ask("discount"), ask("DISCOUNT"), ask("cashback")
         wrong_key = client.post("/v1/models/shop/predict", json={"entities": {"customer_id": ["1001"]}})
     assert plain.status_code == shouted.status_code == 200
     assert shouted.json()["predictions"][0]["prediction"] == plain.json()["predictions"][0]["prediction"]
     assert unknown.status_code == 422 and "unknown value 'cashback'" in unknown.json()["detail"]
-    assert wrong_key.status_code == 422 and "must be integers" in wrong_key.json()["detail"]
+    assert wrong_key.status_code == 422 and "must be 64-bit integers" in wrong_key.json()["detail"]
 
 
 def test_whole_numbers_stored_as_floats_are_read_as_declared(tmp_path):

@@ -5,17 +5,15 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from tests.conftest import user_ids
+from tests.conftest import api_client, user_ids
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def client(materialized):
-    with TestClient(create_app(materialized.settings)) as c:
+    with api_client(materialized.settings) as c:
         yield c
 
 
@@ -34,7 +32,12 @@ def test_health_ready_models_and_docs(client):
     assert [m["name"] for m in models] == ["game_ltv"]
     assert models[0]["feature_service"] == "game_ltv_v1" and models[0]["version"].startswith("game_ltv-")
     assert client.get("/v1/models/game_ltv").json()["name"] == "game_ltv"
-    assert "/v1/models/{name}/predict" in client.get("/openapi.json").json()["paths"]
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/models/game_ltv/predict" in paths and "/v1/models/{name}/predict" not in paths
+    body = paths["/v1/models/game_ltv/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
+    assert body["properties"]["entities"]["required"] == ["user_id"]  # the model's own join key
 
 
 def test_predict_one_and_many(client, materialized):
@@ -82,7 +85,7 @@ def test_sent_values_win_stored_values_fill_the_rest(client, materialized):
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
-        ({"entities": {"user_id": ["abc"]}}, 422, "must be integers"),
+        ({"entities": {"user_id": ["abc"]}}, 422, "must be 64-bit integers"),
         ({"entities": {"customer_id": [1]}}, 422, "join key(s) ['user_id']"),
         ({"entities": {"user_id": []}}, 422, "1 to 1000 ids"),
         ({"entities": {"user_id": [1, 2]}, "features": {"event_1": [1]}}, 422, "has 1 values but"),
@@ -112,7 +115,7 @@ def test_every_prediction_is_logged(materialized, tmp_path):
     )
     ids = user_ids(materialized, 5)
     n_requests = 40
-    with TestClient(create_app(settings)) as c:
+    with api_client(settings) as c:
         for i in range(n_requests):
             assert _predict(c, [ids[i % 5]], {"event_1": [i]} if i == 0 else None).status_code == 200
         assert _predict(c, ids).status_code == 200

@@ -192,7 +192,9 @@ def test_migrate_is_idempotent_and_creates_the_table(db: Db) -> None:
         "registry_version",
         "run_id",
         "feature_service",
+        "key_id",
     ]
+    assert "api_key" in insp.get_table_names()
     assert insp.get_pk_constraint("prediction_log")["constrained_columns"] == ["id"]
     assert not cols["request_id"]["nullable"] and cols["prediction"]["nullable"]
     assert {i["name"]: i["column_names"] for i in insp.get_indexes("prediction_log")} == {
@@ -204,7 +206,7 @@ def test_migrate_is_idempotent_and_creates_the_table(db: Db) -> None:
         "ux_prediction_log_record_id"
     }
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version_request_log")).all() == [("0003",)]
+        assert conn.execute(text("SELECT version_num FROM alembic_version_request_log")).all() == [("0004",)]
         # the model and the migration agree: the table takes an insert through the Core Table
         conn.execute(prediction_log.insert(), [{"request_id": "x", **_row_defaults()}])
         conn.execute(prediction_log.insert(), [{"request_id": "y", **_row_defaults()}])

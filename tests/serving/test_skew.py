@@ -8,14 +8,12 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from core.feature_store import open_store
 from core.model_bundle import load_bundle
 from core.predict import predict
 from pipelines.common.feast_training import historical_features
-from serving.app import create_app
-from tests.conftest import user_ids
+from tests.conftest import api_client, user_ids
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +40,7 @@ def test_online_equals_latest_historical_and_api_equals_batch(materialized):
         assert [None if pd.isna(x) else x for x in a] == [None if pd.isna(x) else x for x in b], f
     model, meta = load_bundle(materialized.model_dir)
     batch = predict(model, meta, hist.reset_index())
-    with TestClient(create_app(materialized.settings)) as c:
+    with api_client(materialized.settings) as c:
         api = [
             p["prediction"]
             for p in c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}}).json()[

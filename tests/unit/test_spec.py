@@ -169,6 +169,16 @@ def test_every_committed_spec_loads():
             17,
             "'LogLinQuantile' is not served",
         ),
+        (
+            lambda t: t.replace("task: binary", "task: regression") + "kpi: {flagged: a, confirmed: b}\n",
+            17,
+            "kpi: a KPI counts flagged and confirmed rows of a binary model",
+        ),
+        (
+            lambda t: t + "kpi: {flagged: offers, confirmed: accepted, weight: plan}\n",
+            17,
+            "kpi.weight: 'plan' is not a numeric column of the sources; known: ['minutes']",
+        ),
     ],
 )
 def test_cross_field_rules_name_their_key_and_line(change, line, says):
@@ -206,6 +216,13 @@ def test_history_features_are_derived_and_their_names_checked():
     )
     assert [n for n, _ in spec.features] == ["minutes", "plan", "minutes_total", "minutes_rows", "weeks"]
     assert [c.type for _, c in spec.features][2:] == ["float", "int", "int"]
+    shares = nullable.replace(
+        "    columns:\n", "    history: {sum: [minutes], rows: weeks, share_of: minutes}\n    columns:\n"
+    )
+    assert [n for n, _ in parse_spec(shares).features][-1] == "minutes_per_row"
+    assert "'plan' is not one of the summed columns" in _error(
+        shares.replace("share_of: minutes", "share_of: plan")
+    )
     text = GOOD.replace("    columns:\n", "    history: {sum: [plan]}\n    columns:\n")
     assert "'plan' is not a declared numeric column" in _error(text)
     text = GOOD.replace("    columns:\n", "    history: {sum: [minutes], rows: minutes}\n    columns:\n")

@@ -1,0 +1,70 @@
+"""The dashboard's data (`GET /v1/models/{name}/monitoring`) and pages, in process on the small game_ltv world
+(a regression model: traffic, backtest by week and by decile; no monitor run yet). The browser test of the
+pages with a monitored binary model is in tests/pipeline/test_lifecycle.py."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tests.conftest import api_client, user_ids
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def monitor(materialized):
+    with api_client(materialized.settings, actions=("monitor",), models=("game_ltv",)) as c:
+        yield c
+
+
+def test_the_data_needs_the_monitor_action_on_the_model(materialized, monitor):
+    with api_client(materialized.settings, actions=("score",)) as scorer:
+        r = scorer.get("/v1/models/game_ltv/monitoring")
+        assert r.status_code == 403 and "may not monitor" in r.json()["detail"]
+    assert monitor.get("/v1/models/game_ltv/monitoring", headers={"Authorization": ""}).status_code == 401
+    assert monitor.get("/v1/models/nope/monitoring").status_code == 403  # out of the key's scope
+    with api_client(materialized.settings, actions=("monitor",)) as everything:
+        assert everything.get("/v1/models/nope/monitoring").status_code == 404
+        assert everything.get("/v1/models/game_ltv/monitoring?days=0").status_code == 422
+
+
+def test_traffic_backtest_and_the_missing_monitor_run_are_reported(materialized, monitor):
+    with api_client(materialized.settings, actions=("score",)) as scorer:
+        for ids in (user_ids(materialized, 5), user_ids(materialized, 3)):
+            assert (
+                scorer.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}}).status_code
+                == 200
+            )
+        scorer.app.state.request_log.flush()
+    d = monitor.get("/v1/models/game_ltv/monitoring?days=1").json()
+    assert d["model"] == "game_ltv" and d["task"] == "regression"
+    t = d["traffic"]
+    assert sum(t["requests"]) >= 2 and sum(t["rows"]) >= 8 and t["bucket"] == "hour"
+    assert all(p50 <= p99 for p50, p99 in zip(t["latency_p50_ms"], t["latency_p99_ms"], strict=True))
+    assert "no monitor run yet" in d["drift"]["note"]
+    b = d["backtest"]
+    holdout = pd.read_csv(materialized.settings.data_dir / "outputs" / "game_ltv" / "holdout_predictions.csv")
+    assert b["rows"] == holdout["actual"].notna().sum() and sum(b["n"]) == b["rows"]
+    assert b["actual_mean"][0] == pytest.approx(
+        holdout.loc[
+            pd.to_datetime(holdout["prediction_time"]).dt.to_period("W-SUN").dt.start_time
+            == pd.Timestamp(b["weeks"][0]),
+            "actual",
+        ].mean()
+    )
+    assert "precision" not in b and b["calibration_by"] == "decile of the prediction"
+    assert len(b["calibration"]["predicted"]) == 10 and sum(b["calibration"]["n"]) == b["rows"]
+    assert d["kpis"] == []  # the game_ltv spec declares none
+
+
+def test_the_pages_hold_no_data_and_forbid_other_origins(monitor):
+    page = monitor.get("/dashboard/game_ltv", headers={"Authorization": ""})
+    assert page.status_code == 200 and "<title>featureplat monitoring</title>" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+    js = monitor.get("/dashboard-static/plotly.min.js")
+    assert js.status_code == 200 and len(js.content) > 1_000_000
+    for bad in ("..%2Fapp.py", "dashboard.html", "%2e%2e/%2e%2e/core/settings.py"):
+        assert monitor.get(f"/dashboard-static/{bad}").status_code == 404
+    assert "/dashboard" not in monitor.get("/openapi.json").json()["paths"]
