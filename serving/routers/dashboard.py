@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -41,6 +41,9 @@ def _plotly_js() -> Path:
     return Path(spec.origin).parent / "package_data" / "plotly.min.js"
 
 
+PAGE = (STATIC / "dashboard.html").read_text()  # read once: the page holds no data
+
+
 @router.get(
     "/v1/models/{name}/monitoring",
     summary="What the dashboard shows: traffic, predictions, drift, backtest and KPIs of one model",
@@ -61,8 +64,8 @@ async def model_monitoring(
 
 @router.get("/dashboard", include_in_schema=False)
 @router.get("/dashboard/{name}", include_in_schema=False)
-async def dashboard_page(request: Request) -> HTMLResponse:
-    return HTMLResponse((STATIC / "dashboard.html").read_text(), headers=HEADERS)
+async def dashboard_page() -> HTMLResponse:
+    return HTMLResponse(PAGE, headers=HEADERS)
 
 
 @router.get("/dashboard-static/{file}", include_in_schema=False)
