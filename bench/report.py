@@ -194,6 +194,26 @@ def render(res: dict) -> str:
                 )
         out += ["", f"Same predictions on 200 sampled ids: {ip.get('identical_predictions')}.", ""]
 
+    soak = res.get("soak")
+    if soak:
+        out += [
+            f"## Soak: {soak['seconds'] // 60} minutes at a third of saturation",
+            "",
+            f"A fresh API ({soak['workers']} workers, as in the scoring runs) paced at {_fmt(soak['target_rps'])} "
+            f"req/s, {soak['share_of_saturation']:.0%} of the scoring section's saturation rate, after a 20 s "
+            "warm-up. Resident memory of all its processes (`/proc/<pid>/status` VmRSS of its process group):",
+            "",
+            "| achieved req/s | requests | non-2xx | p50 ms | p99 ms | max ms | RSS start MB | RSS end MB "
+            "| RSS max MB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {_fmt(soak['rps'])} | {_fmt(soak['requests'])} | {_fmt(soak['non2xx'])} | {soak['p50_ms']:.2f} | "
+            f"{soak['p99_ms']:.2f} | {soak['max_ms']:.2f} | {_fmt(soak['rss_start_mb'])} | "
+            f"{_fmt(soak['rss_end_mb'])} | {_fmt(soak['rss_max_mb'])} |",
+            "",
+            "RSS over the run (s: MB): " + ", ".join(f"{t:.0f}: {m:.0f}" for t, m in soak["rss_samples"]),
+            "",
+        ]
+
     mat = res.get("materialize")
     if mat:
         out += [

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark side by side, write bench/results.json, regenerate docs/benchmarks.md.
 
-    python -m bench.run                  # everything (about 15-20 minutes on 2 cores)
+    python -m bench.run                  # everything (about 30 minutes on 2 cores, 10 of them the soak)
     python -m bench.run --only scoring   # one section; the others keep their last results
     python -m bench.run --quick          # short runs, to try the harness
 
@@ -42,6 +42,21 @@ def run_scoring(args: argparse.Namespace) -> dict:
     levels = [8, 32] if args.quick else [8, 32, 64]
     http = http_benchmark(env, settings, ids_file, seconds=3 if args.quick else 10, levels=levels, workers=2)
     return {"inprocess": inproc, "http": http}
+
+
+def run_soak(args: argparse.Namespace, results: dict) -> dict:
+    """A third of the scoring section's saturation rate (this run's, else the last one's) for 10 minutes."""
+    from bench.scoring import bench_env, prepare, soak_benchmark
+
+    http = results.get("scoring", {}).get("http")
+    if not http:
+        raise SystemExit("the soak needs the scoring section's saturation rate: run --only scoring first")
+    env = bench_env(
+        os.environ.get("REDIS_URL") or DEFAULT_REDIS, os.environ.get("DATABASE_URL") or DEFAULT_DB
+    )
+    settings, ids_file = prepare(env)
+    sat = max(r["rps"] for r in http["ours"]["batch_1"])
+    return soak_benchmark(env, settings, ids_file, sat, seconds=60 if args.quick else 600)
 
 
 def run_training_set(args: argparse.Namespace) -> dict:
@@ -98,7 +113,9 @@ def headline(results: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["scoring", "training_set", "materialize", "stream"], action="append")
+    ap.add_argument(
+        "--only", choices=["scoring", "soak", "training_set", "materialize", "stream"], action="append"
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
         "--render-only", action="store_true", help="regenerate docs/benchmarks.md from results.json"
@@ -109,7 +126,7 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.render_only:
-        sections = args.only or ["training_set", "materialize", "scoring", "stream"]
+        sections = args.only or ["training_set", "materialize", "scoring", "soak", "stream"]
         results.update(
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             command="python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -122,6 +139,7 @@ def main() -> None:
             "training_set": run_training_set,
             "materialize": run_materialize,
             "stream": run_stream,
+            "soak": lambda a: run_soak(a, results),
         }
         for name in sections:
             t = time.monotonic()

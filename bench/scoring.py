@@ -90,6 +90,121 @@ def ladder(
     return runs
 
 
+def api_command(port: int, workers: int) -> list[str]:
+    """The API as `make serve` runs it (uvloop, httptools, no access log)."""
+    return [
+        python(),
+        "-m",
+        "uvicorn",
+        "serving.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _bench_key(settings: Settings) -> None:
+    """Every client needs a key (wrk_predict.lua sends WRK_API_KEY); this one is never the bottleneck."""
+    store = KeyStore.from_settings(settings)
+    _, os.environ["WRK_API_KEY"] = store.create("bench", ["score"], rate_limit="1000000/second")
+    store.close()
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every live process in process group `pgid` (the API and its workers), MB."""
+    total_kb = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
+                continue
+            status = Path(f"/proc/{d}/status").read_text()
+        except (OSError, ValueError):
+            continue
+        total_kb += next(int(ln.split()[1]) for ln in status.splitlines() if ln.startswith("VmRSS:"))
+    return round(total_kb / 1024, 1)
+
+
+def soak_benchmark(
+    env: dict[str, str],
+    settings: Settings,
+    ids_file: Path,
+    saturation_rps: float,
+    seconds: int,
+    share: float = 1 / 3,
+    workers: int = 2,
+    sample_s: float = 10.0,
+) -> dict:
+    """`seconds` of paced load at `share` of the saturation rate on a fresh API; the API's resident memory
+    (all its processes) sampled every `sample_s`: flat memory means no leak in the request path, the
+    request log, the key cache or the metrics."""
+    import threading
+
+    _bench_key(settings)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/models/game_ltv/predict"
+    conns, rate = 64, saturation_rps * share
+    delay = max(0.0, conns * 1000 / rate - 1.0)
+    samples: list[tuple[float, float]] = []
+    with Server(api_command(port, workers), env, BENCH_DATA / "soak.log") as server:
+        assert server.proc is not None
+        pgid = server.proc.pid
+        wait_http(f"http://127.0.0.1:{port}/readyz")
+        wrk(url, ids_file, "ours", conns, 20, 1, delay_ms=delay)  # warm: caches, pools, first allocations
+        stop = threading.Event()
+
+        def sample() -> None:
+            t0 = time.monotonic()
+            while True:
+                samples.append((round(time.monotonic() - t0, 1), group_rss_mb(pgid)))
+                if stop.wait(sample_s):
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        r = with_cpu(lambda: wrk(url, ids_file, "ours", conns, seconds, 1, delay_ms=delay), pgid)
+        stop.set()
+        sampler.join()
+        samples.append((round(samples[-1][0] + sample_s, 1), group_rss_mb(pgid)))
+    rss = [m for _, m in samples]
+    r.update(
+        seconds=seconds,
+        share_of_saturation=round(share, 3),
+        target_rps=round(rate, 1),
+        workers=workers,
+        rss_start_mb=rss[0],
+        rss_end_mb=rss[-1],
+        rss_max_mb=max(rss),
+        rss_samples=samples,
+    )
+    log.info(
+        "soak %d s at %.0f req/s (%.0f%% of saturation): %.0f achieved, %d non-2xx, p99 %.2f ms; "
+        "RSS %.0f MB at start, %.0f MB at the end (max %.0f)",
+        seconds,
+        rate,
+        share * 100,
+        r["rps"],
+        r["non2xx"],
+        r["p99_ms"],
+        rss[0],
+        rss[-1],
+        max(rss),
+    )
+    return r
+
+
 def http_benchmark(
     env: dict[str, str], settings: Settings, ids_file: Path, seconds: int, levels: list[int], workers: int
 ) -> dict:
@@ -122,32 +237,11 @@ def http_benchmark(
             }
 
     _truncate_request_log(settings)
-    store = KeyStore.from_settings(settings)  # every client needs a key; this one is never the bottleneck
-    _, os.environ["WRK_API_KEY"] = store.create("bench", ["score"], rate_limit="1000000/second")
-    store.close()
+    _bench_key(settings)
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/models/game_ltv/predict"
-    cmd = [
-        python(),
-        "-m",
-        "uvicorn",
-        "serving.app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
     served = 0
-    with Server(cmd, env, BENCH_DATA / "ours.log") as server:
+    with Server(api_command(port, workers), env, BENCH_DATA / "ours.log") as server:
         assert server.proc is not None
         pgid = server.proc.pid  # started in its own session: the workers share its process group
         wait_http(f"http://127.0.0.1:{port}/readyz")

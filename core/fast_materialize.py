@@ -105,6 +105,8 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from core.online_receipt import write_receipt
+
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -185,6 +187,9 @@ def materialize_fast(
         for name in delegated:
             out["views"][name] = {"reader": "feast", "writer": "feast"}
         out["feast_seconds"] = round(time.perf_counter() - td, 3)
+    # last: the receipt says the store holds these views (core/online_receipt.py); a load that failed
+    # above raised before it, so a store reloaded from empty has none until every row is in
+    write_receipt(store, {fv.name: out["views"][fv.name] for fv in views}, end)
     out["rows_read"] = sum(v.get("rows_read", 0) for v in out["views"].values())
     out["entities_written"] = sum(v.get("entities_written", 0) for v in out["views"].values())
     out["seconds"] = round(time.perf_counter() - t0, 3)

@@ -35,6 +35,7 @@ from feast.type_map import feast_value_type_to_python_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.fast_materialize import RedisRows, int64_key_prefix, redis_rows
+from core.online_receipt import receipt_key, receipted_views
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ class RedisLayout:
                     ts_key=f"_ts:{proj.name}".encode(),
                 )
             )
+        # the materialization receipt of the views materialization fills (core/online_receipt.py),
+        # asked for in the same round trip as the features: "HMGET featureplat:receipt:<project> views..."
+        self.receipt_views = receipted_views(store, [v.view for v in self.views])
+        args = [b"HMGET", receipt_key(self.project), *(v.encode() for v in self.receipt_views)]
+        self.receipt_command = (
+            b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+            if self.receipt_views
+            else b""
+        )
         if len(join_keys) != 1:
             raise ValueError(f"fast path supports one join key; {feature_service} has {sorted(join_keys)}")
         self.join_key = join_keys.pop()
@@ -107,6 +117,10 @@ class RedisLayout:
         """Pre-encoded RESP for one HMGET per key (all fields of the service), ready to pipeline."""
         head, tail = self._resp_head, self._resp_tail
         return b"".join(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail) for k in keys)
+
+    def missing_receipts(self, reply: Sequence[bytes | None]) -> list[str]:
+        """The views without a receipt, from the reply to `receipt_command`."""
+        return [v for v, r in zip(self.receipt_views, reply, strict=True) if r is None]
 
     def decode(self, raw: Sequence[bytes | None]) -> tuple[dict[str, Any], dict[str, datetime | None]]:
         """One HMGET reply (in `self.fields` order) -> (feature values, event time per view)."""

@@ -3,7 +3,8 @@
 Not a DVC stage: the online store (SQLite file, Redis) lives outside DVC's view, and which one is used
 depends on the environment. Staleness is decided here instead: a receipt per online store records the
 fingerprints of the feature tables last materialized into it; the store is reloaded when a table changed,
-when the definitions changed, or when a spot check finds the sample entity missing (e.g. Redis restarted).
+when the definitions changed, when a spot check finds the sample entity missing, or when the store has no
+receipt for a view (core/online_receipt.py: Redis restarted empty).
 
     python -m pipelines.materialize            # what `make demo` runs
     python -m pipelines.materialize --force    # reload regardless
@@ -18,12 +19,13 @@ import logging
 from datetime import UTC, datetime
 
 import pandas as pd
-from feast import PushSource
+from feast import FeatureStore, PushSource
 
 from core.cli import configure_logging
 from core.fast_materialize import materialize_fast
 from core.feature_store import apply_definitions, open_store, raw_config
 from core.model_bundle import file_sha256
+from core.online_receipt import missing_views
 from core.registry import HAND_WRITTEN, models
 from core.settings import Settings
 from core.spec import find_spec, load_specs
@@ -79,6 +81,12 @@ def present_views(store, settings: Settings) -> list[str]:
     return views
 
 
+def online_store_views(settings: Settings) -> tuple[FeatureStore, list[str]]:
+    """The store and the views materialization keeps in it (the scheduler's sensor checks their receipts)."""
+    store = open_store(settings)
+    return store, present_views(store, settings)
+
+
 def sync_online(settings: Settings, force: bool = False) -> str:
     store = open_store(settings)
     apply_definitions(store, settings)
@@ -98,10 +106,15 @@ def sync_online(settings: Settings, force: bool = False) -> str:
             ).to_dict()
             if all(v[0] is None for k, v in row.items() if k != key):
                 missing.append(model)
-        if not missing:
+        unreceipted = missing_views(store, present_views(store, settings))
+        if not missing and not unreceipted:
             log.info("online store %s is up to date; nothing to materialize", settings.online_store)
             return "up-to-date"
-        log.info("sample entities missing from the online store (%s): reloading", missing)
+        log.info(
+            "online store lost data (sample entities missing: %s; views without a receipt: %s): reloading",
+            missing,
+            unreceipted,
+        )
     end = datetime.now(UTC)
     # Same result as `store.materialize` (tests prove it), streamed and >10x faster (docs/benchmarks.md).
     # overwrite: this is a reload of changed tables, whose rows may carry the same timestamps as before.

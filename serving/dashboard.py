@@ -9,7 +9,9 @@
   by week of prediction time: predicted vs actual, and for a binary model precision, recall and false
   positives at the operating threshold, plus calibration; the monitor's live quality per week where labels
   have arrived for logged predictions;
-- **kpis**: the spec's ``kpi`` section (e.g. offers made, accepted offers, the arrears balance they cover).
+- **kpis**: the spec's ``kpi`` section (e.g. offers made, accepted offers, the arrears balance they cover);
+  for a hand-written model, its outcome table declared in ``OUTCOME_KPIS`` (customer_risk: reviews and
+  confirmed off-boardings per week).
 
 Everything is read from files and tables other parts write; nothing here trains or scores.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -189,6 +191,40 @@ def backtest(settings: Settings, m: LoadedModel) -> tuple[dict[str, Any], pd.Dat
     return out, df, spec
 
 
+class OutcomeKpi(NamedTuple):
+    """A hand-written model's business KPI, from its outcome table: rows per week and flagged rows per week."""
+
+    path: str  # under the features directory
+    time: str  # when the outcome was decided
+    rows: str  # what a row is, per week
+    flag: str  # 0/1 column
+    flagged: str  # what a flagged row is, per week
+
+
+# Hand-written models have no spec to declare a `kpi` in: their KPI source is declared here (data only; the
+# dashboard never imports a model). customer_risk: the bank's reviews and the off-boardings they confirmed.
+OUTCOME_KPIS = {
+    "customer_risk": OutcomeKpi(
+        "customer_risk/labels.parquet", "event_timestamp", "reviews", "suspended", "confirmed off-boardings"
+    ),
+}
+
+
+def outcome_kpis(settings: Settings, name: str) -> list[dict[str, Any]]:
+    k = OUTCOME_KPIS.get(name)
+    path = settings.features_dir / k.path if k else None
+    if k is None or path is None or not path.exists():
+        return []
+    df = pd.read_parquet(path, columns=[k.time, k.flag])
+    df["week"] = _weekly(df, k.time)
+    by_week = df.groupby("week")
+    weeks = [w.date().isoformat() for w in by_week.size().index]
+    return [
+        {"name": k.rows, "weeks": weeks, "values": _clean(by_week.size())},
+        {"name": k.flagged, "weeks": weeks, "values": _clean(by_week[k.flag].sum())},
+    ]
+
+
 def kpis(settings: Settings, spec: Spec | None, df: pd.DataFrame | None) -> list[dict[str, Any]]:
     """The spec's ``kpi`` section over the hold-out rows, by week."""
     if spec is None or spec.kpi is None or df is None or "flagged" not in df:
@@ -229,7 +265,7 @@ def monitoring(settings: Settings, m: LoadedModel, days: int) -> dict[str, Any]:
         "traffic": traffic(settings, m.meta.name, days),
         "drift": drift(settings, m.meta.name),
         "backtest": bt,
-        "kpis": kpis(settings, spec, rows),
+        "kpis": kpis(settings, spec, rows) or outcome_kpis(settings, m.meta.name),
     }
 
 

@@ -18,6 +18,7 @@ from feast import FeatureService, FeatureStore
 from starlette.concurrency import run_in_threadpool
 
 from core.online_fast import RedisLayout
+from core.online_receipt import lost_message
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ TS_SUFFIX = "__ts"
 
 class OnlineStoreUnavailable(RuntimeError):
     """The online store (or the feature registry) cannot be read right now."""
+
+
+class OnlineStoreLost(OnlineStoreUnavailable):
+    """The online store answers but has lost what was materialized into it (core/online_receipt.py)."""
 
 
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
@@ -78,8 +83,18 @@ class OnlineFeatures:
                 pool = self._redis.connection_pool
                 conn = await pool.get_connection()
                 try:
-                    await conn.send_packed_command(layout.hmget_commands(keys))
+                    # the receipt first, in the same round trip: features read from a store that lost
+                    # its data are never returned as "not found"
+                    await conn.send_packed_command(layout.receipt_command + layout.hmget_commands(keys))
+                    if layout.receipt_command:
+                        missing = layout.missing_receipts(await conn.read_response())
+                        if missing:
+                            for _ in keys:
+                                await conn.read_response()
+                            raise OnlineStoreLost(lost_message(missing))
                     return [await conn.read_response() for _ in keys]
+                except OnlineStoreLost:
+                    raise
                 except BaseException:
                     await conn.disconnect()
                     raise
@@ -138,6 +153,7 @@ class OnlineFeatures:
             out.append(EntityFeatures(values=values, timestamps=ts))
         return out
 
-    def ping(self, feature_service: str, join_key: str) -> None:
-        """Raise OnlineStoreUnavailable unless a real read goes through."""
-        self.get(feature_service, join_key, [0])
+    async def aping(self, feature_service: str, join_key: str) -> None:
+        """Raise OnlineStoreUnavailable unless a real read goes through (on Redis: the request path's read,
+        receipt check included, so readiness fails with the reason while the store has lost its data)."""
+        await self.aget(feature_service, join_key, [0])

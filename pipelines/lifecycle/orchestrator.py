@@ -6,6 +6,9 @@
     monitor_job       the monitor on every served champion; the models whose verdict says so are retrained
                       (fresh training set, challenger, gate, promotion)                  cron: monitor_cron
     retrain_job       retrain the models named in its config, on demand
+    online_store_sensor  every `online_check_s`: if the online store has no materialization receipt for a
+                      view it should hold (core/online_receipt.py: Redis restarted empty), a
+                      materialize_job run, unless one is already queued or running
 
 Every op retries `retries` times with exponential backoff from `retry_delay_s` (params.yaml
 `lifecycle.schedule`); a failure is a failed Dagster run, shown by `dagster dev` (the web UI) and in the
@@ -44,6 +47,10 @@ class Platform(dg.ConfigurableResource):
         return lifecycle_params(self.params_path)
 
 
+class Refresh(dg.Config):
+    ingest: bool = True  # false: reload the online store only (the sensor's runs: the offline data is intact)
+
+
 class Models(dg.Config):
     models: list[str] = []  # empty: every registered model
 
@@ -54,10 +61,12 @@ def build(lp: LifecycleParams | None = None) -> dg.Definitions:
     policy = dg.RetryPolicy(max_retries=s.retries, delay=s.retry_delay_s, backoff=dg.Backoff.EXPONENTIAL)
 
     @dg.op(retry_policy=policy, description="ingest what arrived, feast apply, reload the changed tables")
-    def materialize_online(context: dg.OpExecutionContext, platform: Platform) -> str:
+    def materialize_online(context: dg.OpExecutionContext, config: Refresh, platform: Platform) -> str:
         from pipelines.lifecycle.retrain import refresh_data
+        from pipelines.materialize import sync_online
 
-        outcome = refresh_data(platform.settings())
+        settings = platform.settings()
+        outcome = refresh_data(settings) if config.ingest else sync_online(settings)
         context.log.info(f"online store: {outcome}")
         return outcome
 
@@ -115,8 +124,50 @@ def build(lp: LifecycleParams | None = None) -> dg.Definitions:
     def retrain_job() -> None:
         retrain_named()
 
+    @dg.sensor(
+        job=materialize_job,
+        minimum_interval_seconds=s.online_check_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="re-materialize when the online store has lost its data",
+    )
+    def online_store_sensor(context: dg.SensorEvaluationContext, platform: Platform) -> dg.SensorResult:
+        from core.online_receipt import missing_views
+        from pipelines.materialize import online_store_views
+
+        try:
+            store, views = online_store_views(platform.settings())
+            lost = missing_views(store, views)
+        except Exception as e:  # the store is unreachable: nothing to reload into yet
+            return dg.SensorResult(skip_reason=f"online store unreachable: {type(e).__name__}: {e}")
+        if not lost:
+            return dg.SensorResult(skip_reason="online store holds every view's receipt")
+        busy = context.instance.get_runs(
+            dg.RunsFilter(
+                job_name="materialize_job",
+                statuses=[
+                    dg.DagsterRunStatus.QUEUED,
+                    dg.DagsterRunStatus.NOT_STARTED,
+                    dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED,
+                ],
+            ),
+            limit=1,
+        )
+        if busy:
+            return dg.SensorResult(skip_reason=f"no receipt for {lost}; materialize_job already running")
+        context.log.info(f"online store has no receipt for {lost}: re-materializing")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_config={"ops": {"materialize_online": {"config": {"ingest": False}}}},
+                    tags={"reason": f"no receipt: {','.join(lost)}"},
+                )
+            ]
+        )
+
     return dg.Definitions(
         jobs=[materialize_job, monitor_job, retrain_job],
+        sensors=[online_store_sensor],
         schedules=[
             # on from the start: `make scheduler` runs them without a click in the UI
             dg.ScheduleDefinition(

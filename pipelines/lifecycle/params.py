@@ -58,6 +58,9 @@ class MonitorParams(_Strict):
 class ScheduleParams(_Strict):
     materialize_cron: str = "15 * * * *"
     monitor_cron: str = "0 6 * * *"
+    online_check_s: int = Field(
+        default=30, ge=5, description="how often the sensor checks the online store's receipt"
+    )
     retries: int = Field(default=3, ge=0)
     retry_delay_s: float = Field(default=30, ge=0)
 

@@ -2,7 +2,7 @@
 
 Stages: generate (the spec's demo_data generator, if it has one), ingest, training_set, train, evaluate,
 score, report (``python -m pipelines.tabular.dvcgen`` writes the DVC stages that call them). Paths follow the
-settings (core/settings.py) and the model's layout (pipelines/tabular/layout.py), never the command line,
+settings (core/settings.py) and the model's layout (core/layout.py), never the command line,
 so a stage cannot be pointed at another model's files by mistake.
 """
 

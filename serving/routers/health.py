@@ -14,15 +14,15 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Models loaded and the online store reachable")
-def readyz(models: ModelsDep, online: OnlineDep, request_log: RequestLogDep) -> JSONResponse:
+@router.get("/readyz", summary="Models loaded and the online store reachable, holding what was materialized")
+async def readyz(models: ModelsDep, online: OnlineDep, request_log: RequestLogDep) -> JSONResponse:
     checks: dict[str, object] = {"models_loaded": models.names()}
     ok = len(models) > 0
     if not ok:
         checks["models"] = "no model folder under models/ (run `dvc repro`)"
     for m in models.all():
         try:
-            online.ping(m.meta.feature_service, m.meta.join_keys[0])
+            await online.aping(m.meta.feature_service, m.meta.join_keys[0])
             checks[f"online_store:{m.meta.name}"] = "ok"
         except OnlineStoreUnavailable as e:
             ok = False

@@ -5,6 +5,7 @@ in the dead-letter queue with their reason; the REST endpoint agreeing with the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -252,3 +253,93 @@ def test_rest_agrees_with_the_stream(stream_settings, run):
     assert [p["prediction"] for p in r.json()["predictions"]] == pytest.approx(
         last["probability"].tolist(), abs=1e-9
     )
+
+
+async def _queue_depth(url: str, queue: str) -> int:
+    """Messages waiting in `queue` (0 while the worker has not declared it yet)."""
+    import aio_pika
+
+    conn = await aio_pika.connect(url)
+    async with conn:
+        ch = await conn.channel()
+        try:
+            q = await ch.declare_queue(queue, durable=True, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return 0
+        return q.declaration_result.message_count or 0
+
+
+def test_a_worker_killed_with_sigkill_mid_batch_loses_and_double_counts_nothing(
+    purchase_world, stream_settings, tmp_path
+):
+    """SIGKILL from outside (no cleanup, no hook) while the worker works through a backlog, so it always has
+    batches between their work and their ack; a second worker takes over. Every valid event is predicted,
+    and each session's stored events are its distinct events: redone work is not counted twice."""
+    import redis
+
+    from pipelines.materialize import sync_online
+
+    tag = uuid.uuid4().hex[:10]
+    s = stream_settings.model_copy(
+        update={
+            "feast_project": f"sk{tag}",
+            "feast_registry": tmp_path / "registry.db",
+            "data_dir": tmp_path,
+            "request_log_url": f"sqlite:///{tmp_path / 'request_log.db'}",
+            "stream_events_queue": f"test.{tag}.page_views",
+            "stream_predictions_queue": f"test.{tag}.predictions",
+            "stream_dead_letter_queue": f"test.{tag}.dead",
+        }
+    )
+    assert sync_online(s) == "materialized"
+    valid: dict[str, bytes] = {}
+    for line in _lines(purchase_world, 600):
+        with contextlib.suppress(InvalidEvent):
+            valid.setdefault(parse_event(line).event_id, line)
+    cmd = [sys.executable, "-m", "serving.stream"]
+    try:
+        asyncio.run(publish(s.amqp_url, s.stream_events_queue, list(valid.values()), rate=0))
+        first = subprocess.Popen(
+            cmd, env=_env(s), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while asyncio.run(_queue_depth(s.amqp_url, s.stream_predictions_queue)) < len(valid) // 3:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # mid-way through the backlog: batches in flight
+        first.wait()
+        left = asyncio.run(_queue_depth(s.amqp_url, s.stream_events_queue))
+        second = subprocess.Popen(
+            cmd, env=_env(s), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            preds = asyncio.run(
+                _drain(
+                    s.amqp_url,
+                    s.stream_predictions_queue,
+                    lambda ms: {orjson.loads(m.body)["event_id"] for m in ms} >= set(valid),
+                    120,
+                )
+            )
+            time.sleep(0.5)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            out, _ = second.communicate(timeout=30)
+        ids = [orjson.loads(m.body)["event_id"] for m in preds]
+        redone = len(ids) - len(set(ids))
+        print(
+            f"SIGKILL: {len(valid)} events, {left} still queued at the kill, {redone} redone by the second worker"
+        )
+        assert set(ids) == set(valid), out[-2000:]
+        assert 0 < left < len(valid)  # killed mid-way, with work in flight
+        assert redone <= s.stream_max_batch * (2 * s.stream_pipeline_depth + 1)
+        r = redis.Redis.from_url(s.redis_url)
+        per_session = pd.Series([parse_event(line).session_id for line in valid.values()]).value_counts()
+        prefix = session_prefix(s.feast_project)
+        assert {sid: r.hlen(prefix + sid) for sid in per_session.index} == per_session.to_dict()
+    finally:
+        open_store(s).teardown()
+        import redis as _redis
+
+        delete_sessions(_redis.Redis.from_url(s.redis_url), s.feast_project)
+        asyncio.run(_delete_queues(s))

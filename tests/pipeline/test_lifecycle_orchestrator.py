@@ -37,6 +37,9 @@ def test_the_definitions_load_with_their_schedules():
     assert names == {"materialize_job_schedule": "15 * * * *", "monitor_job_schedule": "0 6 * * *"}
     assert {j.name for j in defs.jobs} >= {"materialize_job", "monitor_job", "retrain_job"}
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules)
+    # the online store's watch (tests/integration/test_faults.py runs it against a Redis that lost its data)
+    sensors = {s.name: (s.minimum_interval_seconds, s.job_name, s.default_status) for s in defs.sensors}
+    assert sensors == {"online_store_sensor": (30, "materialize_job", dg.DefaultSensorStatus.RUNNING)}
 
 
 def test_retrain_job_trains_registers_and_promotes(world):

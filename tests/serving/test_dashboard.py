@@ -68,3 +68,38 @@ def test_the_pages_hold_no_data_and_forbid_other_origins(monitor):
     for bad in ("..%2Fapp.py", "dashboard.html", "%2e%2e/%2e%2e/core/settings.py"):
         assert monitor.get(f"/dashboard-static/{bad}").status_code == 404
     assert "/dashboard" not in monitor.get("/openapi.json").json()["paths"]
+
+
+def test_a_hand_written_models_kpi_comes_from_its_outcome_table(tmp_path):
+    """customer_risk has no spec: its KPI (reviews and confirmed off-boardings per week) is read from the
+    outcome table declared in serving/dashboard.py's OUTCOME_KPIS."""
+    from core.settings import Settings
+    from serving.dashboard import OUTCOME_KPIS, outcome_kpis
+
+    k = OUTCOME_KPIS["customer_risk"]
+    settings = Settings(features_dir=tmp_path, redis_url=None, database_url=None)
+    assert outcome_kpis(settings, "customer_risk") == []  # no table yet: no KPI, no error
+    (tmp_path / "customer_risk").mkdir()
+    pd.DataFrame(
+        {
+            "customer_id": [1, 2, 3, 4, 5, 6],
+            # Monday 2026-03-02 .. Sunday 03-08 is one week; 03-09 starts the next
+            k.time: pd.to_datetime(
+                [
+                    "2026-03-02 00:00",
+                    "2026-03-05 12:00",
+                    "2026-03-08 23:00",
+                    "2026-03-09 00:00",
+                    "2026-03-20 08:00",
+                    "2026-03-21 09:00",
+                ],
+                utc=True,
+            ),
+            k.flag: [1, 0, 1, 0, 1, 1],
+        }
+    ).to_parquet(tmp_path / k.path)
+    reviews, offboarded = outcome_kpis(settings, "customer_risk")
+    assert (reviews["name"], offboarded["name"]) == ("reviews", "confirmed off-boardings")
+    assert reviews["weeks"] == offboarded["weeks"] == ["2026-03-02", "2026-03-09", "2026-03-16"]
+    assert reviews["values"] == [3, 1, 2] and offboarded["values"] == [2, 0, 2]
+    assert outcome_kpis(settings, "game_ltv") == []
