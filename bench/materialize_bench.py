@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_DATA, ROOT, peak_rss_mb
+from core.online_receipt import teardown
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 START = datetime(2000, 1, 1, tzinfo=UTC)
@@ -196,7 +197,7 @@ def _child(feats: Path, online: str, method: str, end_iso: str, ids_file: Path, 
         peak = peak_rss_mb()
         reads = _read(store, ids)
     finally:
-        store.teardown()  # Redis keys of this project / the SQLite file
+        teardown(store)  # Redis keys (and receipt) of this project / the SQLite file
     result = {
         "method": method,
         "feast_options": resolved.split("+")[1:],

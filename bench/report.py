@@ -92,6 +92,14 @@ def _http_table(runs_by_name: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def _provenance(res: dict, section: str) -> list[str]:
+    """Which run measured a section: `--only` runs leave the other sections as an earlier run left them."""
+    run = res.get("section_runs", {}).get(section)
+    if run is None:
+        return ["_Measured by an earlier run than the one named at the top._", ""]
+    return [f"_Measured {run['at']} by `{run['command']}` ({run['cpu']})._", ""]
+
+
 def render(res: dict) -> str:
     out = [
         "# Benchmarks",
@@ -133,6 +141,7 @@ def render(res: dict) -> str:
         out += [
             "## Scoring over HTTP",
             "",
+            *_provenance(res, "scoring"),
             "One request = the ids of one batch. Ours = Redis features + CatBoost "
             "prediction + request-log row per id; `feast serve` = features only.",
             "",
@@ -193,12 +202,20 @@ def render(res: dict) -> str:
                     f"| {k.replace('_', ' ')} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} |"
                 )
         out += ["", f"Same predictions on 200 sampled ids: {ip.get('identical_predictions')}.", ""]
+        if "api_key_check_cached" in ip:
+            out += [
+                "The API key check (`serving/auth/guard.py`: parse, look up, compare the digest, scope, rate "
+                "limit) runs on every request: `cached` is every request but one per key per "
+                "`api_key_cache_s` (5 s) in each worker; `database` is that one, a PostgreSQL lookup.",
+                "",
+            ]
 
     soak = res.get("soak")
     if soak:
         out += [
             f"## Soak: {soak['seconds'] // 60} minutes at a third of saturation",
             "",
+            *_provenance(res, "soak"),
             f"A fresh API ({soak['workers']} workers, as in the scoring runs) paced at {_fmt(soak['target_rps'])} "
             f"req/s, {soak['share_of_saturation']:.0%} of the scoring section's saturation rate, after a 20 s "
             "warm-up. Resident memory of all its processes (`/proc/<pid>/status` VmRSS of its process group):",
@@ -210,7 +227,8 @@ def render(res: dict) -> str:
             f"{soak['p99_ms']:.2f} | {soak['max_ms']:.2f} | {_fmt(soak['rss_start_mb'])} | "
             f"{_fmt(soak['rss_end_mb'])} | {_fmt(soak['rss_max_mb'])} |",
             "",
-            "RSS over the run (s: MB): " + ", ".join(f"{t:.0f}: {m:.0f}" for t, m in soak["rss_samples"]),
+            "RSS over the run, every minute (s: MB): "
+            + ", ".join(f"{t:.0f}: {m:.0f}" for t, m in soak["rss_samples"][::6]),
             "",
         ]
 
@@ -219,6 +237,7 @@ def render(res: dict) -> str:
         out += [
             "## Materialization into Redis",
             "",
+            *_provenance(res, "materialize"),
             "| users | method | seconds | peak RSS MB | entities | identical reads |",
             "| --- | --- | --- | --- | --- | --- |",
         ]
@@ -235,6 +254,7 @@ def render(res: dict) -> str:
         out += [
             "## Point-in-time training set",
             "",
+            *_provenance(res, "training_set"),
             f"{_fmt(t.get('n_users'))} generated users; every labeled user at install + 24 h.",
             "",
             "| offline store | rows | seconds | peak RSS MB |",
@@ -258,6 +278,7 @@ def render(res: dict) -> str:
         out += [
             "## Stream worker (purchase_propensity)",
             "",
+            *_provenance(res, "stream"),
             "One `python -m serving.stream` process: RabbitMQ in (persistent messages, manual acks), session state "
             "and Feast-layout push to Redis, online read, CatBoost, predictions published in one write per batch "
             "with confirms, request log committed (PostgreSQL when DATABASE_URL is set, else SQLite), then the "

@@ -146,6 +146,11 @@ def main() -> None:
             log.info("== %s ==", name)
             results[name] = runners[name](args)
             results.setdefault("section_seconds", {})[name] = round(time.monotonic() - t)
+            results.setdefault("section_runs", {})[name] = {
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": results["command"],
+                "cpu": results["machine"].get("cpu"),
+            }
         results.update(headline(results))
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     from bench.report import render

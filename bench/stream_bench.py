@@ -29,6 +29,7 @@ import orjson
 
 from bench.common import ROOT
 from core.feature_store import open_store
+from core.online_receipt import teardown
 from core.settings import Settings
 from domain.purchase_propensity import schema as S
 from pipelines.common.params import load_params
@@ -320,7 +321,7 @@ def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warm
     finally:
         import redis
 
-        open_store(s).teardown()
+        teardown(open_store(s))
         delete_sessions(redis.Redis.from_url(s.redis_url), s.feast_project)
         asyncio.run(_delete_queues(s))
         s.feast_registry.unlink(missing_ok=True)

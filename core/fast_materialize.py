@@ -105,7 +105,7 @@ from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.online_receipt import write_receipt
+from core.online_receipt import begin_load, write_receipt
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,8 @@ def materialize_fast(
     if start is not None and start > end:
         raise ValueError(f"start {start} is after end {end}")
     views = store._get_feature_views_to_materialize(feature_views)
+    # a load from the beginning vouches for the views it loaded with a receipt (core/online_receipt.py)
+    token = begin_load(store) if start is None or start <= EPOCH else None
     out: dict[str, Any] = {"online_store": store.config.online_store.type, "views": {}}
     delegated: list[str] = []
     work = []
@@ -189,7 +191,7 @@ def materialize_fast(
         out["feast_seconds"] = round(time.perf_counter() - td, 3)
     # last: the receipt says the store holds these views (core/online_receipt.py); a load that failed
     # above raised before it, so a store reloaded from empty has none until every row is in
-    write_receipt(store, {fv.name: out["views"][fv.name] for fv in views}, end)
+    write_receipt(store, token, {fv.name: out["views"][fv.name] for fv in views}, end)
     out["rows_read"] = sum(v.get("rows_read", 0) for v in out["views"].values())
     out["entities_written"] = sum(v.get("entities_written", 0) for v in out["views"].values())
     out["seconds"] = round(time.perf_counter() - t0, 3)

@@ -3,10 +3,13 @@
 Redis keeps nothing on disk in this deployment. Restarted, it comes back reachable and empty, and every
 read then answers "entity not found": a model would score every id from nothing (all features missing)
 with nothing but `found_in_online_store: false` to hint at it. So each materialization into Redis
-(`core.fast_materialize.materialize_fast`, which `make materialize` and the scheduler use) ends by writing
-one hash, `featureplat:receipt:<project>`, with a field per feature view it loaded (JSON: when, the
-window's end, entities written). The field is written after the view's last row, so a store that lost
-its data, or is being reloaded into from empty, has no receipt for the view until the load is complete.
+(`core.fast_materialize.materialize_fast` from the beginning of time, which `make materialize` and the
+scheduler run) ends by writing one hash, `featureplat:{<project>}:receipt`, with a field per feature view it
+loaded (JSON: when, the window's end, entities written). The fields are written after the last row, so a
+store that is being reloaded into from empty has no receipt until the load is complete; and only if a
+token key set before the first row is still there (`begin_load`), so a Redis that lost its data during
+the load gets no receipt for rows it no longer has. A load of a later window only (incremental) neither
+writes nor needs one.
 
 Readers check it in the same round trip as the features (`RedisLayout.receipt_command`): the API answers
 503 with the reason instead of a prediction, `/readyz` fails with the same sentence, and the scheduler's
@@ -22,18 +25,18 @@ there with its rows or not there at all, which Feast already reports).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from feast import FeatureStore, PushSource
 
-PREFIX = "featureplat:receipt:"
-
 
 def receipt_key(project: str) -> bytes:
-    """Outside Feast's key space (Feast's keys are a serialized entity key followed by the project)."""
-    return (PREFIX + project).encode()
+    """Outside Feast's key space (Feast's keys are a serialized entity key followed by the project); the
+    hash tag keeps it in one Redis Cluster slot with the load tokens below."""
+    return f"featureplat:{{{project}}}:receipt".encode()
 
 
 def receipted_views(store: FeatureStore, views: Iterable[str]) -> list[str]:
@@ -50,18 +53,53 @@ def _client(store: FeatureStore) -> Any:
     return online._get_client(store.config.online_store)
 
 
-def write_receipt(store: FeatureStore, views: dict[str, dict[str, Any]], end: datetime) -> None:
-    """Record `views` (name -> that view's materialization stats) as loaded up to `end`."""
-    if not has_receipts(store) or not views:
+class StoreLostDuringLoad(RuntimeError):
+    """Redis lost its data (restarted, flushed) while a materialization was writing into it."""
+
+
+def begin_load(store: FeatureStore) -> str | None:
+    """A token key set before the first row is written: if Redis loses its data during the load, the token
+    goes with it and `write_receipt` refuses (a receipt must never vouch for rows written before a loss)."""
+    if not has_receipts(store):
+        return None
+    token = f"featureplat:{{{store.project}}}:loading:{uuid.uuid4().hex}"
+    _client(store).set(token, datetime.now(UTC).isoformat(), ex=7 * 24 * 3600)
+    return token
+
+
+# the token still there -> the receipt fields written and the token removed, atomically; else nothing
+_RECEIPT_IF_TOKEN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV))
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def write_receipt(
+    store: FeatureStore, token: str | None, views: dict[str, dict[str, Any]], end: datetime
+) -> None:
+    """Record `views` (name -> that view's materialization stats) as loaded from the beginning up to `end`,
+    if nothing was lost since `begin_load` gave `token`; raise StoreLostDuringLoad otherwise."""
+    if token is None or not views:
         return
     now = datetime.now(UTC).isoformat()
-    fields = {
-        name: json.dumps(
-            {"materialized_at": now, "end": end.isoformat(), "entities": stats.get("entities_written")}
+    args: list[str] = []
+    for name, stats in views.items():
+        entities = stats.get("entities_written")
+        args += [name, json.dumps({"materialized_at": now, "end": end.isoformat(), "entities": entities})]
+    if not _client(store).eval(_RECEIPT_IF_TOKEN, 2, token, receipt_key(store.project), *args):
+        raise StoreLostDuringLoad(
+            f"the online store lost its data while {sorted(views)} were being loaded (Redis restarted or was "
+            "flushed): no receipt written; materialize again"
         )
-        for name, stats in views.items()
-    }
-    _client(store).hset(receipt_key(store.project), mapping=fields)
+
+
+def teardown(store: FeatureStore) -> None:
+    """Feast's `store.teardown()` (the project's entity keys or tables) and this project's receipt."""
+    store.teardown()
+    if has_receipts(store):
+        _client(store).delete(receipt_key(store.project))
 
 
 def read_receipt(store: FeatureStore) -> dict[str, dict[str, Any]]:

@@ -45,7 +45,7 @@ STATUS_TEXT = {
 
 
 def _anycase(value: Any) -> str:
-    """A regex matching `value` in any letter case, surrounded by any spaces (what the server accepts)."""
+    """A regex matching `value` in any letter case (the caller adds the spaces the server also accepts)."""
     out = []
     for ch in str(value):
         lo, up = ch.lower(), ch.upper()
@@ -54,7 +54,8 @@ def _anycase(value: Any) -> str:
 
 
 def _esc(ch: str) -> str:
-    return "\\" + ch if ch in r"\^$.|?*+()[]{}/-" else ch
+    # ECMAScript's unicode mode (what generated clients use) refuses needless escapes such as \-
+    return "\\" + ch if ch in r"\^$.|?*+()[]{}/" else ch
 
 
 def _feature_item(m: LoadedModel, name: str) -> dict[str, Any]:

@@ -102,10 +102,10 @@ def drift(settings: Settings, name: str) -> dict[str, Any]:
     history, latest = [], None
     for f in files:
         try:
+            stamp = datetime.strptime(f.stem, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
             v = json.loads(f.read_text())
         except (OSError, ValueError):
-            continue  # being written
-        stamp = datetime.strptime(f.stem, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+            continue  # being written, or not a verdict
         history.append(
             {
                 "time": stamp.isoformat(),
@@ -149,6 +149,8 @@ def backtest(settings: Settings, m: LoadedModel) -> tuple[dict[str, Any], pd.Dat
     if "actual" not in df or time_col not in df:
         return {"note": f"{path.name} has no actual or {time_col} column"}, None, spec
     df = df[df["actual"].notna()].copy()
+    if df.empty:
+        return {"note": f"no outcome known yet in {path.name}"}, None, spec
     if spec.label.task != "multiclass":
         df["actual"] = df["actual"].astype(float)  # binary outcomes are 0/1 in the file
     df["week"] = _weekly(df, time_col)
@@ -165,7 +167,9 @@ def backtest(settings: Settings, m: LoadedModel) -> tuple[dict[str, Any], pd.Dat
     if task == "binary":
         threshold = m.meta.extra.get("threshold")
         decision = (
-            df["decision"] if "decision" in df else (df["prediction"] >= (threshold or 0.5)).astype(int)
+            df["decision"]
+            if "decision" in df
+            else (df["prediction"] >= (0.5 if threshold is None else threshold)).astype(int)
         )
         df["flagged"] = decision.astype(int)
         df["tp"] = ((df["flagged"] == 1) & (df["actual"] == 1)).astype(int)
@@ -182,7 +186,7 @@ def backtest(settings: Settings, m: LoadedModel) -> tuple[dict[str, Any], pd.Dat
             predicted=("prediction", "mean"), observed=("actual", "mean"), n=("actual", "size")
         )
     else:
-        deciles = pd.qcut(df["prediction"].rank(method="first"), 10, labels=False)
+        deciles = pd.qcut(df["prediction"].rank(method="first"), min(10, len(df)), labels=False)
         cal = df.groupby(deciles).agg(
             predicted=("prediction", "mean"), observed=("actual", "mean"), n=("actual", "size")
         )
@@ -212,9 +216,9 @@ OUTCOME_KPIS = {
 
 def outcome_kpis(settings: Settings, name: str) -> list[dict[str, Any]]:
     k = OUTCOME_KPIS.get(name)
-    path = settings.features_dir / k.path if k else None
-    if k is None or path is None or not path.exists():
+    if k is None or not (settings.features_dir / k.path).exists():
         return []
+    path = settings.features_dir / k.path
     df = pd.read_parquet(path, columns=[k.time, k.flag])
     df["week"] = _weekly(df, k.time)
     by_week = df.groupby("week")

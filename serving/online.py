@@ -18,7 +18,7 @@ from feast import FeatureService, FeatureStore
 from starlette.concurrency import run_in_threadpool
 
 from core.online_fast import RedisLayout
-from core.online_receipt import lost_message
+from core.online_receipt import lost_message, missing_views
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ class OnlineFeatures:
     async def aget(self, feature_service: str, join_key: str, ids: list[Any]) -> list[EntityFeatures]:
         if self._redis is None:
             return await run_in_threadpool(self.get, feature_service, join_key, ids)
-        layout = self._layout(feature_service)
+        layout = self._layouts.get(feature_service)
+        if layout is None:  # the first call: the registry is read synchronously, off the event loop
+            layout = await run_in_threadpool(self._layout, feature_service)
         try:
             raws = await self._readers[feature_service].submit([layout.key(i) for i in ids])
         except UNAVAILABLE as e:
@@ -136,8 +138,12 @@ class OnlineFeatures:
         try:
             resp = self.store.get_online_features(features=svc, entity_rows=[{join_key: i} for i in ids])
             data = resp.to_dict(include_event_timestamps=True)
+            # after the read: a store that lost its data before or during it has no receipt now
+            lost = missing_views(self.store, sorted(set(self._views[feature_service].values())))
         except UNAVAILABLE as e:
             raise OnlineStoreUnavailable(f"online store unreachable: {type(e).__name__}: {e}") from e
+        if lost:
+            raise OnlineStoreLost(lost_message(lost))
         views = self._views[feature_service]
         out = []
         for i in range(len(ids)):

@@ -11,7 +11,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from core.settings import Settings
 from serving import batch_job
@@ -26,6 +26,8 @@ JOB_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # the schema says additionalProperties: false
+
     entities: dict[str, list[StrictInt | StrictFloat | StrictStr]] = Field(
         description='Join key -> ids, e.g. {"customer_id": [50000001, 50000002]}; or send text/csv with '
         "the join key as a column (or one id per line)"

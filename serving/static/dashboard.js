@@ -3,7 +3,7 @@
 const $ = (id) => document.getElementById(id);
 const KEY = "featureplat.apiKey";
 const parts = location.pathname.replace(/\/+$/, "").split("/");
-const model = parts.length > 2 ? decodeURIComponent(parts[2]) : null;
+const model = parts.length > 2 ? (() => { try { return decodeURIComponent(parts[2]); } catch { return parts[2]; } })() : null;
 const layout = (title, extra = {}) => ({
   title: { text: title, font: { size: 14 } }, margin: { t: 40, r: 50, b: 40, l: 55 },
   legend: { orientation: "h", y: -0.2 }, ...extra,
@@ -14,6 +14,7 @@ function showError(text) { const e = $("error"); e.textContent = text; e.hidden 
 
 function note(id, text) {
   const el = $(id);
+  Plotly.purge(el);  // a chart drawn here before (another number of days) goes
   el.classList.remove("chart");
   el.innerHTML = "";
   const p = document.createElement("p");
@@ -22,12 +23,19 @@ function note(id, text) {
   el.appendChild(p);
 }
 
+function plot(id, data, lay, conf) {  // a chart where a note may have been: the note goes
+  const el = $(id);
+  el.querySelectorAll("p.note").forEach((p) => p.remove());
+  el.classList.add("chart");
+  return Plotly.react(el, data, lay, conf);
+}
+
 async function api(path) {
   const r = await fetch(path, { headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
   if (r.status === 401 || r.status === 403) {
     const body = await r.json().catch(() => ({}));
     if (r.status === 401) sessionStorage.removeItem(KEY);
-    throw new Error(body.detail || r.statusText);
+    throw Object.assign(new Error(body.detail || r.statusText), { auth: true });
   }
   if (!r.ok) throw new Error((await r.json().catch(() => ({}))).detail || r.statusText);
   return r.json();
@@ -56,14 +64,14 @@ async function showIndex() {
 
 function drawTraffic(t) {
   if (t.note) { note("traffic", t.note); note("predictions", t.note); return; }
-  Plotly.newPlot("traffic", [
+  plot("traffic", [
     { x: t.t, y: t.requests, type: "bar", name: "requests per " + t.bucket, marker: { color: "#9ecae1" } },
     { x: t.t, y: t.latency_p50_ms, name: "latency p50 (ms)", yaxis: "y2", mode: "lines+markers" },
     { x: t.t, y: t.latency_p99_ms, name: "latency p99 (ms)", yaxis: "y2", mode: "lines+markers" },
   ], layout("requests and latency per " + t.bucket, {
     yaxis: { title: "requests" }, yaxis2: { title: "ms", overlaying: "y", side: "right", rangemode: "tozero" },
   }), config);
-  Plotly.newPlot("predictions", [
+  plot("predictions", [
     { x: t.t, y: t.prediction_p90, name: "p90", mode: "lines", line: { dash: "dot" } },
     { x: t.t, y: t.prediction_p50, name: "median", mode: "lines+markers" },
     { x: t.t, y: t.prediction_p10, name: "p10", mode: "lines", line: { dash: "dot" } },
@@ -73,7 +81,7 @@ function drawTraffic(t) {
 function drawDrift(d) {
   if (d.note) { note("drift-history", d.note); note("drift-features", d.note); return; }
   const h = d.history;
-  Plotly.newPlot("drift-history", [
+  plot("drift-history", [
     { x: h.map((r) => r.time), y: h.map((r) => r.drift_share), name: "share of features drifted", mode: "lines+markers" },
     { x: h.filter((r) => r.retrain).map((r) => r.time), y: h.filter((r) => r.retrain).map((r) => r.drift_share ?? 0),
       name: "retrain asked", mode: "markers", marker: { symbol: "x", size: 12, color: "#d62728" } },
@@ -85,7 +93,7 @@ function drawDrift(d) {
   const tests = Object.entries(latest.feature_drift || {});
   if (!tests.length) { note("drift-features", "the latest monitor run has no per-feature tests"); return; }
   tests.sort((a, b) => (b[1].value / b[1].threshold) - (a[1].value / a[1].threshold));
-  Plotly.newPlot("drift-features", [{
+  plot("drift-features", [{
     type: "bar", orientation: "h", y: tests.map((t) => t[0]), x: tests.map((t) => t[1].value),
     text: tests.map((t) => t[1].method), marker: { color: tests.map((t) => (t[1].drifted ? "#d62728" : "#2ca02c")) },
     name: "test value (red: drifted)",
@@ -100,18 +108,18 @@ function drawBacktest(b, latest) {
   if (!b.weeks) {
     for (const id of ["backtest-weekly", "calibration", "backtest-quality"]) note(id, b.note || "no backtest");
   } else {
-    Plotly.newPlot("backtest-weekly", [
+    plot("backtest-weekly", [
       { x: b.weeks, y: b.predicted_mean, name: "predicted (mean)", mode: "lines+markers" },
       { x: b.weeks, y: b.actual_mean, name: "actual (mean)", mode: "lines+markers" },
     ], layout("predicted vs actual by week"), config);
     const c = b.calibration;
     const top = Math.max(...c.predicted, ...c.observed);
-    Plotly.newPlot("calibration", [
+    plot("calibration", [
       { x: [0, top], y: [0, top], mode: "lines", name: "perfect", line: { dash: "dash", color: "#999" } },
       { x: c.predicted, y: c.observed, mode: "lines+markers", name: "model", text: c.n.map((n) => n + " rows") },
     ], layout("calibration (by " + b.calibration_by + ")", { xaxis: { title: "predicted" }, yaxis: { title: "observed" } }), config);
     if (b.precision) {
-      Plotly.newPlot("backtest-quality", [
+      plot("backtest-quality", [
         { x: b.weeks, y: b.false_positives, type: "bar", name: "false positives", marker: { color: "#fdae6b" } },
         { x: b.weeks, y: b.precision, name: "precision", yaxis: "y2", mode: "lines+markers" },
         { x: b.weeks, y: b.recall, name: "recall", yaxis: "y2", mode: "lines+markers" },
@@ -126,7 +134,7 @@ function drawBacktest(b, latest) {
   const live = backtest.length ? backtest : ((latest && latest.weekly_quality) || []).filter((r) => r.roc_auc != null);
   if (!live.length) { note("live-quality", "no live quality yet: the monitor needs labelled outcomes for logged predictions"); return; }
   live.sort((a, b) => (a.week < b.week ? -1 : 1));
-  Plotly.newPlot("live-quality", ["precision", "recall", "roc_auc"].map((k) => (
+  plot("live-quality", ["precision", "recall", "roc_auc"].map((k) => (
     { x: live.map((r) => r.week), y: live.map((r) => r[k]), name: k, mode: "lines+markers" }
   )), layout(backtest.length ? "the monitor's backtest: the champion on labels that arrived, by week"
     : "the monitor's live quality: logged predictions on their labels, by week", { yaxis: { range: [0, 1] } }), config);
@@ -145,7 +153,7 @@ function drawKpis(kpis) {
   });
   kpis.forEach((k, i) => {
     const share = k.unit === "share";
-    Plotly.newPlot(divs[i].id, [{ x: k.weeks, y: k.values, type: share ? "scatter" : "bar", mode: "lines+markers", name: k.name }],
+    plot(divs[i].id, [{ x: k.weeks, y: k.values, type: share ? "scatter" : "bar", mode: "lines+markers", name: k.name }],
       layout(k.name + " per week", share ? { yaxis: { tickformat: ".0%", rangemode: "tozero" } } : {}), config);
   });
 }
@@ -170,7 +178,7 @@ async function show() {
   try {
     if (model) await showModel(); else { await showIndex(); document.body.dataset.loaded = "true"; }
   } catch (e) {
-    askForKey(e.message);
+    if (e.auth) askForKey(e.message); else showError(e.message);  // only a refused key asks for another
   }
 }
 

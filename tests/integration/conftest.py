@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from core.feature_store import open_store
+from core.online_receipt import teardown
 from pipelines.common.offline_tables import pg_connect
 from tests.conftest import env_or_skip
 
@@ -31,7 +32,7 @@ def services(materialized, tmp_path_factory):
     )
     yield settings
     try:
-        open_store(settings).teardown()  # deletes this project's keys from Redis
+        teardown(open_store(settings))  # deletes this project's keys and receipt from Redis
     finally:
         with pg_connect(database_url) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "test_{tag}" CASCADE')

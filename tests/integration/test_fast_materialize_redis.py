@@ -16,6 +16,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from core import fast_materialize as fm
 from core.feature_store import redis_connection_string
+from core.online_receipt import teardown
 from tests.conftest import env_or_skip
 from tests.unit.test_fast_materialize import T0, assert_same_reads, make_store, online_reads, write_tables
 
@@ -45,7 +46,7 @@ def stores(repo, redis_online):
 
     yield make
     for store in made:
-        store.teardown()  # deletes this project's keys
+        teardown(store)  # deletes this project's keys and receipt
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from feast.data_source import PushMode
 
 from core.feature_store import open_store
 from core.online_fast import RedisLayout, RedisPush
+from core.online_receipt import teardown
 from pipelines.materialize import sync_online
 from serving.online import OnlineFeatures
 from tests.conftest import env_or_skip, user_ids
@@ -67,7 +68,7 @@ def push_settings(purchase_world, tmp_path):
     )
     assert sync_online(s) == "materialized"
     yield s
-    open_store(s).teardown()
+    teardown(open_store(s))
 
 
 def test_fast_push_writes_what_feast_push_writes(purchase_world, push_settings):

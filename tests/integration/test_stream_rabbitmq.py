@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from core.feature_store import open_store
+from core.online_receipt import teardown
 from core.settings import ROOT
 from domain.purchase_propensity import features as F
 from domain.purchase_propensity.events import InvalidEvent, parse_event
@@ -58,7 +59,7 @@ def stream_settings(purchase_world, tmp_path_factory):
     )
     assert sync_online(s) == "materialized"
     yield s
-    open_store(s).teardown()
+    teardown(open_store(s))
     import redis
 
     delete_sessions(redis.Redis.from_url(redis_url), s.feast_project)
@@ -297,11 +298,13 @@ def test_a_worker_killed_with_sigkill_mid_batch_loses_and_double_counts_nothing(
         with contextlib.suppress(InvalidEvent):
             valid.setdefault(parse_event(line).event_id, line)
     cmd = [sys.executable, "-m", "serving.stream"]
+    workers: list[subprocess.Popen] = []
     try:
         asyncio.run(publish(s.amqp_url, s.stream_events_queue, list(valid.values()), rate=0))
         first = subprocess.Popen(
             cmd, env=_env(s), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+        workers.append(first)
         deadline = time.monotonic() + 120
         while asyncio.run(_queue_depth(s.amqp_url, s.stream_predictions_queue)) < len(valid) // 3:
             assert first.poll() is None and time.monotonic() < deadline
@@ -312,6 +315,7 @@ def test_a_worker_killed_with_sigkill_mid_batch_loses_and_double_counts_nothing(
         second = subprocess.Popen(
             cmd, env=_env(s), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        workers.append(second)
         try:
             preds = asyncio.run(
                 _drain(
@@ -331,14 +335,19 @@ def test_a_worker_killed_with_sigkill_mid_batch_loses_and_double_counts_nothing(
             f"SIGKILL: {len(valid)} events, {left} still queued at the kill, {redone} redone by the second worker"
         )
         assert set(ids) == set(valid), out[-2000:]
-        assert 0 < left < len(valid)  # killed mid-way, with work in flight
+        # killed mid-way: events still queued, and work done but not acknowledged (published, then redone)
+        assert 0 < left < len(valid) and redone > 0
         assert redone <= s.stream_max_batch * (2 * s.stream_pipeline_depth + 1)
         r = redis.Redis.from_url(s.redis_url)
         per_session = pd.Series([parse_event(line).session_id for line in valid.values()]).value_counts()
         prefix = session_prefix(s.feast_project)
         assert {sid: r.hlen(prefix + sid) for sid in per_session.index} == per_session.to_dict()
     finally:
-        open_store(s).teardown()
+        for w in workers:  # whatever failed above, no worker is left consuming the test's queues
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        teardown(open_store(s))
         import redis as _redis
 
         delete_sessions(_redis.Redis.from_url(s.redis_url), s.feast_project)

@@ -13,6 +13,7 @@ import pytest
 from core import model_registry as mr
 from core.feature_store import open_store
 from core.layout import Layout
+from core.online_receipt import teardown
 from pipelines.common.offline_tables import pg_connect
 from pipelines.lifecycle.registry import register_and_gate
 from pipelines.materialize import sync_online
@@ -68,7 +69,7 @@ def worlds(tmp_path_factory):
         yield embedded, _run(services, spec_pg), services
     finally:
         try:
-            open_store(services).teardown()
+            teardown(open_store(services))
         finally:
             with pg_connect(database_url) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
