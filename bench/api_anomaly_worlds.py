@@ -3,7 +3,7 @@
 The brief's evaluation is one generated world (params.yaml's seed) and its last two weeks: 45 planted
 anomalies, so its event F1 moves by several points from one draw of the world to the next. This bench
 generates `--worlds` other worlds (seeds 1..N, everything else as in params.yaml), ingests them, and runs
-the detect stage's `run` on each (threshold tuned on each world's earlier weeks, as always), for the
+the detect stage's `run` on each (threshold tuned on each world's earlier weeks and calibrated without labels; a short-history cut and an all-bursty world of each seed), with `--history` also for the
 current settings and for the settings before sessions 8 and 7 side by side. Design choices are made on these
 worlds and on the tuning weeks, never on the evaluated weeks of the brief's world.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import subprocess
 import sys
 import tempfile
@@ -66,10 +67,13 @@ def before_session_7(cfg: SeasonalConfig) -> SeasonalConfig:
     )
 
 
-def world(seed: int, root: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(clean counts, labels, holidays) of the world generated with `seed`."""
+def world(
+    seed: int, root: Path, generate: dict | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(clean counts, labels, holidays) of the world generated with `seed` (and `generate`'s overrides of
+    params.yaml's `api_anomaly.generate`); segments.csv is in `root / "raw"`."""
     raw = yaml.safe_load(PARAMS.read_text())
-    raw["api_anomaly"]["generate"]["seed"] = seed
+    raw["api_anomaly"]["generate"] |= {"seed": seed, **(generate or {})}
     raw["api_anomaly"]["ingest"]["raw_dir"] = str(root / "raw")
     root.mkdir(parents=True, exist_ok=True)
     params = root / "params.yaml"
@@ -158,9 +162,76 @@ def paired(f1: pd.DataFrame, base: str) -> pd.DataFrame:
     return pd.DataFrame(rows).T.rename_axis("detector")
 
 
+BURSTY_WORLD = {"bursty_share": 1.0}  # every country beyond the top 5 bursty
+
+
+def false_alarms_per_series_month(scored: pd.DataFrame, threshold: float, eval_start: pd.Timestamp) -> float:
+    """Flagged days without a planted anomaly in the evaluated window, per series and month (30.44 days):
+    the false-alarm rate the calibration is asked for, realized."""
+    ev = scored[(scored["date"] >= eval_start) & scored["score"].notna()]
+    false = (ev["score"].abs() >= threshold) & ~ev["is_anomaly"].astype(bool)
+    series = ev.groupby(detect.KEYS).ngroups
+    return float(false.sum() / max(series, 1) / ev["date"].nunique() * 30.44)
+
+
+def one_world(args: tuple[int, str, bool]) -> list[dict]:
+    """The rows of one world: the brief-like world (params.yaml's, with its bursty share) scored by the
+    current detector, its oracles and fixed-threshold curve (and with `history`, the older settings), and
+    the bursty world of the same seed."""
+    seed, tmp, history = args
+    params = load_params(PARAMS).api_anomaly
+    p = params.detect
+    cfg = detect.seasonal_config(p)
+    configs = {"current": cfg}
+    if history:
+        configs |= {"before session 8": before_session_8(cfg), "before session 7": before_session_7(cfg)}
+    rows: list[dict] = []
+    for suite, generate in (("brief", None), ("bursty", BURSTY_WORLD)):
+        root = Path(tmp) / f"{suite}{seed}"
+        counts, labels, holidays = world(seed, root, generate)
+        segments = S.read_csv(root / "raw" / S.SEGMENTS_FILE)
+        bursty = segments[segments["bursty"].astype(bool)]
+        for name, c in configs.items() if suite == "brief" else [("current", cfg)]:
+            m, _, frames, _ = detect.run(
+                counts,
+                labels,
+                holidays,
+                p.evaluation_days,
+                p.warmup_days,
+                c,
+                alarms_per_series_month=p.alarms_per_series_month,
+                short_history_days=p.short_history_days if suite == "brief" and name == "current" else None,
+                bursty=bursty,
+            )
+            eval_start, _ = detect.windows(counts["date"], p.evaluation_days, p.warmup_days)
+            seasonal = frames[frames["detector"] == "seasonal"]
+            fa = false_alarms_per_series_month(seasonal, m["calibrated_threshold"], eval_start)
+            rows.append({"seed": seed, "suite": suite, "detector": name, "false_alarms": fa, **m})
+            if suite != "brief" or name != "current":
+                continue
+            rows[-1]["fixed"] = fixed_threshold_f1(seasonal, eval_start)
+            for oracle, everywhere in ORACLES.items():
+                o = oracle_metrics(seasonal, labels, c, eval_start, everywhere)
+                rows.append(
+                    {"seed": seed, "suite": suite, "detector": oracle, "iqr_event_f1": m["iqr_event_f1"], **o}
+                )
+    return rows
+
+
+def _mean_sd(df: pd.DataFrame, cols: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            label: {"mean": df[c].mean(), "sd": df[c].std(), "min": df[c].min(), "max": df[c].max()}
+            for c, label in cols.items()
+        }
+    ).T
+
+
 def main() -> None:  # pragma: no cover - a bench
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worlds", type=int, default=24)
+    ap.add_argument("--jobs", type=int, default=2, help="worlds scored at once (one process each)")
+    ap.add_argument("--history", action="store_true", help="also the settings before sessions 8 and 7")
     ap.add_argument("--out", type=Path, default=Path("docs/reports/api_anomaly_worlds.md"))
     args = ap.parse_args()
     configure_logging()
@@ -168,59 +239,140 @@ def main() -> None:  # pragma: no cover - a bench
     p, g = params.detect, params.generate
     # planted anomalies per week before the evaluated weeks, and in them
     rates = g.earlier_anomalies_per_week, g.evaluation_anomalies / g.evaluation_days * 7
-    configs = {"current": detect.seasonal_config(p)}
-    configs["before session 8"] = before_session_8(configs["current"])
-    configs["before session 7"] = before_session_7(configs["current"])
-    rows, curves = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in progress(range(1, args.worlds + 1), total=args.worlds, desc="worlds"):
-            counts, labels, holidays = world(seed, Path(tmp) / f"seed{seed}")
-            for name, cfg in configs.items():
-                m, _, frames, _ = detect.run(counts, labels, holidays, p.evaluation_days, p.warmup_days, cfg)
-                rows.append({"seed": seed, "detector": name, **{k: m[k] for k in KEYS}})
-                if name != "current":
-                    continue
-                eval_start, _ = detect.windows(counts["date"], p.evaluation_days, p.warmup_days)
-                seasonal = frames[frames["detector"] == "seasonal"]
-                curves.append(fixed_threshold_f1(seasonal, eval_start))
-                for oracle, everywhere in ORACLES.items():
-                    o = oracle_metrics(seasonal, labels, cfg, eval_start, everywhere)
-                    rows.append({"seed": seed, "detector": oracle, "iqr_event_f1": m["iqr_event_f1"], **o})
-    df = pd.DataFrame(rows)
-    wide = df.pivot(index="seed", columns="detector")
-    per_world = pd.DataFrame(
-        {
-            **{f"event F1, {n}": wide["event_f1"][n] for n in [*configs, *ORACLES]},
-            **{f"threshold, {n}": wide["threshold"][n] for n in configs},
-            "IQR event F1": wide["iqr_event_f1"]["current"],
-        }
-    )
-    g = df.groupby("detector", sort=False)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp, multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        jobs = [(seed, tmp, args.history) for seed in range(1, args.worlds + 1)]
+        for r in progress(pool.imap_unordered(one_world, jobs), total=len(jobs), desc="worlds"):
+            rows += r
+    df = pd.DataFrame(rows).sort_values(["suite", "seed"])
+    brief = df[df["suite"] == "brief"]
+    cur = brief[brief["detector"] == "current"].set_index("seed")
+    bursty = df[(df["suite"] == "bursty")].set_index("seed")
+    wide = brief.pivot(index="seed", columns="detector", values="event_f1")
+    detectors = list(dict.fromkeys(brief["detector"]))
+    g_ = brief.groupby("detector", sort=False)
     summary = pd.DataFrame(
         {
-            "event F1 mean": g["event_f1"].mean(),
-            "sd": g["event_f1"].std(),
-            "min": g["event_f1"].min(),
-            "max": g["event_f1"].max(),
-            "precision": g["event_precision"].mean(),
-            "recall": g["event_recall"].mean(),
-            "point F1": g["point_f1"].mean(),
-            "F1 - IQR F1": (df["event_f1"] - df["iqr_event_f1"]).groupby(df["detector"], sort=False).mean(),
+            "event F1 mean": g_["event_f1"].mean(),
+            "sd": g_["event_f1"].std(),
+            "min": g_["event_f1"].min(),
+            "max": g_["event_f1"].max(),
+            "precision": g_["event_precision"].mean(),
+            "recall": g_["event_recall"].mean(),
+            "point F1": g_["point_f1"].mean(),
+            "F1 - IQR F1": (brief["event_f1"] - brief["iqr_event_f1"])
+            .groupby(brief["detector"], sort=False)
+            .mean(),
+        }
+    ).loc[detectors]
+    unlabeled = _mean_sd(
+        cur,
+        {
+            "event_f1": "seasonal, threshold tuned with labels",
+            "unlabeled_event_f1": "seasonal, threshold calibrated without labels",
+            "iqr_event_f1": "IQR rule, threshold tuned with labels",
+            "unlabeled_iqr_event_f1": "IQR rule, Tukey's 1.5",
+            "short_history_event_f1": "short history (last 6 weeks), seasonal, calibrated",
+            "short_history_iqr_tuned_event_f1": "short history, IQR rule, tuned with labels",
+            "short_history_iqr_event_f1": "short history, IQR rule, Tukey's 1.5",
+            "bursty_event_f1": "bursty series of these worlds, seasonal, calibrated",
+            "bursty_iqr_event_f1": "bursty series of these worlds, IQR rule, Tukey's 1.5",
+        },
+    )
+    bursty_table = _mean_sd(
+        bursty,
+        {
+            "event_f1": "seasonal, threshold tuned with labels",
+            "unlabeled_event_f1": "seasonal, calibrated without labels",
+            "iqr_event_f1": "IQR rule, tuned with labels",
+            "unlabeled_iqr_event_f1": "IQR rule, Tukey's 1.5",
+        },
+    )
+    targets = pd.DataFrame(
+        {
+            "unlabeled minus tuned (target >= -0.03)": cur["unlabeled_event_f1"] - cur["event_f1"],
+            "short history minus IQR rule (target >= 0.15)": cur["short_history_event_f1"]
+            - cur[["short_history_iqr_event_f1", "short_history_iqr_tuned_event_f1"]].max(axis=1),
+            "bursty worlds minus IQR rule (target >= 0.15)": bursty["unlabeled_event_f1"]
+            - bursty[["unlabeled_iqr_event_f1", "iqr_event_f1"]].max(axis=1),
         }
     )
-    pairs = paired(wide["event_f1"][list(configs)], "current")
-    curve = pd.DataFrame(curves, index=wide.index)
-    tuned = wide["event_f1"]["current"]
+    target_summary = pd.DataFrame(
+        {"mean": targets.mean(), "se": targets.std(ddof=1) / np.sqrt(len(targets)), "min": targets.min()}
+    )
+    alarms = pd.DataFrame(
+        {
+            "brief-like worlds": [
+                p.alarms_per_series_month,
+                cur["calibrated_threshold"].mean(),
+                cur["false_alarms"].mean(),
+            ],
+            "bursty worlds": [
+                p.alarms_per_series_month,
+                bursty["calibrated_threshold"].mean(),
+                bursty["false_alarms"].mean(),
+            ],
+        },
+        index=[
+            "false alarms per series-month asked",
+            "calibrated threshold (mean)",
+            "false alarms per series-month realized",
+        ],
+    ).T
+    pairs = (
+        paired(wide[[d for d in detectors if not d.startswith("oracle")]], "current")
+        if args.history
+        else None
+    )
+    curve = pd.DataFrame(list(cur["fixed"]), index=cur.index)
+    tuned = cur["event_f1"]
     best = curve.mean().idxmax()
+    per_world = pd.DataFrame(
+        {
+            "tuned": cur["event_f1"],
+            "threshold": cur["threshold"],
+            "unlabeled": cur["unlabeled_event_f1"],
+            "calibrated": cur["calibrated_threshold"],
+            "IQR tuned": cur["iqr_event_f1"],
+            "short": cur["short_history_event_f1"],
+            "short IQR": cur["short_history_iqr_event_f1"],
+            "bursty world": bursty["unlabeled_event_f1"],
+            "bursty IQR": bursty["unlabeled_iqr_event_f1"],
+            **{f"oracle{'' if k.endswith('expectation') else ' (ordinary days)'}": wide[k] for k in ORACLES},
+        }
+    )
     lines = [
         "# API anomalies: the detector on other generated worlds",
         "",
-        f"Generated by `python -m bench.api_anomaly_worlds --worlds {args.worlds}` (bench/api_anomaly_worlds.py; not"
-        " a DVC stage: about 13 minutes for 24 worlds). Each world is params.yaml's with another seed; thresholds are tuned on"
-        " each world's earlier weeks and the metrics are on its last two weeks, as in `metrics/api_anomaly.json`"
-        " (45 planted anomalies per world).",
+        f"Generated by `python -m bench.api_anomaly_worlds --worlds {args.worlds}{' --history' if args.history else ''}`"
+        " (bench/api_anomaly_worlds.py; not a DVC stage: about 20 minutes for 24 worlds on 2 cores). Each seed"
+        " gives two worlds: params.yaml's (with its share of bursty countries, `generate.bursty_share`) and a"
+        " bursty one (every country beyond the top 5 bursty). Tuned thresholds come from each world's earlier"
+        " weeks, calibrated ones from its scores alone (no labels); the metrics are on its last two weeks, as"
+        f" in `metrics/api_anomaly.json` ({g.evaluation_anomalies} planted anomalies per world).",
         "",
-        "## Over the worlds",
+        "## Without labels, on short histories, on bursty series",
+        "",
+        f"Calibrated thresholds ask for {p.alarms_per_series_month} false alarms per series-month"
+        " (`detect.alarms_per_series_month`, `evaluation.calibrate_threshold`). The short history is each"
+        f" world cut to its last {p.short_history_days} days (4 weeks before the evaluated two), labels hidden."
+        " The IQR rule is given its best case: the larger of Tukey's 1.5 and the threshold tuned with labels.",
+        "",
+        unlabeled.round(3).to_markdown(),
+        "",
+        "Bursty worlds:",
+        "",
+        bursty_table.round(3).to_markdown(),
+        "",
+        "The targets, world by world (mean, standard error of the mean, worst world):",
+        "",
+        target_summary.round(4).to_markdown(),
+        "",
+        "The calibration, asked and realized (flagged days without a planted anomaly in the evaluated weeks):",
+        "",
+        alarms.round(3).to_markdown(),
+        "",
+        "## The tuned detector over the worlds",
         "",
         summary.round(3).to_markdown(),
         "",
@@ -228,29 +380,32 @@ def main() -> None:  # pragma: no cover - a bench
         " noise-free expected count (`oracle_metrics`), everywhere or only on days without a planted anomaly,"
         " with the detector's own scale, hierarchy, drift evidence and threshold tuning. The gap between them"
         " and the current row bounds what a better one-day expectation could win; it is not all winnable: the"
-        " noise-free count also knows where a series' autocorrelated noise has wandered (a series running 12%"
-        " under its noise-free level for days before a shift starts), which no forecast from the past can.",
+        " noise-free count also knows where a series' autocorrelated noise has wandered, which no forecast"
+        " from the past can.",
         "",
-        "## Paired with the current detector, world by world",
-        "",
-        "A difference is worth believing when it is well beyond two standard errors; one world's event F1 moves"
-        f" by {summary.loc['current', 'sd']:.2f} (sd) from one draw to the next, the paired difference of two"
-        " similar detectors by much less.",
-        "",
-        pairs.round(4).to_markdown(),
-        "",
+    ]
+    if pairs is not None:
+        lines += [
+            "## Paired with the current detector, world by world",
+            "",
+            "A difference is worth believing when it is well beyond two standard errors.",
+            "",
+            pairs.round(4).to_markdown(),
+            "",
+        ]
+    lines += [
         "## What the threshold tuning costs",
         "",
         "The current detector's event F1 on the last two weeks at fixed thresholds, averaged over the worlds,"
         " beside the threshold each world tuned on its earlier weeks (mean"
-        f" {wide['threshold']['current'].mean():.2f}): tuned, {tuned.mean():.3f}; the best single threshold in"
+        f" {cur['threshold'].mean():.2f}): tuned, {tuned.mean():.3f}; the best single threshold in"
         f" hindsight ({best}), {curve[best].mean():.3f}. The earlier weeks hold {rates[0]:.0f} planted anomalies"
         f" a week, the evaluated weeks {rates[1]:.1f}, so the F1-optimal threshold there is higher; a threshold picked on the"
         " evaluated weeks would be a choice made on the answers, and none is.",
         "",
         curve.mean().rename("mean event F1").rename_axis("threshold").to_frame().T.round(4).to_markdown(),
         "",
-        "## Per world (last two weeks)",
+        "## Per world (last two weeks, event F1)",
         "",
         per_world.round(3).to_markdown(),
         "",

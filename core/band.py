@@ -139,6 +139,12 @@ class BandPredictor:
     """Serving predictor of a band model: rows hold the series' stored state plus the request's `date`
     (ISO day) and `count`; the prediction is the signed score, `details` adds the band and the verdict."""
 
+    # The request feature that says as of when the state must be: a check of day D needs the state as of D
+    # (the view's row dated D, built from the days before it). Serving reads it point-in-time from the
+    # offline store when D is before the online row's day, whose state has already learned D and the days
+    # after (serving/online.py `point_in_time_rows`).
+    AS_OF_FEATURE = "date"
+
     def __init__(self, meta: ModelMetadata) -> None:
         self.meta = meta
         self.threshold = float(meta.extra["threshold"])

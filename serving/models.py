@@ -78,6 +78,9 @@ class LoadedModel:
     check_request: Callable[[dict[str, list[Any]]], None] | None = None  # raises ValueError: bad request
     request_schema: dict[str, dict[str, Any]] | None = None  # JSON Schema of what check_request accepts
     request_rules: dict[str, RequestRule] = field(default_factory=dict)
+    # the request feature carrying the as-of time of the stored features (metadata `extra.as_of_feature`, or
+    # the kind's AS_OF_FEATURE): rows dated before their online row are read point-in-time (serving/online.py)
+    as_of_feature: str | None = None
     registry: mr.Served | None = None  # the registry version served; None: loaded from models/<name>/
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class LoadedModel:
         self.details = getattr(predictor, "details", None)
         self.check_request = getattr(predictor, "check_request", None)
         self.request_schema = getattr(predictor, "REQUEST_SCHEMA", None)
+        self.as_of_feature = self.meta.extra.get("as_of_feature") or getattr(predictor, "AS_OF_FEATURE", None)
         self.segment = segmenter(self.meta)
         rules = self.meta.extra.get("request_rules") or {}
         self.request_rules = {n: RequestRule.of(n, r) for n, r in rules.items()}

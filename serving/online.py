@@ -3,6 +3,12 @@
 Feast stays the source of truth: values are read with `FeatureStore.get_online_features` for the model's
 FeatureService, the same contract training used. The FeatureService object is looked up once and cached;
 a missing registry (no `feast apply` yet) is retried on the next call, so the service heals by itself.
+
+Point in time: the online store holds each entity's latest row only. A model whose request carries an
+as-of time (`LoadedModel.as_of_feature`, e.g. a band check's `date`) and asks about a time before its
+online row is answered from the features as of that time: `point_in_time_rows` picks those rows and
+`get_as_of` reads them with Feast's `get_historical_features` (the same point-in-time join training uses,
+ttl included), so only such rows pay for an offline read.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+import pandas as pd
 from feast import FeatureService, FeatureStore
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +41,10 @@ class OnlineStoreLost(OnlineStoreUnavailable):
     """The online store answers but has lost what was materialized into it (core/online_receipt.py)."""
 
 
+class OfflineStoreUnavailable(RuntimeError):
+    """The offline store cannot answer a point-in-time read a request needs."""
+
+
 def _unavailable_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [sqlite3.Error, OSError, ConnectionError, TimeoutError]
     try:
@@ -52,6 +63,38 @@ UNAVAILABLE = _unavailable_errors()
 class EntityFeatures:
     values: dict[str, Any]  # feature name -> value (None when absent)
     timestamps: dict[str, datetime | None]  # feature view name -> event time of its stored row
+
+
+def as_of_time(value: Any) -> tuple[datetime, bool] | None:
+    """A request's as-of value as (UTC time, whether it names a whole day): an ISO day is its start, 00:00
+    UTC; an ISO time without a zone is UTC. None for a missing or unreadable value (the model's own request
+    check refuses a malformed one)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return datetime(d.year, d.month, d.day, tzinfo=UTC), True
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)), False
+
+
+def point_in_time_rows(values: list[Any], stored: list[EntityFeatures]) -> dict[int, datetime]:
+    """Row -> as-of time, for the rows whose as-of value is before their online row's event time (a day
+    value: before its day): those must not see the online row, which already holds what happened since.
+    Rows on or after their online row's time, and ids with no online row, keep the online features."""
+    out: dict[int, datetime] = {}
+    for i, (value, s) in enumerate(zip(values, stored, strict=True)):
+        latest = max((t for t in s.timestamps.values() if t is not None), default=None)
+        parsed = None if latest is None else as_of_time(value)
+        if parsed is None or latest is None:
+            continue
+        at, whole_day = parsed
+        if (at.date() < latest.astimezone(UTC).date()) if whole_day else at < latest:
+            out[i] = at
+    return out
 
 
 class OnlineFeatures:
@@ -158,6 +201,43 @@ class OnlineFeatures:
                     ts.setdefault(view, None)
             out.append(EntityFeatures(values=values, timestamps=ts))
         return out
+
+    def get_as_of(
+        self, feature_service: str, join_key: str, ids: list[Any], times: list[datetime]
+    ) -> list[EntityFeatures]:
+        """The service's features of each (id, time) as of that time, read by Feast's point-in-time join on
+        the offline store (each view's latest row at or before the time, within its ttl; none: None values).
+        Event times of the rows used are not returned by Feast: `timestamps` are None."""
+        svc = self._service(feature_service)
+        views = self._views[feature_service]
+        entity_df = pd.DataFrame({join_key: ids, "event_timestamp": pd.to_datetime(times, utc=True)})
+        try:
+            got = self.store.get_historical_features(
+                entity_df=entity_df.drop_duplicates(), features=svc
+            ).to_df()
+        except Exception as e:  # DuckDB / PostgreSQL / file errors: the request cannot be answered as asked
+            log.exception("point-in-time read of %s failed", feature_service)
+            raise OfflineStoreUnavailable(
+                f"offline store cannot answer a point-in-time read of {feature_service!r}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        when = pd.to_datetime(got["event_timestamp"], utc=True).dt.as_unit("ns").astype("int64")
+        found = {
+            (k, t): {f: (None if pd.isna(r.get(f)) else r.get(f)) for f in views}
+            for k, t, r in zip(got[join_key], when, got.to_dict("records"), strict=True)
+        }
+        return [
+            EntityFeatures(
+                values=dict(found.get((i, pd.Timestamp(t).as_unit("ns").value)) or dict.fromkeys(views)),
+                timestamps=dict.fromkeys(views.values()),
+            )
+            for i, t in zip(ids, times, strict=True)
+        ]
+
+    async def aget_as_of(
+        self, feature_service: str, join_key: str, ids: list[Any], times: list[datetime]
+    ) -> list[EntityFeatures]:
+        return await run_in_threadpool(self.get_as_of, feature_service, join_key, ids, times)
 
     async def aping(self, feature_service: str, join_key: str) -> None:
         """Raise OnlineStoreUnavailable unless a real read goes through (on Redis: the request path's read,

@@ -55,6 +55,12 @@ class Prediction(BaseModel):
     features_as_of: datetime | None = Field(description="latest event time among the stored features used")
     feature_age_seconds: float | None = Field(description="now - features_as_of")
     feature_timestamps: dict[str, datetime | None] = Field(description="feature view -> event time used")
+    point_in_time: datetime | None = Field(
+        default=None,
+        description="set when the request asked about a time before the online store's row (e.g. a band "
+        "check of a past date): the stored features are those as of this time, read point-in-time from "
+        "the offline store (their event times are then unknown: null); null: the online store's latest",
+    )
     features_from_request: list[str] = Field(description="features whose value came from the request")
     missing_features: list[str] = Field(description="features in neither the request nor the store")
     segment: str | None = Field(

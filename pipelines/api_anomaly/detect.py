@@ -27,7 +27,14 @@ from core.band import STATE_FIELDS, band
 from core.model_bundle import COMPOSITE_KEY_SEP, METADATA_FILE, FeatureSpec, ModelMetadata, file_sha256
 from domain.api_anomaly import schema as S
 from pipelines.api_anomaly.detectors import SeasonalConfig, hierarchical_scores, iqr_scores, state_frame
-from pipelines.api_anomaly.evaluation import choose_threshold, detectability, event_metrics, point_metrics
+from pipelines.api_anomaly.evaluation import (
+    Calibration,
+    calibrate_threshold,
+    choose_threshold,
+    detectability,
+    event_metrics,
+    point_metrics,
+)
 from pipelines.api_anomaly.params import DetectParams
 from pipelines.common.params import load_params
 from pipelines.common.stage import stage, stage_parser, write_metrics
@@ -57,16 +64,36 @@ ANOMALY_COLUMNS = [
 
 def windows(dates: pd.Series, evaluation_days: int, warmup_days: int) -> tuple[pd.Timestamp, pd.Timestamp]:
     """(first evaluated date, first tuning date): tuning covers every day after the warm-up (the history
-    the detectors need) and before the evaluation window."""
+    the detectors need) and before the evaluation window. A history too short for any tuning day gives a
+    first tuning date at or after the evaluation window's start (`has_tuning_days` says so): labels, if
+    any, cannot tune a threshold then, and the threshold is calibrated (`choose`)."""
     last = dates.max()
     eval_start = last - pd.Timedelta(days=evaluation_days - 1)
-    tune_start = dates.min() + pd.Timedelta(days=warmup_days)
-    if tune_start >= eval_start:
+    return eval_start, dates.min() + pd.Timedelta(days=warmup_days)
+
+
+def has_tuning_days(eval_start: pd.Timestamp, tune_start: pd.Timestamp) -> bool:
+    return bool(tune_start < eval_start)
+
+
+def check_history(dates: pd.Series, cfg: SeasonalConfig) -> None:
+    """Refuse only a history on which no day can be scored, saying what the minimum is and what is assumed
+    below the usual length."""
+    days = (dates.max() - dates.min()).days + 1
+    if days <= cfg.min_history:
         raise ValueError(
-            f"no tuning weeks: the data start {dates.min().date()}, the warm-up needs {warmup_days} days and the "
-            f"evaluation window starts {eval_start.date()}; give a longer history"
+            f"{days} days of counts ({dates.min().date()} to {dates.max().date()}): a series is scored from its "
+            f"day {cfg.min_history + 1} on (min_history_days = {cfg.min_history}), so give at least "
+            f"{cfg.min_history + 1} days; about 4 weeks score two weeks"
         )
-    return eval_start, tune_start
+    if days < 7 * cfg.weeks:
+        log.info(
+            "%d days of counts, fewer than the %d weeks of weekday effects: until a series has its own weeks "
+            "its weekday effects are mostly its country's pattern x its OS's sensitivity (pool_own_weight), "
+            "and its scale is shrunk towards its volume's (scale_prior_days)",
+            days,
+            cfg.weeks,
+        )
 
 
 def tuned_metrics(scored: pd.DataFrame, eval_start: pd.Timestamp) -> tuple[float, dict, dict, pd.DataFrame]:
@@ -126,6 +153,71 @@ def describe(rows: pd.DataFrame, threshold: float, level_shift_days: int) -> pd.
     return out
 
 
+def choose(
+    seasonal: pd.DataFrame,
+    eval_start: pd.Timestamp,
+    tune_start: pd.Timestamp,
+    labeled: bool,
+    alarms_per_series_month: float,
+) -> tuple[float, str, Calibration, list[str]]:
+    """(threshold, how it was chosen, the calibration without labels, its window) for the seasonal scores:
+    tuned on the tuning days with labels (`choose_threshold`); without labels, or without tuning days,
+    calibrated from the scores (`calibrate_threshold`) at `alarms_per_series_month`, on the scored days
+    before the evaluation window (all scored days when those are fewer than a week: a short history). The
+    calibration is made in both cases, to be reported beside the tuned threshold."""
+    scored = seasonal[seasonal["score"].notna()]
+    before = scored[scored["date"] < eval_start]
+    cal_rows = before if before["date"].nunique() >= 7 else scored
+    cal = calibrate_threshold(cal_rows["score"], alarms_per_series_month)
+    window = [str(cal_rows["date"].min().date()), str(cal_rows["date"].max().date())] if len(cal_rows) else []
+    if labeled and has_tuning_days(eval_start, tune_start):
+        threshold, _ = choose_threshold(seasonal[seasonal["date"] < eval_start], KEYS)
+        return threshold, "tuned on the labeled tuning days", cal, window
+    if labeled:
+        log.warning("labels but no tuning days before the evaluation window: the threshold is calibrated")
+    return (
+        cal.threshold,
+        f"calibrated at {alarms_per_series_month} false alarms per series-month",
+        cal,
+        window,
+    )
+
+
+TUKEY = 1.5  # the IQR rule without labels: Tukey's fences, 1.5 IQR beyond the quartiles
+
+
+def _comparison(
+    frames: dict[str, pd.DataFrame],
+    eval_start: pd.Timestamp,
+    threshold: float,
+    iqr_tuned: float | None,
+    prefix: str,
+) -> dict[str, float]:
+    """Event precision/recall/F1 in the evaluation window: the seasonal detector at `threshold`, the IQR
+    rule at Tukey's 1.5 (`<prefix>iqr_event_*`) and at its tuned threshold (`<prefix>iqr_tuned_event_f1`)."""
+    ev = {n: f[f["date"] >= eval_start] for n, f in frames.items()}
+    out: dict[str, float] = {}
+    e = event_metrics(ev["seasonal"], threshold, KEYS)
+    out |= {f"{prefix}event_{k}": e[k] for k in ("f1", "precision", "recall")}
+    e = event_metrics(ev["iqr"], TUKEY, KEYS)
+    out |= {f"{prefix}iqr_event_{k}": e[k] for k in ("f1", "precision", "recall")}
+    if iqr_tuned is not None:
+        out[f"{prefix}iqr_tuned_event_f1"] = event_metrics(ev["iqr"], iqr_tuned, KEYS)["f1"]
+    return out
+
+
+def score_all(
+    counts: pd.DataFrame,
+    labels: pd.DataFrame | None,
+    holidays: pd.DataFrame | None,
+    cfg: SeasonalConfig,
+    since: pd.Timestamp,
+) -> dict[str, pd.DataFrame]:
+    """Both detectors' scored rows from `since`, with the labels where there are any."""
+    scored = {"iqr": iqr_scores(counts, KEYS), "seasonal": hierarchical_scores(counts, KEYS, cfg, holidays)}
+    return {n: attach_labels(s[s["date"] >= since], labels) for n, s in scored.items()}
+
+
 def run(
     counts: pd.DataFrame,
     labels: pd.DataFrame | None,
@@ -134,38 +226,88 @@ def run(
     warmup_days: int,
     cfg: SeasonalConfig,
     level_shift_days: int = 4,
+    alarms_per_series_month: float = 0.1,
+    short_history_days: int | None = None,
+    bursty: pd.DataFrame | None = None,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Score, choose the threshold (`choose`), evaluate where there are labels, list the anomalies of the
+    evaluation window. With labels, the metrics also hold the threshold calibrated without them and its
+    metrics (`unlabeled_*`), the same on the counts cut to their last `short_history_days` days
+    (`short_history_*`, labels hidden from the detector), and on the series of `bursty` (country, os) rows
+    (`bursty_*`), each beside the IQR rule's (`*iqr_event_f1`: Tukey's 1.5; `*iqr_tuned_event_f1`: tuned)."""
+    check_history(counts["date"], cfg)
     eval_start, tune_start = windows(counts["date"], evaluation_days, warmup_days)
-    scored = {
-        "iqr": iqr_scores(counts, KEYS),
-        "seasonal": hierarchical_scores(counts, KEYS, cfg, holidays),
-    }
+    tuning = has_tuning_days(eval_start, tune_start)
+    frames = score_all(counts, labels, holidays, cfg, min(tune_start, eval_start))
+    threshold, how, cal, cal_window = choose(
+        frames["seasonal"], eval_start, tune_start, labels is not None, alarms_per_series_month
+    )
     metrics: dict = {
         "evaluation_window": [str(eval_start.date()), str(counts["date"].max().date())],
-        "tuning_window": [str(tune_start.date()), str((eval_start - pd.Timedelta(days=1)).date())],
+        "tuning_window": [str(tune_start.date()), str((eval_start - pd.Timedelta(days=1)).date())]
+        if tuning
+        else None,
+        "min_history_days": cfg.min_history,
+        "threshold": threshold,
+        "threshold_chosen": how,
+        "calibration_window": cal_window,
+        **cal.as_metrics("calibrated_"),
+        "threshold_implied_alarms_per_series_month": round(cal.implied_rate(threshold), 4),
     }
-    curves, frames = {}, {}
-    for name, s in scored.items():
-        s = attach_labels(s[s["date"] >= tune_start], labels)
-        frames[name] = s
-        if labels is None:
-            continue
-        threshold, e, pt, curves[name] = tuned_metrics(s, eval_start)
-        prefix = "" if name == "seasonal" else f"{name}_"
-        metrics.update(
-            {f"{prefix}threshold": threshold}
-            | {f"{prefix}event_{k}": v for k, v in e.items()}
-            | {f"{prefix}point_{k}": v for k, v in pt.items()}
-        )
+    log.info(
+        "threshold %.2f (%s); the scores' ordinary tail implies %.3f false alarms per series-month there",
+        threshold,
+        how,
+        cal.implied_rate(threshold),
+    )
+    curves: dict[str, pd.DataFrame] = {}
+    if labels is not None and tuning:
+        for name, s in frames.items():
+            t, e, pt, curves[name] = tuned_metrics(s, eval_start)
+            prefix = "" if name == "seasonal" else f"{name}_"
+            metrics.update(
+                {f"{prefix}threshold": t}
+                | {f"{prefix}event_{k}": v for k, v in e.items()}
+                | {f"{prefix}point_{k}": v for k, v in pt.items()}
+            )
+            log.info(
+                "%s: threshold %.2f (tuned), last %d days: event P %.3f R %.3f F1 %.3f; point F1 %.3f",
+                name,
+                t,
+                evaluation_days,
+                e["precision"],
+                e["recall"],
+                e["f1"],
+                pt["f1"],
+            )
+    if labels is not None:
+        iqr_tuned = metrics.get("iqr_threshold")
+        metrics |= _comparison(frames, eval_start, cal.threshold, iqr_tuned, "unlabeled_")
+        if bursty is not None and len(bursty):
+            only = {n: f.merge(bursty[KEYS].drop_duplicates(), on=KEYS) for n, f in frames.items()}
+            metrics |= _comparison(only, eval_start, cal.threshold, iqr_tuned, "bursty_")
+        days = (counts["date"].max() - counts["date"].min()).days + 1
+        if short_history_days and short_history_days < days:
+            cut = counts[counts["date"] > counts["date"].max() - pd.Timedelta(days=short_history_days)]
+            short_eval, short_tune = windows(cut["date"], evaluation_days, warmup_days)
+            short = score_all(cut, labels, holidays, cfg, min(short_tune, short_eval))
+            t, _, _, _ = choose(short["seasonal"], short_eval, short_tune, False, alarms_per_series_month)
+            short_iqr = None
+            if has_tuning_days(short_eval, short_tune):
+                short_iqr, _ = choose_threshold(short["iqr"][short["iqr"]["date"] < short_eval], KEYS)
+            metrics |= _comparison(short, short_eval, t, short_iqr, "short_history_")
+            metrics["short_history_days"] = short_history_days
+            metrics["short_history_threshold"] = round(t, 4)
         log.info(
-            "%s: threshold %.2f (tuned), last %d days: event P %.3f R %.3f F1 %.3f; point F1 %.3f",
-            name,
-            threshold,
-            evaluation_days,
-            e["precision"],
-            e["recall"],
-            e["f1"],
-            pt["f1"],
+            "without labels: threshold %.2f, event F1 %.3f (IQR rule %.3f)%s",
+            cal.threshold,
+            metrics["unlabeled_event_f1"],
+            metrics["unlabeled_iqr_event_f1"],
+            "".join(
+                f"; {k}: {metrics[k + 'event_f1']:.3f} (IQR rule {metrics[k + 'iqr_event_f1']:.3f})"
+                for k in ("short_history_", "bursty_")
+                if k + "event_f1" in metrics
+            ),
         )
     if labels is not None and {"expected_count", "effect", "count_true"} <= set(labels.columns):
         sds = detectability(labels, KEYS, eval_start)
@@ -176,7 +318,6 @@ def run(
             "events": len(sds),
         }
     strong = frames["seasonal"]
-    threshold = metrics.get("threshold", 5.0)
     ev = strong[(strong["date"] >= eval_start) & (strong["score"].abs() >= threshold)].copy()
     # the interval reported is the decision band: outside it (at the segment level) is anomalous
     ev["lower"], ev["upper"] = band(ev["log_expected"], ev["log_scale"], threshold, ev["log_memory"])
@@ -209,6 +350,7 @@ def seasonal_config(p: DetectParams) -> SeasonalConfig:
         drift_days=p.drift_days,
         drift_clip=p.drift_clip,
         group_holidays=p.group_holidays,
+        min_history=p.min_history_days,
     )
 
 
@@ -223,7 +365,7 @@ def feature_table(counts: pd.DataFrame, holidays: pd.DataFrame | None, cfg: Seas
 
 def band_model(metrics: dict, cfg: SeasonalConfig, features_path: Path, counts_path: Path) -> ModelMetadata:
     """The real-time check's model folder: kind "band" (core/band.py), state from `api_anomaly_v1`."""
-    threshold = float(metrics.get("threshold", 5.0))
+    threshold = float(metrics["threshold"])
     state_specs = [FeatureSpec(f, "Int64" if f == "n_history" else "Float64", False) for f in STATE_FIELDS]
     return ModelMetadata.trained(
         "api_anomaly",
@@ -308,7 +450,26 @@ def main() -> None:  # pragma: no cover - thin CLI, exercised by dvc repro
         else None
     )
     cfg = seasonal_config(p)
-    result = run(counts, labels, holidays, p.evaluation_days, p.warmup_days, cfg)
+    segments_path = args.raw / S.SEGMENTS_FILE if args.raw else None
+    segments = (
+        pd.read_csv(segments_path, keep_default_na=False)
+        if segments_path and segments_path.exists()
+        else None
+    )
+    bursty = (
+        segments[segments["bursty"].astype(bool)] if segments is not None and "bursty" in segments else None
+    )
+    result = run(
+        counts,
+        labels,
+        holidays,
+        p.evaluation_days,
+        p.warmup_days,
+        cfg,
+        alarms_per_series_month=p.alarms_per_series_month,
+        short_history_days=p.short_history_days,
+        bursty=bursty,
+    )
     write_outputs(
         counts, holidays, cfg, args.counts, result, args.out, args.metrics, args.features, args.model
     )

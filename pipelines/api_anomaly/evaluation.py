@@ -4,10 +4,14 @@
 * Event level, recall: a true event (one planted anomaly, restricted to the evaluated dates) is detected
   when at least one of its points is flagged. Precision: predicted events are maximal runs of consecutive
   flagged days in one segment; one is correct when it touches a labeled anomalous point. F1 from the two.
-* Thresholds are chosen on earlier weeks only (`choose_threshold`), never on the evaluated ones.
+* Thresholds are chosen on earlier weeks only (`choose_threshold`), never on the evaluated ones; without
+  labels, from the scores' own ordinary tail (`calibrate_threshold`) at a false-alarm rate asked for.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -92,3 +96,99 @@ def detectability(labels: pd.DataFrame, keys: list[str], since: pd.Timestamp) ->
     seg_sd = sd.reindex(pd.MultiIndex.from_frame(hit[keys])).to_numpy()
     sds = np.abs(np.log(hit["effect"].to_numpy())) / seg_sd
     return pd.Series(sds, index=hit.index).groupby(hit["anomaly_id"]).max().rename("effect_in_noise_sd")
+
+
+DAYS_PER_MONTH = 30.44
+# The ordinary scores' tail is fitted on the scores below CALIBRATION_CUT (most anomalous days in a history
+# lie above it: on generated worlds, where 15% of the history's series-days are labeled anomalous, the
+# quantiles of the scores below 3 match those of the ordinary days within 0.02), at these probabilities
+# of the truncated distribution; then extrapolated to the rate asked for.
+CALIBRATION_CUT = 3.0
+TAIL_PROBS = (0.75, 0.9, 0.97)
+MIN_CALIBRATION_ROWS = 30  # fewer scored series-days: no fit, the scores are taken as standard normal
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A threshold chosen without labels (`calibrate_threshold`) and what it rests on."""
+
+    threshold: float
+    alarms_per_series_month: float  # the false-alarm rate asked for
+    shape: float  # the fitted ordinary tail: P(|score| > t) = exp(-(t / scale) ** shape)
+    scale: float
+    rows: int  # scored series-days it was fitted on
+    observed_alarms_per_series_month: float  # |score| >= threshold among them (real anomalies included)
+    method: str  # "weibull tail" or "standard normal (too few rows)"
+
+    def implied_rate(self, threshold: float) -> float:
+        """False alarms per series per month that the fitted ordinary tail implies at `threshold`."""
+        if self.method != WEIBULL:
+            return float(2 * _normal_sf(threshold) * DAYS_PER_MONTH)
+        return float(np.exp(-((threshold / self.scale) ** self.shape)) * DAYS_PER_MONTH)
+
+    def as_metrics(self, prefix: str = "") -> dict[str, float | int | str]:
+        return {
+            f"{prefix}threshold": self.threshold,
+            f"{prefix}alarms_per_series_month": self.alarms_per_series_month,
+            f"{prefix}calibration_rows": self.rows,
+            f"{prefix}calibration_method": self.method,
+            f"{prefix}tail_shape": round(self.shape, 4),
+            f"{prefix}tail_scale": round(self.scale, 4),
+            f"{prefix}observed_alarms_per_series_month": round(self.observed_alarms_per_series_month, 4),
+        }
+
+
+WEIBULL = "weibull tail"
+
+
+def _normal_sf(t: float) -> float:
+    return float(0.5 * math.erfc(t / math.sqrt(2)))
+
+
+def calibrate_threshold(scores: pd.Series | np.ndarray, alarms_per_series_month: float) -> Calibration:
+    """The threshold at which the scores' ordinary days would raise `alarms_per_series_month` false alarms
+    per series per month (alarm days; a month of 30.44 days), chosen from the scores alone (no labels).
+
+    The ordinary |score| is modelled as Weibull, P(|score| > t) = exp(-(t/scale)^shape) (shape 2 is a
+    normal's tail, 1 a Laplace's): fitted by least squares on log(-log P) against log t at the quantiles
+    `TAIL_PROBS` of the scores below `CALIBRATION_CUT`, corrected for that truncation (the share of
+    ordinary days above the cut, from the fit itself, a few iterations). Anomalies in the history barely
+    move those quantiles, unlike an empirical quantile of all scores at the rate asked for (a history with
+    many incidents would push it above them). On generated worlds the fitted tail is heavier than the true
+    ordinary one: the realized false-alarm rate is about half the rate asked for
+    (docs/reports/api_anomaly_worlds.md). Why not a library: scipy's `weibull_min.fit` is a maximum
+    likelihood fit of the whole sample, which the anomalies in it would pull; this is five lines of
+    quantile regression. With fewer than `MIN_CALIBRATION_ROWS` scores below the cut, the scores are taken
+    as standard normal."""
+    a = np.abs(np.asarray(scores, float))
+    a = a[np.isfinite(a)]
+    rate = alarms_per_series_month / DAYS_PER_MONTH
+    if not 0 < rate < 1:
+        raise ValueError(
+            f"alarms_per_series_month must be in (0, {DAYS_PER_MONTH}); got {alarms_per_series_month}"
+        )
+    below = a[a < CALIBRATION_CUT]
+    if len(below) < MIN_CALIBRATION_ROWS:
+        lo, hi = 0.0, 40.0
+        for _ in range(100):  # bisection on the normal's two-sided tail
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if 2 * _normal_sf(mid) > rate else (lo, mid)
+        t, shape, scale, method = hi, 2.0, math.sqrt(2), "standard normal (too few rows)"
+    else:
+        probs = np.array(TAIL_PROBS)
+        q = np.maximum(np.quantile(below, probs), 1e-9)
+        kept = 1.0  # share of ordinary days below the cut
+        for _ in range(50):
+            shape, b = np.polyfit(np.log(q), np.log(-np.log(1 - kept * probs)), 1)
+            new = 1 - math.exp(-math.exp(b) * CALIBRATION_CUT**shape)
+            done = abs(new - kept) < 1e-9
+            kept = new
+            if done:
+                break
+        scale = float(math.exp(-b / shape))
+        t = float(scale * (-math.log(rate)) ** (1 / shape))
+        method = WEIBULL
+    observed = float((a >= t).mean() * DAYS_PER_MONTH) if len(a) else 0.0
+    return Calibration(
+        float(t), alarms_per_series_month, float(shape), float(scale), len(a), observed, method
+    )

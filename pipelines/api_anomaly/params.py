@@ -37,6 +37,13 @@ class GenerateParams(_P):
     )
     n_launches: int = Field(ge=0, description="segments that start mid-period and ramp up (not anomalies)")
     defect_rate: float = Field(ge=0, lt=0.2, description="share of rows spoiled on purpose (defects.csv)")
+    bursty_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of the countries (beyond the top 5) whose traffic is bursty: heavy-tailed swings of"
+        " tens of percent (social-media, marketing-driven); segments.csv says which",
+    )
 
     @field_validator("os")
     @classmethod
@@ -91,6 +98,20 @@ class DetectParams(_P):
         gt=0, description="the last days, where detectors are evaluated, never tuned"
     )
     warmup_days: int = Field(ge=7, description="history before the first tuning day (detectors need it)")
+    alarms_per_series_month: float = Field(
+        gt=0,
+        lt=30,
+        description="without labels: the threshold is calibrated so that ordinary days would raise this many"
+        " false alarms per series per month (the scores' own tail; with labels the threshold is tuned)",
+    )
+    min_history_days: int = Field(
+        ge=7, description="a series is scored once it has this many days of history"
+    )
+    short_history_days: int | None = Field(
+        ge=28,
+        description="with labels: also measure the detector on the counts cut to their last N days, labels"
+        " hidden (metrics short_history_*; null: not measured)",
+    )
     level_days: int = Field(ge=3, description="seasonal detector: recent level = median of these days")
     weeks: int = Field(ge=2, description="seasonal detector: weekday effects from these many weeks")
     mad_days: int = Field(ge=7, description="seasonal detector: residual scale from these days")

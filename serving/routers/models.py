@@ -18,7 +18,7 @@ from serving.auth import AUTH_RESPONSES, ApiKey, any_key, require
 from serving.deps import ModelsDep, OnlineDep, RequestLogDep
 from serving.metrics import ONLINE_ERRORS, observe_predictions
 from serving.models import LoadedModel
-from serving.online import OnlineStoreUnavailable
+from serving.online import OfflineStoreUnavailable, OnlineStoreUnavailable, point_in_time_rows
 from serving.request_log import PredictionRecord
 from serving.schemas import MAX_BATCH, ErrorBody, ModelInfo, PredictRequest, PredictResponse, as_int64
 
@@ -149,6 +149,19 @@ async def predict_endpoint(
     except OnlineStoreUnavailable as e:
         ONLINE_ERRORS.labels(m.meta.name).inc()
         raise HTTPException(503, str(e)) from e
+    found = [any(v is not None for v in s.values.values()) for s in stored]
+    # rows asking about a time before their online row: the features as of that time (serving/online.py)
+    as_of_values = sent.get(m.as_of_feature) if m.as_of_feature else None
+    as_of = point_in_time_rows(as_of_values, stored) if as_of_values else {}
+    if as_of:
+        try:
+            past = await online.aget_as_of(
+                m.meta.feature_service, key, [ids[i] for i in as_of], list(as_of.values())
+            )
+        except OfflineStoreUnavailable as e:
+            raise HTTPException(503, str(e)) from e
+        for i, features in zip(as_of, past, strict=True):
+            stored[i] = features
 
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
@@ -167,10 +180,11 @@ async def predict_endpoint(
             {
                 "entity": {key: entity_id},
                 "prediction": None,
-                "found_in_online_store": any(v is not None for v in stored[i].values.values()),
+                "found_in_online_store": found[i],
                 "features_as_of": latest,
                 "feature_age_seconds": round((now - latest).total_seconds(), 3) if latest else None,
                 "feature_timestamps": ts,
+                "point_in_time": as_of.get(i),
                 "features_from_request": sorted(from_request),
                 "missing_features": sorted(f for f in m.meta.feature_names if row.get(f) is None),
             }

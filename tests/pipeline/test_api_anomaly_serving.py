@@ -220,6 +220,69 @@ def test_real_time_check_says_whether_a_count_is_anomalous(aworld: AnomalyWorld,
     assert batch.status_code == 422 and "/predict" in batch.json()["detail"]
 
 
+def test_a_past_day_is_checked_against_the_state_as_of_that_day(aworld: AnomalyWorld, aclient):
+    """Point-in-time serving: a request for a past day D is scored against the state as of D (Feast's
+    offline store: the row dated D, built from the days before it), not against the online store's latest
+    state, which has already seen D (a spike on D moved it) and the days after; a day before the segment's
+    first state has no prediction, and says why."""
+    meta = json.loads((aworld.settings.models_dir / "api_anomaly" / METADATA_FILE).read_text())
+    threshold = meta["extra"]["threshold"]
+    drift = (int(meta["params"]["drift_days"]), float(meta["params"]["drift_clip"]))
+    f = aworld.features
+    last = f["event_timestamp"].max()  # the online row's day: the day after the data
+    # the strongest anomaly the detector found, a few days before the online state
+    a = aworld.anomalies[aworld.anomalies["date"] < last - pd.Timedelta(days=3)]
+    top = a.iloc[a["score"].abs().argmax()]
+    day, segment = pd.Timestamp(top["date"]), f"{top['country']}:{top['os']}"
+    count = float(
+        aworld.counts.loc[
+            (aworld.counts["country"] == top["country"])
+            & (aworld.counts["os"] == top["os"])
+            & (aworld.counts["date"] == day),
+            "count",
+        ].iloc[0]
+    )
+    seg = f[f[S.SEGMENT_KEY] == segment]
+    as_of_day = seg[seg["event_timestamp"] == day].iloc[0]
+    latest = seg[seg["event_timestamp"] == last].iloc[0]
+    want = band_check(as_of_day[list(STATE_FIELDS)].to_dict(), day, count, threshold, drift)
+    against_latest = band_check(latest[list(STATE_FIELDS)].to_dict(), day, count, threshold, drift)
+    assert abs(want["score"] - against_latest["score"]) > 1.0  # the two states answer differently
+    assert want["is_anomaly"]
+
+    def ask(days: list[str], counts: list[float]) -> list[dict]:
+        body = {"entities": {"segment": [segment] * len(days)}, "features": {"date": days, "count": counts}}
+        r = aclient.post("/v1/models/api_anomaly/predict", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["predictions"]
+
+    first = seg["event_timestamp"].min()
+    today = last.strftime("%Y-%m-%d")
+    past, too_early, online = ask(
+        [day.strftime("%Y-%m-%d"), (first - pd.Timedelta(days=30)).strftime("%Y-%m-%d"), today],
+        [count, count, count],
+    )
+    assert past["prediction"] == pytest.approx(want["score"], rel=1e-9, abs=1e-9)
+    assert past["expected"] == pytest.approx(want["expected"], rel=1e-9)
+    assert past["is_anomaly"] is True
+    assert past["point_in_time"].startswith(day.strftime("%Y-%m-%d"))  # what state answered
+    # no state that early: no prediction, the state reported missing, not the latest state's answer
+    assert too_early["prediction"] is None and too_early["is_anomaly"] is None
+    assert too_early["found_in_online_store"] is True and "level" in too_early["missing_features"]
+    # the online row's own day still reads the online store
+    want_online = band_check(latest[list(STATE_FIELDS)].to_dict(), last, count, threshold, drift)
+    assert online["prediction"] == pytest.approx(want_online["score"], rel=1e-9, abs=1e-9)
+    assert online.get("point_in_time") is None and online["feature_age_seconds"] is not None
+
+    import time
+
+    for label, d in (("online", today), ("past day", day.strftime("%Y-%m-%d"))):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            ask([d], [count])
+        print(f"{label}: {(time.perf_counter() - t0) / 5 * 1000:.1f} ms per request")
+
+
 def test_anomalies_endpoint_filters_the_latest_run(aworld: AnomalyWorld, aclient):
     a = aworld.anomalies
     assert len(a) > 10

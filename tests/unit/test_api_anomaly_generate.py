@@ -377,3 +377,29 @@ def test_a_longer_period_scales_the_earlier_anomalies(tmp_path):
     assert (
         pd.to_datetime(anomalies.loc[anomalies["window"] == S.EVALUATION, "start_date"]) >= eval_start
     ).all()
+
+
+def test_bursty_countries_swing_by_tens_of_percent_and_change_nothing_else(tmp_path):
+    """`bursty_share` adds heavy-tailed swings to some countries beyond the top 5 (segments.csv says which);
+    the baseline and the planted anomalies are those of the same world without them."""
+    p = small(n_countries=40, defect_rate=0.0)
+    calm_dir, bursty_dir = tmp_path / "calm", tmp_path / "bursty"
+    generate(p.model_copy(update={"bursty_share": 0.0}), calm_dir)
+    generate(p.model_copy(update={"bursty_share": 0.5}), bursty_dir)
+    seg = pd.read_csv(bursty_dir / S.SEGMENTS_FILE, keep_default_na=False)
+    countries = seg.groupby("country")[["bursty", "country_rank"]].first()
+    assert not countries.loc[countries["country_rank"] <= 5, "bursty"].any()
+    assert countries["bursty"].sum() == round(0.5 * (len(countries) - 5))
+    assert not pd.read_csv(calm_dir / S.SEGMENTS_FILE, keep_default_na=False)["bursty"].any()
+    calm, bursty = (pd.read_parquet(d / S.LABELS_FILE) for d in (calm_dir, bursty_dir))
+    pd.testing.assert_series_equal(calm["expected_count"], bursty["expected_count"])
+    pd.testing.assert_series_equal(calm["is_anomaly"], bursty["is_anomaly"])
+    # ordinary days of mid-volume segments: the bursty ones' day-to-day swings are several times wider
+    b = bursty.merge(seg[["country", "os", "bursty"]], on=["country", "os"])
+    ok = (b["effect"] == 1) & b["expected_count"].between(1_000, 1_000_000)
+    r = np.log((b.loc[ok, "count_true"] + 0.5) / b.loc[ok, "expected_count"])
+    sd = r.groupby(b.loc[ok, "bursty"]).std()
+    assert sd[True] > 0.15 and sd[True] > 2.5 * sd[False], sd
+    # heavy-tailed: more days beyond 3 sd than a normal's 0.3%, none beyond about x2.5 or x0.4
+    z = (r[b.loc[ok, "bursty"]] / sd[True]).abs()
+    assert (z > 3).mean() > 0.004 and r[b.loc[ok, "bursty"]].abs().max() < np.log(2.5)
