@@ -29,6 +29,11 @@ The world (shapes fixed in code; period, sizes, rates and the seed are knobs in 
 * **Noise** scales with volume: a global daily shock (sd 0.8%), an AR(1) country shock (sd 1.2-4%,
   larger for small countries) and an AR(1) segment shock (sd 2-14%, larger for small segments), all
   multiplicative and mean-preserving, then a Poisson draw: small segments are relatively noisier.
+* **Bursty countries** (``bursty_share`` of the countries beyond the top 5; segments.csv ``bursty``):
+  social-media or marketing-driven traffic whose ordinary days swing by tens of percent: an AR(1)
+  country shock (sd 8-20%) and a segment shock (sd 5-12%) with heavy-tailed Student-t innovations (3 df,
+  clipped at 6: an ordinary burst reaches about x1.9). Not anomalies; the planted ones land there as
+  anywhere else.
 
 ``expected_count`` (labels.parquet) is the true baseline: level x trend x weekday x holiday x launch,
 before anomalies and noise. ``count_true`` is the drawn count, anomalies included, before defects.
@@ -378,6 +383,7 @@ class World:
     level: np.ndarray  # S: expected weekday requests on day 0 without holiday (at full launch)
     growth: np.ndarray  # S: log-growth per day
     noise_sd: np.ndarray  # S: stationary sd of the segment's log-noise
+    bursty: np.ndarray  # S: in a bursty country (heavy-tailed swings of tens of percent)
     launch_day: np.ndarray  # S: first day index with rows (0 for all but launches)
     expected: np.ndarray  # (S, D): the true baseline, NaN before launch
     noise: np.ndarray  # (S, D): mean-1 multiplicative noise
@@ -413,6 +419,48 @@ def _ar1(rng: np.random.Generator, sd: np.ndarray, phi: np.ndarray | float, days
     for d in range(1, days):
         out[:, d] = phi * out[:, d - 1] + rng.normal(0, innov)
     return out
+
+
+BURSTY_COUNTRY_SD = (0.08, 0.2)  # a bursty country's own daily swings (all its OS at once), stationary sd
+BURSTY_SEGMENT_SD = (0.05, 0.12)  # ... and each of its segments' own, on top
+BURSTY_DF = 3  # Student-t innovations: most days within tens of percent, some ordinary bursts far beyond ...
+BURSTY_CLIP = 6.0  # ... up to this many innovation units (about x1.9 in a day): a campaign, not an incident
+
+
+def _ar1_t(rng: np.random.Generator, sd: np.ndarray, phi: float, days: int) -> np.ndarray:
+    """Stationary AR(1) paths with heavy-tailed (Student-t, `BURSTY_DF` df) innovations, stationary sd `sd`."""
+    sd = np.asarray(sd, float)
+    innov = sd * np.sqrt(1 - phi**2) / np.sqrt(BURSTY_DF / (BURSTY_DF - 2))
+    out = np.empty((len(sd), days))
+    out[:, 0] = (
+        sd
+        * np.clip(rng.standard_t(BURSTY_DF, len(sd)), -BURSTY_CLIP, BURSTY_CLIP)
+        / np.sqrt(BURSTY_DF / (BURSTY_DF - 2))
+    )
+    for d in range(1, days):
+        out[:, d] = phi * out[:, d - 1] + innov * np.clip(
+            rng.standard_t(BURSTY_DF, len(sd)), -BURSTY_CLIP, BURSTY_CLIP
+        )
+    return out
+
+
+def _bursty_noise(
+    p: GenerateParams, n_c: int, seg_country: np.ndarray, n_days: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bursty country flags, the extra log-noise per segment and day, its stationary variance per segment):
+    `bursty_share` of the countries (never the top 5 markets, whose volume is spread over many campaigns)
+    get heavy-tailed swings shared by their OS plus each segment's own. Its own seeded stream: a world
+    without bursty countries is the same world as before the regime existed."""
+    rng = np.random.default_rng([p.seed, 7])
+    bursty = np.zeros(n_c, bool)
+    pool = np.arange(5, n_c)
+    k = round(p.bursty_share * len(pool))
+    if k:
+        bursty[rng.choice(pool, size=k, replace=False)] = True
+    c_sd = np.where(bursty, rng.uniform(*BURSTY_COUNTRY_SD, n_c), 0.0)
+    s_sd = np.where(bursty[seg_country], rng.uniform(*BURSTY_SEGMENT_SD, len(seg_country)), 0.0)
+    extra = _ar1_t(rng, c_sd, 0.4, n_days)[seg_country] + _ar1_t(rng, s_sd, 0.3, n_days)
+    return bursty, extra, c_sd[seg_country] ** 2 + s_sd**2
 
 
 def _pick_countries(p: GenerateParams, rng: np.random.Generator) -> list[str]:
@@ -511,8 +559,9 @@ def build_world(p: GenerateParams) -> World:
         launch_day[s] = day
 
     seg_shock = _ar1(np.random.default_rng([p.seed, 5]), noise_sd_arr, rng.uniform(0.2, 0.6, n_s), n_days)
-    log_noise = global_shock[None, :] + country_shock[seg_country] + seg_shock
-    var = 0.008**2 + country_noise_sd[seg_country] ** 2 + noise_sd_arr**2
+    bursty, extra, extra_var = _bursty_noise(p, n_c, seg_country, n_days)
+    log_noise = global_shock[None, :] + country_shock[seg_country] + seg_shock + extra
+    var = 0.008**2 + country_noise_sd[seg_country] ** 2 + noise_sd_arr**2 + extra_var
     noise = np.exp(log_noise - var[:, None] / 2)
     return World(
         dates=dates,
@@ -521,7 +570,8 @@ def build_world(p: GenerateParams) -> World:
         seg_os=seg_os_arr,
         level=level_arr,
         growth=growth_arr,
-        noise_sd=noise_sd_arr,
+        noise_sd=np.sqrt(noise_sd_arr**2 + extra_var),
+        bursty=bursty[seg_country],
         launch_day=launch_day,
         expected=expected,
         noise=noise,
@@ -1003,6 +1053,7 @@ def segments_frame(w: World) -> pd.DataFrame:
             "level": np.round(w.level, 2),
             "monthly_growth": np.round(np.expm1(w.growth * 30), 4),
             "noise_sd": np.round(w.noise_sd, 4),
+            "bursty": w.bursty,
             "launch_date": [
                 w.dates[d].date().isoformat() if ok else ""
                 for d, ok in zip(w.launch_day, launch, strict=True)
