@@ -90,6 +90,7 @@ bench: repro
 tools:
 	@missing=""; command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
 	if [ -n "$$missing" ]; then echo ">> installing$$missing (Debian packages)"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; fi; fi
@@ -110,10 +111,22 @@ format: venv
 	ruff check --fix .
 
 # Re-resolve requirements.in and pin the full set as name==version (no URLs).
+# Three pinned sets, each resolved in a fresh venv: everything (requirements.txt), then the pipeline image's
+# and the serving image's sets constrained to the same versions. SERVING_UNUSED are installed by serving's
+# dependencies but never imported by what the image runs (catboost's plotting, SQLAlchemy's mypy plugin):
+# tests/unit/test_requirements.py imports every entry point without them.
+SERVING_UNUSED := mypy matplotlib fonttools pillow contourpy kiwisolver cycler graphviz
+FREEZE := pip freeze | grep -v -e "^-e" -e "@" -e "^\#" | sort -f
 lock:
 	rm -rf /tmp/featureplat-lock && $(PYTHON) -m venv /tmp/featureplat-lock
 	/tmp/featureplat-lock/bin/pip install --quiet -r requirements.in
-	/tmp/featureplat-lock/bin/pip freeze | grep -v -e "^-e" -e "@" -e "^#" | sort -f > requirements.txt
+	/tmp/featureplat-lock/bin/$(FREEZE) > requirements.txt
+	for set in pipelines serving; do \
+	  rm -rf /tmp/featureplat-lock-$$set && $(PYTHON) -m venv /tmp/featureplat-lock-$$set && \
+	  /tmp/featureplat-lock-$$set/bin/pip install --quiet -r requirements/$$set.in -c requirements.txt && \
+	  { [ $$set != serving ] || /tmp/featureplat-lock-$$set/bin/pip uninstall --quiet -y $(SERVING_UNUSED); } && \
+	  /tmp/featureplat-lock-$$set/bin/$(FREEZE) > requirements/$$set.txt || exit 1; \
+	done
 
 clean:
 	rm -rf data/feast data/request_log* .pytest_cache

@@ -136,23 +136,31 @@ def sync_online(settings: Settings, force: bool = False) -> str:
     return "materialized"
 
 
-def demo_curl(settings: Settings, port: int = 8000, api_key: str | None = None) -> str:
-    """A curl per model for a recent entity (a spec'd model's latest row still to score: for game_ltv, a
-    just-installed user), as pasted in a shell; with ``api_key``, an ``export API_KEY=...`` first and the
-    key in every curl (every route but /healthz and /readyz needs one: docs/security.md)."""
-    auth = ' -H "Authorization: Bearer $API_KEY"' if api_key else ""
-    lines = [f"export API_KEY={api_key}"] if api_key else []
+def demo_requests(settings: Settings) -> dict[str, dict]:
+    """A predict request per model for a recent entity (a spec'd model's latest row still to score: for
+    game_ltv, a just-installed user; for api_anomaly, a day's count at half the expected): what the printed
+    curls send and `serving.smoke` replays."""
     registry = models(settings)
+    out = {}
     for model, entity in sample_entities(settings).items():
         request: dict = {"entities": {registry[model][1]: [entity]}}
         if model == "api_anomaly":  # a real-time check needs the day and the count: half the expected
             request = _band_example(settings)
         elif model not in HAND_WRITTEN:
             request = _spec_example(settings, model) or request
-        body = json.dumps(request)
+        out[model] = request
+    return out
+
+
+def demo_curl(settings: Settings, port: int = 8000, api_key: str | None = None) -> str:
+    """`demo_requests` as curls pasted in a shell; with ``api_key``, an ``export API_KEY=...`` first and the
+    key in every curl (every route but /healthz and /readyz needs one: docs/security.md)."""
+    auth = ' -H "Authorization: Bearer $API_KEY"' if api_key else ""
+    lines = [f"export API_KEY={api_key}"] if api_key else []
+    for model, request in demo_requests(settings).items():
         lines.append(
             f"curl -s -X POST http://127.0.0.1:{port}/v1/models/{model}/predict{auth} "
-            f"-H 'Content-Type: application/json' -d '{body}'"
+            f"-H 'Content-Type: application/json' -d '{json.dumps(request)}'"
         )
     return "\n".join(lines)
 
@@ -194,6 +202,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--print-curl", action="store_true", help="print a curl per model for the demo and exit")
+    ap.add_argument(
+        "--print-requests",
+        action="store_true",
+        help="print the demo's predict requests as JSON lines (model, body) for `python -m serving.smoke`",
+    )
     ap.add_argument("--port", type=int, default=8000, help="the API's port in the printed curl")
     ap.add_argument("--api-key", default=None, help="the key the printed curls send (python -m serving.auth)")
     args = ap.parse_args()
@@ -202,6 +215,10 @@ def main() -> None:
     settings = Settings()
     if args.print_curl:
         print(demo_curl(settings, args.port, args.api_key))
+        return
+    if args.print_requests:
+        for model, body in demo_requests(settings).items():
+            print(json.dumps({"model": model, "body": body}))
         return
     print(f"online store ({settings.online_store}): {sync_online(settings, force=args.force)}")
 

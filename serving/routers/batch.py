@@ -49,7 +49,8 @@ def _jobs_dir(settings: Settings) -> Path:
     return settings.data_dir / "batch_jobs"
 
 
-def _job(settings: Settings, job_id: str) -> BatchJob:
+def _job(settings: Settings, job_id: str, root: str = "") -> BatchJob:
+    """The job's status; its URLs under `root`, the prefix the API is served at (uvicorn --root-path)."""
     if not JOB_ID.match(job_id):
         raise HTTPException(404, f"no batch job {job_id!r}")
     job_dir = _jobs_dir(settings) / job_id
@@ -63,8 +64,8 @@ def _job(settings: Settings, job_id: str) -> BatchJob:
         total=s["total"],
         done=s.get("done", 0),
         error=s.get("error"),
-        status_url=f"/v1/batch/{job_id}",
-        results_url=f"/v1/batch/{job_id}/results",
+        status_url=f"{root}/v1/batch/{job_id}",
+        results_url=f"{root}/v1/batch/{job_id}/results",
     )
 
 
@@ -159,12 +160,12 @@ async def submit_batch(
     job_id = batch_job.create_job(jobs_dir, settings, name, join_key, ids, key_id=key.key_id)
     batch_job.start_job(jobs_dir / job_id)
     BATCH_SUBMITTED.labels(name).inc()
-    return _job(settings, job_id)
+    return _job(settings, job_id, request.scope.get("root_path", ""))
 
 
 def _own_job(settings: Settings, job_id: str, request: Request, key: ApiKey) -> BatchJob:
     """The job, if the key may see its model (403 otherwise, so scopes hold for job ids too)."""
-    job = _job(settings, job_id)
+    job = _job(settings, job_id, request.scope.get("root_path", ""))
     request.app.state.guard.authorize(key, "batch", job.model)
     return job
 

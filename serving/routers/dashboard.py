@@ -10,10 +10,11 @@ package): nothing is fetched from another origin, and the Content-Security-Polic
 
 from __future__ import annotations
 
+import html
 import importlib.util
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -64,8 +65,10 @@ async def model_monitoring(
 
 @router.get("/dashboard", include_in_schema=False)
 @router.get("/dashboard/{name}", include_in_schema=False)
-async def dashboard_page() -> HTMLResponse:
-    return HTMLResponse(PAGE, headers=HEADERS)
+async def dashboard_page(request: Request) -> HTMLResponse:
+    """The page, its links under the prefix the API is served at (uvicorn --root-path behind an ingress)."""
+    root = html.escape(request.scope.get("root_path", "").rstrip("/"))
+    return HTMLResponse(PAGE.replace("{{ROOT}}", root), headers=HEADERS)
 
 
 @router.get("/dashboard-static/{file}", include_in_schema=False)

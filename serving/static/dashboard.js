@@ -2,7 +2,9 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const KEY = "featureplat.apiKey";
-const parts = location.pathname.replace(/\/+$/, "").split("/");
+// the path prefix the API is served under (an ingress's /ai), from the page the API wrote
+const ROOT = document.querySelector('meta[name="root-path"]').content;
+const parts = location.pathname.slice(ROOT.length).replace(/\/+$/, "").split("/");
 const model = parts.length > 2 ? (() => { try { return decodeURIComponent(parts[2]); } catch { return parts[2]; } })() : null;
 const layout = (title, extra = {}) => ({
   title: { text: title, font: { size: 14 } }, margin: { t: 40, r: 50, b: 40, l: 55 },
@@ -31,7 +33,7 @@ function plot(id, data, lay, conf) {  // a chart where a note may have been: the
 }
 
 async function api(path) {
-  const r = await fetch(path, { headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
+  const r = await fetch(ROOT + path, { headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) } });
   if (r.status === 401 || r.status === 403) {
     const body = await r.json().catch(() => ({}));
     if (r.status === 401) sessionStorage.removeItem(KEY);
@@ -53,7 +55,7 @@ async function showIndex() {
   for (const m of models) {
     const li = document.createElement("li");
     const a = document.createElement("a");
-    a.href = "/dashboard/" + encodeURIComponent(m.name);
+    a.href = ROOT + "/dashboard/" + encodeURIComponent(m.name);
     a.textContent = m.name;
     li.appendChild(a);
     li.append(" · " + m.version + (m.description ? " · " + m.description : ""));

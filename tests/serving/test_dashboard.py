@@ -103,3 +103,25 @@ def test_a_hand_written_models_kpi_comes_from_its_outcome_table(tmp_path):
     assert reviews["weeks"] == offboarded["weeks"] == ["2026-03-02", "2026-03-09", "2026-03-16"]
     assert reviews["values"] == [3, 1, 2] and offboarded["values"] == [2, 0, 2]
     assert outcome_kpis(settings, "game_ltv") == []
+
+
+def test_behind_a_path_prefix_the_page_and_the_batch_urls_keep_it(materialized):
+    """Served under an ingress's /ai (uvicorn --root-path /ai, deploy/k8s): the page's assets, the data it
+    fetches and a batch job's URLs carry the prefix; at the root nothing changes."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.live import new_key
+
+    token = new_key(materialized.settings, ("monitor", "batch"), ("game_ltv",))
+    auth = {"Authorization": f"Bearer {token}"}
+    for root in ("/ai", ""):
+        with TestClient(create_app(materialized.settings), root_path=root, headers=auth) as c:
+            page = c.get("/dashboard/game_ltv", headers={"Authorization": ""}).text
+            assert f'src="{root}/dashboard-static/dashboard.js"' in page and f'content="{root}"' in page
+            job = c.post(
+                "/v1/models/game_ltv/batch", json={"entities": {"user_id": user_ids(materialized, 3)}}
+            )
+            assert job.status_code == 202, job.text
+            assert job.json()["status_url"] == f"{root}/v1/batch/{job.json()['job_id']}"
+            assert job.json()["results_url"].startswith(f"{root}/v1/batch/")
