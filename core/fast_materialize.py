@@ -51,8 +51,9 @@ What this module does instead
   `_ts:view`), RESP built from per-value fragments and written on one redis-py connection in chunks,
   replies parsed by hiredis, the next chunk encoded while Redis works. Feast's rule that a stored newer
   or equal `_ts:view` is kept is honoured (one pipelined HGET per entity) unless the store says
-  `skip_dedup: true` or the caller `overwrite=True`; `key_ttl_seconds` -> EXPIRE. Redis Cluster (and any
-  other online store) gets Feast's own `online_write_batch` fed by the bounded reader.
+  `skip_dedup: true` or the caller `overwrite=True`; `key_ttl_seconds` -> EXPIRE. Redis Cluster: the same per node, rows split by
+  their key's hash slot (`_RedisClusterWriter`). Any other online store gets Feast's own
+  `online_write_batch` fed by the bounded reader.
 * Write, SQLite: Feast's table and rows (`entity_key, feature_name, value, value_text, event_ts,
   created_ts`, Feast's upsert). Rows are staged compactly in a scratch SQLite file (one row per entity,
   feature values as codes into a pool of distinct values) and expanded by SQLite itself in one
@@ -767,6 +768,8 @@ def _writer(store: FeatureStore, plan: _Plan, overwrite: bool | None) -> Any:
     kind = type(cfg).__name__
     if kind == "RedisOnlineStoreConfig" and getattr(cfg, "redis_type", None) in ("redis", "redis_sentinel"):
         return _RedisWriter(store, plan, overwrite)
+    if kind == "RedisOnlineStoreConfig" and getattr(cfg, "redis_type", None) == "redis_cluster":
+        return _RedisClusterWriter(store, plan, overwrite)
     if (
         kind == "SqliteOnlineStoreConfig"
         and not getattr(cfg, "vector_enabled", False)
@@ -930,10 +933,12 @@ class _RedisWriter:
 
     name = "redis"
 
-    def __init__(self, store: FeatureStore, plan: _Plan, overwrite: bool | None):
+    def __init__(self, store: FeatureStore, plan: _Plan, overwrite: bool | None, client: Any = None):
+        """`client`: a redis-py client of one node (a cluster's, from `_RedisClusterWriter`); default
+        Feast's own."""
         cfg = store.config.online_store
         online: Any = store._get_provider().online_store
-        self.client = online._get_client(cfg)
+        self.client = client if client is not None else online._get_client(cfg)
         self.rows = RedisRows(store.project, plan, cfg.key_ttl_seconds)
         self.dedup = not (overwrite if overwrite is not None else cfg.skip_dedup)
         self.conn = self.client.connection_pool.get_connection()
@@ -1011,6 +1016,56 @@ class _RedisWriter:
         """Unread replies may be pending: drop the connection rather than return it to the pool."""
         self.conn.disconnect()
         self.client.connection_pool.release(self.conn)
+
+
+class _RedisClusterWriter:
+    """`_RedisWriter` per node of a Redis Cluster: each batch's rows are split by the node that owns their
+    key's hash slot (the slot map of Feast's own RedisCluster client) and each node's share goes down that
+    node's connection, with the same pipelining and the same rule on stored newer rows. A slot that moves
+    during the load makes the node answer MOVED: the load fails loudly (rerun it) rather than writing
+    elsewhere. redis-py's cluster pipeline would route the same commands, re-encoding each one: the
+    single-node writer's pre-encoded RESP is what makes it fast (docs/benchmarks.md)."""
+
+    name = "redis_cluster"
+
+    def __init__(self, store: FeatureStore, plan: _Plan, overwrite: bool | None):
+        self.store, self.plan, self.overwrite = store, plan, overwrite
+        online: Any = store._get_provider().online_store
+        self.cluster = online._get_client(store.config.online_store)  # redis.cluster.RedisCluster
+        self.rows = RedisRows(store.project, plan, store.config.online_store.key_ttl_seconds)
+        self.writers: dict[str, _RedisWriter] = {}
+
+    def _writer(self, node: Any) -> _RedisWriter:
+        w = self.writers.get(node.name)
+        if w is None:
+            client = self.cluster.get_redis_connection(node)
+            w = self.writers[node.name] = _RedisWriter(self.store, self.plan, self.overwrite, client)
+        return w
+
+    def write(self, b: pa.RecordBatch, stats: _ViewStats) -> None:
+        if not b.num_rows:
+            return
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, k in enumerate(self.rows.keys(b)):
+            raw = k[k.index(b"\r\n") + 2 : -2]  # the key inside its RESP bulk string
+            node = self.cluster.get_node_from_key(raw)
+            by_node.setdefault(node.name, (node, []))[1].append(i)
+        for node, rows in by_node.values():
+            self._writer(node).write(b.take(pa.array(rows)), stats)
+
+    def close(self, stats: _ViewStats) -> list[Callable[[], None]]:
+        for i, w in enumerate(list(self.writers.values())):
+            try:
+                w.close(stats)
+            except BaseException:
+                for rest in list(self.writers.values())[i + 1 :]:
+                    rest.abort()
+                raise
+        return []
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
 
 
 class _SqliteWriter:

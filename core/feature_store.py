@@ -22,14 +22,18 @@ from sqlalchemy.engine import make_url
 from core.settings import Settings, activated
 
 
-def redis_connection_string(url: str) -> str:
-    """redis://[:password@]host[:port][/db] -> Feast's "host:port,db=N,password=...,ssl=true"."""
+def redis_connection_string(url: str, cluster: bool = False) -> str:
+    """redis://[:password@]host[:port][/db] -> Feast's "host:port,db=N,password=...,ssl=true" (a cluster's
+    startup node takes no db: a Redis Cluster has database 0 only)."""
     u = urlsplit(url)
     if u.scheme not in {"redis", "rediss"}:
         raise ValueError(f"REDIS_URL must start with redis:// or rediss://, got {url!r}")
     parts = [f"{u.hostname or '127.0.0.1'}:{u.port or 6379}"]
     db = (u.path or "/0").lstrip("/") or "0"
-    parts.append(f"db={db}")
+    if cluster and db != "0":
+        raise ValueError(f"a Redis Cluster has database 0 only; REDIS_URL asks for {db}: {url!r}")
+    if not cluster:
+        parts.append(f"db={db}")
     if u.password:
         parts.append(f"password={unquote(u.password)}")
     if u.scheme == "rediss":
@@ -72,8 +76,10 @@ def raw_config(settings: Settings) -> dict[str, Any]:
     if settings.redis_url:
         raw["online_store"] = {
             "type": "redis",
-            "connection_string": redis_connection_string(settings.redis_url),
+            "connection_string": redis_connection_string(settings.redis_url, settings.redis_cluster),
         }
+        if settings.redis_cluster:
+            raw["online_store"]["redis_type"] = "redis_cluster"
     elif raw.get("online_store", {}).get("type") == "sqlite":
         raw["online_store"]["path"] = absolute(settings.feast_sqlite_path or raw["online_store"]["path"])
     if settings.offline_store == "postgres":

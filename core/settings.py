@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis online store, e.g. redis://127.0.0.1:6379/0"
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="REDIS_URL names a node of a Redis Cluster (Feast's redis_type: redis_cluster): keys "
+        "spread over its slots, reads and writes grouped per node; database 0 only",
+    )
     database_url: str | None = Field(
         default=None,
         description="PostgreSQL for the request log and the Feast offline store, "

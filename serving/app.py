@@ -54,9 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if s.redis_url:
             import redis.asyncio
 
-            redis_client = redis.asyncio.Redis.from_url(
-                s.redis_url, socket_connect_timeout=1, socket_timeout=2
-            )
+            kind = redis.asyncio.RedisCluster if s.redis_cluster else redis.asyncio.Redis
+            redis_client = kind.from_url(s.redis_url, socket_connect_timeout=1, socket_timeout=2)
         app.state.online = OnlineFeatures(open_store(s), redis_client)
         writer = writer_from_settings(s)
         writer.start()

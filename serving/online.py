@@ -13,6 +13,7 @@ ttl included), so only such rows pay for an offline read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -25,7 +26,7 @@ from feast import FeatureService, FeatureStore
 from starlette.concurrency import run_in_threadpool
 
 from core.online_fast import RedisLayout
-from core.online_receipt import lost_message, missing_views
+from core.online_receipt import lost_message, missing_views, receipt_key
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,67 @@ class OnlineFeatures:
         self._layouts: dict[str, RedisLayout] = {}
         self._readers: dict[str, MicroBatcher[bytes, list[bytes | None]]] = {}
 
+    @property
+    def _cluster(self) -> bool:
+        return self._redis is not None and hasattr(self._redis, "nodes_manager")
+
+    async def _read_cluster(self, keys: list[bytes], layout: RedisLayout) -> list[list[bytes | None]]:
+        """`read` on a Redis Cluster: the keys grouped by the node owning their hash slot, each group one
+        pipelined round trip on that node's connection, all nodes at once; the receipt asked of its own
+        node in the same round trip. A slot that moved (MOVED/ASK) refreshes the slot map and reads again,
+        once."""
+        from redis.exceptions import ResponseError
+
+        rc = self._redis
+        if not rc.nodes_manager.slots_cache:
+            await rc.initialize()
+        for attempt in (1, 2):
+            groups: dict[str, tuple[Any, list[int]]] = {}
+            for i, k in enumerate(keys):
+                node = rc.get_node_from_key(k)
+                groups.setdefault(node.name, (node, []))[1].append(i)
+            receipt_node = (
+                rc.get_node_from_key(receipt_key(layout.project)) if layout.receipt_command else None
+            )
+            if receipt_node is not None:
+                groups.setdefault(receipt_node.name, (receipt_node, []))
+
+            async def one(node: Any, idx: list[int], with_receipt: bool) -> tuple[list[str], list[Any]]:
+                conn = node.acquire_connection()
+                try:
+                    await node.disconnect_if_needed(conn)
+                    head = layout.receipt_command if with_receipt else b""
+                    await conn.send_packed_command(head + layout.hmget_commands([keys[i] for i in idx]))
+                    missing = layout.missing_receipts(await conn.read_response()) if with_receipt else []
+                    return missing, [await conn.read_response() for _ in idx]
+                except BaseException:
+                    await conn.disconnect()
+                    raise
+                finally:
+                    node.release(conn)
+
+            try:
+                replies = await asyncio.gather(
+                    *(
+                        one(node, idx, receipt_node is not None and node.name == receipt_node.name)
+                        for node, idx in groups.values()
+                    )
+                )
+            except ResponseError as e:
+                if attempt == 2 or not str(e).startswith(("MOVED", "ASK")):
+                    raise
+                await rc.nodes_manager.initialize()
+                continue
+            missing = [v for m, _ in replies for v in m]
+            if missing:
+                raise OnlineStoreLost(lost_message(missing))
+            out: list[list[bytes | None]] = [[] for _ in keys]
+            for (_, idx), (_, rows) in zip(groups.values(), replies, strict=True):
+                for i, row in zip(idx, rows, strict=True):
+                    out[i] = row
+            return out
+        raise AssertionError("unreachable")
+
     def _layout(self, name: str) -> RedisLayout:
         layout = self._layouts.get(name)
         if layout is None:
@@ -121,6 +183,8 @@ class OnlineFeatures:
             self._layouts[name] = layout
 
             async def read(keys: list[bytes], layout: RedisLayout = layout) -> list[list[bytes | None]]:
+                if self._cluster:
+                    return await self._read_cluster(keys, layout)
                 # One pipelined round trip with pre-encoded commands: what redis-py's pipeline does,
                 # minus re-encoding the same 16 arguments for every key.
                 pool = self._redis.connection_pool

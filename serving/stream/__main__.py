@@ -41,6 +41,11 @@ class Components:
     def __init__(self, settings: Settings, broker: Any | None = None) -> None:
         self.settings = settings
         self.redis = None
+        if settings.redis_cluster:  # its pushes and sessions use one connection (issue 24 left this)
+            raise SystemExit(
+                "the stream worker does not run on a Redis Cluster yet (REDIS_CLUSTER is set): its feature "
+                "pushes and session store need a single Redis; the API and materialization do run on one"
+            )
         store = open_store(settings)
         if settings.redis_url:
             import redis.asyncio

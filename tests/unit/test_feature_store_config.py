@@ -13,6 +13,23 @@ def test_redis_url_to_feast_connection_string():
         redis_connection_string("http://x")
 
 
+def test_a_redis_cluster_node_url_to_feasts_cluster_config():
+    assert redis_connection_string("redis://:pw@node1:7000/0", cluster=True) == "node1:7000,password=pw"
+    with pytest.raises(ValueError, match="database 0 only"):
+        redis_connection_string("redis://node1:7000/3", cluster=True)
+    online = raw_config(Settings(redis_url="redis://node1:7000", redis_cluster=True, database_url=None))[
+        "online_store"
+    ]
+    assert online == {"type": "redis", "redis_type": "redis_cluster", "connection_string": "node1:7000"}
+    assert repo_config(
+        Settings(redis_url="redis://node1:7000", redis_cluster=True)
+    ).online_store.redis_type == ("redis_cluster")
+    assert (
+        "redis_type"
+        not in raw_config(Settings(redis_url="redis://node1:7000", database_url=None))["online_store"]
+    )
+
+
 def test_postgres_offline_config_from_database_url():
     c = postgres_offline_config("postgresql+psycopg://alice:pw@db:5433/feats", "sch")
     assert (c["host"], c["port"], c["database"], c["user"], c["password"], c["db_schema"]) == (
