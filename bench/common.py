@@ -31,7 +31,27 @@ def machine() -> dict:
     except OSError:
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "os": platform.platform()}
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "os": platform.platform(),
+        "calibration_ms": calibration_ms(),
+    }
+
+
+def calibration_ms(n: int = 2_000_000, repeats: int = 5) -> float:
+    """The best of `repeats` timings of a fixed pure-Python loop (one core): runs on different machines
+    (or on a busy one) compare by this figure; the latency figures of this process scale roughly with it."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        acc = 0
+        for i in range(n):
+            acc += i * i & 0xFF
+        best = min(best, time.perf_counter() - t)
+    return round(best * 1000, 1)
 
 
 def versions() -> dict:

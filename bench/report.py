@@ -113,7 +113,12 @@ def render(res: dict) -> str:
     out += [
         f"- Run: {res.get('generated_at')}, command `{res.get('command')}`"
         + (" (quick mode)" if res.get("quick") else ""),
-        f"- Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gb')} GiB, {m.get('os')}",
+        f"- Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gb')} GiB, {m.get('os')}"
+        + (
+            f"; calibration loop {m['calibration_ms']} ms (`bench.common.calibration_ms`: compare machines by it)"
+            if "calibration_ms" in m
+            else ""
+        ),
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "",
         "## Targets",
@@ -331,6 +336,31 @@ def render(res: dict) -> str:
                 f"{_fmt(pu['redis_push_ms'])} ms.",
                 "",
             ]
+    rc = res.get("redis_cluster")
+    if rc:
+        out += [
+            f"## Redis Cluster ({rc['nodes']} local nodes) beside one Redis",
+            "",
+            *_provenance(res, "redis_cluster"),
+            "The API (2 workers, durable request log) on the same game_ltv features in one Redis and in a"
+            f" {rc['nodes']}-node Redis Cluster on this machine (keys per node: "
+            f"{', '.join(_fmt(n) for n in rc['cluster']['keys_per_node'])}); wrk paced with exponential think"
+            " times, and closed-loop with 8 connections (`bench/redis_cluster_bench.py`).",
+            "",
+            "| store | load | req/s | p50 ms | p99 ms | p99.9 ms | machine busy | server CPU ms / request | errors |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for side in ("single", "cluster"):
+            r = rc[side]
+            for run, load in [
+                *((p, f"paced {p['target_rps']} req/s") for p in r["paced"]),
+                (r["closed_loop_c8"], "closed loop, 8 connections"),
+            ]:
+                out.append(
+                    f"| {r['store']} | {load} | {_fmt(run['rps'])} | {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | "
+                    f"{run['p999_ms']:.2f} | {_share(run)} | {_cpu(run)} | {run['socket_errors'] + run['non2xx']} |"
+                )
+        out.append("")
     out.append(NOTES.strip())
     findings = ROOT / "bench" / "findings.md"  # written by people: profiles, explanations, next steps
     if findings.exists():

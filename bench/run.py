@@ -84,6 +84,16 @@ def run_stream(args: argparse.Namespace) -> dict:
     return stream_bench.run(seconds=8 if args.quick else 30, backlog=5_000 if args.quick else 40_000)
 
 
+def run_redis_cluster(args: argparse.Namespace) -> dict:
+    from bench import redis_cluster_bench
+
+    return redis_cluster_bench.run(
+        os.environ.get("REDIS_URL") or DEFAULT_REDIS,
+        os.environ.get("DATABASE_URL") or DEFAULT_DB,
+        seconds=8 if args.quick else 20,
+    )
+
+
 def headline(results: dict) -> dict:
     """The top-level numbers other tools read (see issue 3)."""
     out: dict = {}
@@ -105,6 +115,10 @@ def headline(results: dict) -> dict:
     if st:
         out["stream_p99_ms_at_1000_eps"] = st["steady"]["p99_ms"]
         out["stream_saturation_eps"] = st["saturation"]["eps"]
+    rc = results.get("redis_cluster")
+    if rc:  # at the paced rate nearest Feast's published 718 req/s
+        out["redis_cluster_scoring_p99_ms"] = rc["cluster"]["paced"][-1]["p99_ms"]
+        out["redis_single_scoring_p99_ms"] = rc["single"]["paced"][-1]["p99_ms"]
     t = results.get("training_set")
     if t and "duckdb" in t and "seconds" in t["duckdb"]:
         out["training_set_1m_seconds"] = t["duckdb"]["seconds"]
@@ -114,7 +128,9 @@ def headline(results: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--only", choices=["scoring", "soak", "training_set", "materialize", "stream"], action="append"
+        "--only",
+        choices=["scoring", "soak", "training_set", "materialize", "stream", "redis_cluster"],
+        action="append",
     )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
@@ -126,11 +142,13 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.render_only:
-        sections = args.only or ["training_set", "materialize", "scoring", "soak", "stream"]
+        sections = args.only or ["training_set", "materialize", "scoring", "soak", "stream", "redis_cluster"]
+        here = machine()
+        log.info("machine: %s", here)
         results.update(
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
             command="python -m bench.run " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            machine=machine(),
+            machine=here,
             versions=versions(),
             quick=args.quick,
         )
@@ -140,6 +158,7 @@ def main() -> None:
             "materialize": run_materialize,
             "stream": run_stream,
             "soak": lambda a: run_soak(a, results),
+            "redis_cluster": run_redis_cluster,
         }
         for name in sections:
             t = time.monotonic()

@@ -74,12 +74,7 @@ class RedisLayout:
         # the materialization receipt of the views materialization fills (core/online_receipt.py),
         # asked for in the same round trip as the features: "HMGET featureplat:receipt:<project> views..."
         self.receipt_views = receipted_views(store, [v.view for v in self.views])
-        args = [b"HMGET", receipt_key(self.project), *(v.encode() for v in self.receipt_views)]
-        self.receipt_command = (
-            b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-            if self.receipt_views
-            else b""
-        )
+        self.receipt_command = self.receipt_command_for(receipt_key(self.project))
         if len(join_keys) != 1:
             raise ValueError(f"fast path supports one join key; {feature_service} has {sorted(join_keys)}")
         self.join_key = join_keys.pop()
@@ -117,6 +112,14 @@ class RedisLayout:
         """Pre-encoded RESP for one HMGET per key (all fields of the service), ready to pipeline."""
         head, tail = self._resp_head, self._resp_tail
         return b"".join(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail) for k in keys)
+
+    def receipt_command_for(self, key: bytes) -> bytes:
+        """RESP for HMGET <receipt key> <the service's receipted views> (b"" when none is receipted); on a
+        cluster each node's own receipt key (`core.online_receipt.shard_tags`)."""
+        if not self.receipt_views:
+            return b""
+        args = [b"HMGET", key, *(v.encode() for v in self.receipt_views)]
+        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
     def missing_receipts(self, reply: Sequence[bytes | None]) -> list[str]:
         """The views without a receipt, from the reply to `receipt_command`."""

@@ -26,17 +26,48 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from feast import FeatureStore, PushSource
 
 
-def receipt_key(project: str) -> bytes:
+def receipt_key(project: str, shard: str | None = None) -> bytes:
     """Outside Feast's key space (Feast's keys are a serialized entity key followed by the project); the
-    hash tag keeps it in one Redis Cluster slot with the load tokens below."""
-    return f"featureplat:{{{project}}}:receipt".encode()
+    hash tag keeps it in one Redis Cluster slot with the load tokens below. On a cluster each primary node
+    holds its own receipt (`shard` picks a hash tag whose slot that node owns: `shard_tags`), so a node that
+    restarted empty is noticed by the reads of its own keys, in the same round trip."""
+    tag = project if shard is None else f"{project}:{shard}"
+    return f"featureplat:{{{tag}}}:receipt".encode()
+
+
+def shard_tags(project: str, owner: Callable[[bytes], str], nodes: Iterable[str]) -> dict[str, str]:
+    """node name -> the first shard ("0", "1", ...) whose receipt key lands in a slot that node owns
+    (`owner(key)`: the node of a key, from the cluster's slot map). Writer and readers compute the same."""
+    todo, out = set(nodes), {}
+    for k in range(100_000):
+        node = owner(receipt_key(project, str(k)))
+        if node in todo:
+            out[node] = str(k)
+            todo.discard(node)
+            if not todo:
+                return out
+    raise RuntimeError(f"no receipt slot found for cluster nodes {sorted(todo)}")
+
+
+def _is_cluster(client: Any) -> bool:
+    return hasattr(client, "nodes_manager")
+
+
+def _receipt_keys(store: FeatureStore, client: Any) -> dict[str, bytes]:
+    """Where this project's receipts live: node -> key on a cluster; one key otherwise ("": the server)."""
+    if not _is_cluster(client):
+        return {"": receipt_key(store.project)}
+    tags = shard_tags(
+        store.project, lambda k: client.get_node_from_key(k).name, [n.name for n in client.get_primaries()]
+    )
+    return {node: receipt_key(store.project, tag) for node, tag in tags.items()}
 
 
 def receipted_views(store: FeatureStore, views: Iterable[str]) -> list[str]:
@@ -58,13 +89,19 @@ class StoreLostDuringLoad(RuntimeError):
 
 
 def begin_load(store: FeatureStore) -> str | None:
-    """A token key set before the first row is written: if Redis loses its data during the load, the token
-    goes with it and `write_receipt` refuses (a receipt must never vouch for rows written before a loss)."""
+    """A token key set before the first row is written (one per receipt: per node on a cluster): if Redis
+    loses its data during the load, the token goes with it and `write_receipt` refuses (a receipt must never
+    vouch for rows written before a loss)."""
     if not has_receipts(store):
         return None
-    token = f"featureplat:{{{store.project}}}:loading:{uuid.uuid4().hex}"
-    _client(store).set(token, datetime.now(UTC).isoformat(), ex=7 * 24 * 3600)
+    client, token = _client(store), uuid.uuid4().hex
+    for key in _receipt_keys(store, client).values():
+        client.set(_token_key(key, token), datetime.now(UTC).isoformat(), ex=7 * 24 * 3600)
     return token
+
+
+def _token_key(receipt: bytes, token: str) -> bytes:
+    return receipt.removesuffix(b":receipt") + f":loading:{token}".encode()  # same hash tag, same slot
 
 
 # the token still there -> the receipt fields written and the token removed, atomically; else nothing
@@ -80,7 +117,9 @@ def write_receipt(
     store: FeatureStore, token: str | None, views: dict[str, dict[str, Any]], end: datetime
 ) -> None:
     """Record `views` (name -> that view's materialization stats) as loaded from the beginning up to `end`,
-    if nothing was lost since `begin_load` gave `token`; raise StoreLostDuringLoad otherwise."""
+    if nothing was lost since `begin_load` gave `token`; raise StoreLostDuringLoad otherwise. On a cluster,
+    each node's receipt is written only if that node kept its token: a node that lost its data during the
+    load has none, so reads of its keys answer 503 while the others' still vouch for theirs."""
     if token is None or not views:
         return
     now = datetime.now(UTC).isoformat()
@@ -88,26 +127,39 @@ def write_receipt(
     for name, stats in views.items():
         entities = stats.get("entities_written")
         args += [name, json.dumps({"materialized_at": now, "end": end.isoformat(), "entities": entities})]
-    if not _client(store).eval(_RECEIPT_IF_TOKEN, 2, token, receipt_key(store.project), *args):
+    client = _client(store)
+    lost = [
+        node or "redis"
+        for node, key in _receipt_keys(store, client).items()
+        if not client.eval(_RECEIPT_IF_TOKEN, 2, _token_key(key, token), key, *args)
+    ]
+    if lost:
         raise StoreLostDuringLoad(
             f"the online store lost its data while {sorted(views)} were being loaded (Redis restarted or was "
-            "flushed): no receipt written; materialize again"
+            f"flushed: {', '.join(lost)}): no receipt written there; materialize again"
         )
 
 
 def teardown(store: FeatureStore) -> None:
-    """Feast's `store.teardown()` (the project's entity keys or tables) and this project's receipt."""
+    """Feast's `store.teardown()` (the project's entity keys or tables) and this project's receipts."""
     store.teardown()
     if has_receipts(store):
-        _client(store).delete(receipt_key(store.project))
+        client = _client(store)
+        for key in _receipt_keys(store, client).values():
+            client.delete(key)
 
 
 def read_receipt(store: FeatureStore) -> dict[str, dict[str, Any]]:
-    """View name -> its receipt (empty when the store holds none, or has no receipts at all)."""
+    """View name -> its receipt (empty when the store holds none, or has no receipts at all); on a
+    cluster, the views every node holds a receipt for (one node's receipt, the latest)."""
     if not has_receipts(store):
         return {}
-    raw = _client(store).hgetall(receipt_key(store.project))
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
+    client = _client(store)
+    held: dict[str, dict[str, Any]] | None = None
+    for key in _receipt_keys(store, client).values():
+        raw = {k.decode(): json.loads(v) for k, v in client.hgetall(key).items()}
+        held = raw if held is None else {v: raw[v] for v in held if v in raw}
+    return held or {}
 
 
 def missing_views(store: FeatureStore, views: Iterable[str]) -> list[str]:

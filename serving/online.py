@@ -26,7 +26,7 @@ from feast import FeatureService, FeatureStore
 from starlette.concurrency import run_in_threadpool
 
 from core.online_fast import RedisLayout
-from core.online_receipt import lost_message, missing_views, receipt_key
+from core.online_receipt import lost_message, missing_views, receipt_key, shard_tags
 from serving.batching import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class OnlineFeatures:
         self._lock = threading.Lock()
         self._redis = redis_client  # redis.asyncio.Redis when the online store is Redis
         self._layouts: dict[str, RedisLayout] = {}
+        self._receipt_tags: dict[str, str] | None = None  # cluster node -> its receipt's shard
         self._readers: dict[str, MicroBatcher[bytes, list[bytes | None]]] = {}
 
     @property
@@ -117,32 +118,34 @@ class OnlineFeatures:
 
     async def _read_cluster(self, keys: list[bytes], layout: RedisLayout) -> list[list[bytes | None]]:
         """`read` on a Redis Cluster: the keys grouped by the node owning their hash slot, each group one
-        pipelined round trip on that node's connection, all nodes at once; the receipt asked of its own
-        node in the same round trip. A slot that moved (MOVED/ASK) refreshes the slot map and reads again,
-        once."""
+        pipelined round trip on that node's connection, all nodes at once, each led by the HMGET of that
+        node's own receipt (`core.online_receipt.shard_tags`): a node that restarted empty answers 503 for
+        its keys. A slot that moved (MOVED/ASK) refreshes the slot map and reads again, once."""
         from redis.exceptions import ResponseError
 
         rc = self._redis
         if not rc.nodes_manager.slots_cache:
             await rc.initialize()
         for attempt in (1, 2):
+            if self._receipt_tags is None:
+                self._receipt_tags = shard_tags(
+                    layout.project,
+                    lambda k: rc.get_node_from_key(k).name,
+                    [n.name for n in rc.get_primaries()],
+                )
             groups: dict[str, tuple[Any, list[int]]] = {}
             for i, k in enumerate(keys):
                 node = rc.get_node_from_key(k)
                 groups.setdefault(node.name, (node, []))[1].append(i)
-            receipt_node = (
-                rc.get_node_from_key(receipt_key(layout.project)) if layout.receipt_command else None
-            )
-            if receipt_node is not None:
-                groups.setdefault(receipt_node.name, (receipt_node, []))
 
-            async def one(node: Any, idx: list[int], with_receipt: bool) -> tuple[list[str], list[Any]]:
+            async def one(node: Any, idx: list[int]) -> tuple[list[str], list[Any]]:
+                assert self._receipt_tags is not None
+                head = layout.receipt_command_for(receipt_key(layout.project, self._receipt_tags[node.name]))
                 conn = node.acquire_connection()
                 try:
                     await node.disconnect_if_needed(conn)
-                    head = layout.receipt_command if with_receipt else b""
                     await conn.send_packed_command(head + layout.hmget_commands([keys[i] for i in idx]))
-                    missing = layout.missing_receipts(await conn.read_response()) if with_receipt else []
+                    missing = layout.missing_receipts(await conn.read_response()) if head else []
                     return missing, [await conn.read_response() for _ in idx]
                 except BaseException:
                     await conn.disconnect()
@@ -151,18 +154,14 @@ class OnlineFeatures:
                     node.release(conn)
 
             try:
-                replies = await asyncio.gather(
-                    *(
-                        one(node, idx, receipt_node is not None and node.name == receipt_node.name)
-                        for node, idx in groups.values()
-                    )
-                )
-            except ResponseError as e:
-                if attempt == 2 or not str(e).startswith(("MOVED", "ASK")):
+                replies = await asyncio.gather(*(one(node, idx) for node, idx in groups.values()))
+            except (ResponseError, KeyError) as e:  # a moved slot, or a node the tags do not know yet
+                if attempt == 2 or (isinstance(e, ResponseError) and not str(e).startswith(("MOVED", "ASK"))):
                     raise
                 await rc.nodes_manager.initialize()
+                self._receipt_tags = None
                 continue
-            missing = [v for m, _ in replies for v in m]
+            missing = sorted({v for m, _ in replies for v in m})
             if missing:
                 raise OnlineStoreLost(lost_message(missing))
             out: list[list[bytes | None]] = [[] for _ in keys]

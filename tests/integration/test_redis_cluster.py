@@ -8,17 +8,14 @@ predictions as the embedded API, and a cluster that lost its data answers 503, n
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
-import subprocess
-import time
 import uuid
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
+from bench.redis_cluster_bench import _cli, start_cluster
 from core.fast_materialize import materialize_fast
 from core.feature_store import open_store
 from core.online_receipt import teardown
@@ -29,88 +26,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 NODES = 3
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_ports(n: int) -> list[int]:
-    """n ports whose cluster bus ports (port + 10000, Redis's rule) are free too."""
-    ports: list[int] = []
-    for p in random.sample(range(20000, 40000), 400):
-        if _free(p) and _free(p + 10000):
-            ports.append(p)
-            if len(ports) == n:
-                return ports
-    raise AssertionError("no free ports for the cluster")
-
-
-def _cli(port: int, *args: str) -> str:
-    return subprocess.run(
-        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, timeout=30, check=True
-    ).stdout
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     env_or_skip("REDIS_URL")  # the machine's Redis is there: so are redis-server and redis-cli
     assert shutil.which("redis-server") and shutil.which("redis-cli")
-    tmp = tmp_path_factory.mktemp("redis_cluster")
-    ports = _free_ports(NODES)
-    procs = [
-        subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(p),
-                "--bind",
-                "127.0.0.1",
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                f"nodes-{p}.conf",
-                "--cluster-node-timeout",
-                "5000",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(tmp),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for p in ports
-    ]
-    try:
-        for p in ports:
-            for _ in range(100):
-                try:
-                    if _cli(p, "ping").strip() == "PONG":
-                        break
-                except subprocess.CalledProcessError:
-                    pass
-                time.sleep(0.05)
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
-             "--cluster-yes"],
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while not all("cluster_state:ok" in _cli(p, "cluster", "info") for p in ports):
-            assert time.monotonic() < deadline, "the cluster did not reach cluster_state:ok"
-            time.sleep(0.2)
+    with start_cluster(tmp_path_factory.mktemp("redis_cluster"), NODES) as ports:
         yield ports
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +100,20 @@ def test_the_api_on_the_cluster_answers_as_the_embedded_api(materialized, on_clu
     assert sum(p["found_in_online_store"] for p in got) > 30
 
 
-def test_a_cluster_that_lost_its_data_answers_503(materialized, cluster, on_cluster):
-    ids = user_ids(materialized, 5)
+def test_one_node_that_lost_its_data_answers_503_and_materialization_notices(
+    materialized, cluster, on_cluster
+):
+    """Each node holds its own receipt: one node restarted empty (flushed here) makes the requests that read
+    its keys answer 503, never "not found", and the next materialization reloads."""
+    ids = user_ids(materialized, 60)  # spread over the three nodes
+    body = {"entities": {"user_id": ids}}
     with api_client(on_cluster) as c:
-        assert c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}}).status_code == 200
-        for p in cluster:
-            _cli(p, "flushall")
-        r = c.post("/v1/models/game_ltv/predict", json={"entities": {"user_id": ids}})
+        assert c.post("/v1/models/game_ltv/predict", json=body).status_code == 200
+        _cli(cluster[1], "flushall")
+        r = c.post("/v1/models/game_ltv/predict", json=body)
         assert r.status_code == 503 and "lost its data" in r.json()["detail"], r.text
-    assert sync_online(on_cluster) == "materialized"  # and back
+        assert c.get("/readyz").status_code == 503
+        # the missing receipt is seen: a reload, not "up to date"
+        assert sync_online(on_cluster) == "materialized"
+        r = c.post("/v1/models/game_ltv/predict", json=body)
+        assert r.status_code == 200 and sum(p["found_in_online_store"] for p in r.json()["predictions"]) > 30
