@@ -304,5 +304,27 @@ class OnlineFeatures:
 
     async def aping(self, feature_service: str, join_key: str) -> None:
         """Raise OnlineStoreUnavailable unless a real read goes through (on Redis: the request path's read,
-        receipt check included, so readiness fails with the reason while the store has lost its data)."""
-        await self.aget(feature_service, join_key, [0])
+        receipt check included, so readiness fails with the reason while the store has lost its data). On a
+        Redis Cluster one key on every primary node: each node's own receipt is checked."""
+        if not self._cluster:
+            await self.aget(feature_service, join_key, [0])
+            return
+        layout = self._layouts.get(feature_service)
+        if layout is None:
+            layout = await run_in_threadpool(self._layout, feature_service)
+        rc = self._redis
+        try:
+            if not rc.nodes_manager.slots_cache:
+                await rc.initialize()
+            todo, keys = {n.name for n in rc.get_primaries()}, []
+            for i in range(100_000):  # ids whose keys land on each node in turn
+                k = layout.key(i)
+                node = rc.get_node_from_key(k).name
+                if node in todo:
+                    todo.discard(node)
+                    keys.append(k)
+                    if not todo:
+                        break
+            await self._readers[feature_service].submit(keys)
+        except UNAVAILABLE as e:
+            raise OnlineStoreUnavailable(f"online store unreachable: {type(e).__name__}: {e}") from e
