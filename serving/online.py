@@ -110,6 +110,7 @@ class OnlineFeatures:
         self._redis = redis_client  # redis.asyncio.Redis when the online store is Redis
         self._layouts: dict[str, RedisLayout] = {}
         self._receipt_tags: dict[str, str] | None = None  # cluster node -> its receipt's shard
+        self._receipt_heads: dict[int, dict[str, bytes]] = {}  # layout -> node -> its receipt's HMGET
         self._readers: dict[str, MicroBatcher[bytes, list[bytes | None]]] = {}
 
     @property
@@ -127,20 +128,25 @@ class OnlineFeatures:
         if not rc.nodes_manager.slots_cache:
             await rc.initialize()
         for attempt in (1, 2):
-            if self._receipt_tags is None:
+            if self._receipt_tags is None:  # once, and again after the slot map changed
                 self._receipt_tags = shard_tags(
                     layout.project,
                     lambda k: rc.get_node_from_key(k).name,
                     [n.name for n in rc.get_primaries()],
                 )
+                self._receipt_heads = {}
+            heads = self._receipt_heads.get(id(layout))
+            if heads is None:  # each node's receipt HMGET for this service, encoded once
+                heads = self._receipt_heads[id(layout)] = {
+                    node: layout.receipt_command_for(receipt_key(layout.project, tag))
+                    for node, tag in self._receipt_tags.items()
+                }
             groups: dict[str, tuple[Any, list[int]]] = {}
             for i, k in enumerate(keys):
                 node = rc.get_node_from_key(k)
                 groups.setdefault(node.name, (node, []))[1].append(i)
 
-            async def one(node: Any, idx: list[int]) -> tuple[list[str], list[Any]]:
-                assert self._receipt_tags is not None
-                head = layout.receipt_command_for(receipt_key(layout.project, self._receipt_tags[node.name]))
+            async def one(node: Any, idx: list[int], head: bytes) -> tuple[list[str], list[Any]]:
                 conn = node.acquire_connection()
                 try:
                     await node.disconnect_if_needed(conn)
@@ -154,7 +160,9 @@ class OnlineFeatures:
                     node.release(conn)
 
             try:
-                replies = await asyncio.gather(*(one(node, idx) for node, idx in groups.values()))
+                replies = await asyncio.gather(
+                    *(one(node, idx, heads[node.name]) for node, idx in groups.values())
+                )
             except (ResponseError, KeyError) as e:  # a moved slot, or a node the tags do not know yet
                 if attempt == 2 or (isinstance(e, ResponseError) and not str(e).startswith(("MOVED", "ASK"))):
                     raise

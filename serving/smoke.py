@@ -92,7 +92,7 @@ def smoke(
     _expect(*call(base_url, "/readyz"), "GET /readyz")
     done.append("healthz, readyz: 200")
     listed = _expect(*call(base_url, "/v1/models", api_key), "GET /v1/models")
-    names = [m["name"] for m in (listed.get("models", listed) if isinstance(listed, dict) else listed)]
+    names = [m["name"] for m in listed]  # a list of ModelInfo
     if not names:
         raise SmokeFailure("GET /v1/models: no model loaded")
     done.append(f"models: {', '.join(sorted(names))}")

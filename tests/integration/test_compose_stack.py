@@ -34,6 +34,7 @@ import yaml
 
 from core.settings import ROOT
 from tests.conftest import env_or_skip
+from tests.unit.test_deployment import _image_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,12 +46,6 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # th
 
 def _runtime_stage() -> str:
     return DOCKERFILE.split("AS runtime", 1)[1].split("\nFROM ", 1)[0]
-
-
-def _image_env() -> dict[str, str]:
-    os_stage = DOCKERFILE.split("AS os", 1)[1].split("\nFROM ", 1)[0]
-    text = re.search(r"^ENV (.*?)\n(?!\s)", os_stage, re.S | re.M).group(1).replace("\\\n", " ")
-    return dict(pair.split("=", 1) for pair in text.split())
 
 
 def _copy_image_files(app: Path) -> None:
