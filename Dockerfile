@@ -2,7 +2,8 @@
 #   runtime    the API (default command), the stream worker, the batch job, the request-log migrations and
 #              the materialization job: requirements/serving.txt only (no training, tuning or test tools)
 #   pipelines  runtime's code and packages plus the pipelines, DVC, MLflow's server and the Dagster scheduler
-#              (`dvc repro`, `python -m pipelines.lifecycle ...`)
+#              (`dvc repro`, `python -m pipelines.lifecycle ...`), and PySpark with a Java runtime (SPARK_MASTER:
+#              training sets and materialization on Spark, docs/scaling.md)
 # Build: `docker build --target runtime -t featureplat:runtime .` (podman/buildah the same). BASE is any
 # Debian-based image with CPython 3.11 and its venv module; the default is the official slim one.
 # Run as a non-root user with a read-only root file system: everything written goes under /app/data
@@ -62,6 +63,9 @@ CMD ["uvicorn", "serving.app:app", "--host", "0.0.0.0", "--port", "8000"]
 # --- pipelines: the whole pipeline environment and code. DVC runs without git here (core.no_scm): mount
 # a checkout at /app to run `dvc repro` with its history, or use the lifecycle commands as they are.
 FROM os AS pipelines
+# Java for PySpark's driver: SPARK_MASTER runs training sets and materialization on Spark (docs/scaling.md)
+RUN apt-get update && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 COPY --from=builder-pipelines /opt/venv /opt/venv
 COPY core core
 COPY domain domain

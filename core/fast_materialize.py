@@ -186,7 +186,15 @@ def materialize_fast(
             log.info("%s: %s", fv.name, out["views"][fv.name])
     if delegated:
         td = time.perf_counter()
-        store.materialize(start or EPOCH, end, feature_views=delegated)
+        cfg = store.config.online_store
+        dedup = getattr(cfg, "skip_dedup", None)
+        if overwrite and dedup is not None:  # Feast's Redis writer: no timestamp check, as the fast writer's
+            cfg.skip_dedup = True
+        try:
+            store.materialize(start or EPOCH, end, feature_views=delegated)
+        finally:
+            if dedup is not None:
+                cfg.skip_dedup = dedup
         for name in delegated:
             out["views"][name] = {"reader": "feast", "writer": "feast"}
         out["feast_seconds"] = round(time.perf_counter() - td, 3)
@@ -233,7 +241,15 @@ class _Plan:
     columns: list[str] = field(default_factory=list)
 
 
+def batch_engine(store: FeatureStore) -> str:
+    """The configured compute engine's type: "local" (this process) unless feature_store.yaml names one."""
+    cfg = store.config.batch_engine_config
+    return str(cfg.get("type", "local") if isinstance(cfg, dict) else cfg or "local")
+
+
 def _plan(store: FeatureStore, fv: Any) -> _Plan:
+    if batch_engine(store) != "local":  # a distributed engine does the whole job (core/feature_store.py)
+        raise _Unsupported(f"the batch engine is {batch_engine(store)}")
     if type(fv) is not FeatureView:
         raise _Unsupported(f"{type(fv).__name__} is materialized by Feast")
     src = fv.batch_source

@@ -3,7 +3,7 @@
 `feature_repo/feature_store.yaml` holds the embedded defaults and is what a plain `feast` command reads.
 `repo_config(settings)` loads it the way Feast does (``${VAR}`` expansion included) and applies the
 overrides the settings ask for: Redis online store (REDIS_URL), PostgreSQL offline store (DATABASE_URL),
-project and file locations (tests). `python -m core.feast_cli` runs the feast CLI with the same result.
+Spark offline store and compute engine (SPARK_MASTER), project and file locations (tests). `python -m core.feast_cli` runs the feast CLI with the same result.
 """
 
 from __future__ import annotations
@@ -82,10 +82,28 @@ def raw_config(settings: Settings) -> dict[str, Any]:
             raw["online_store"]["redis_type"] = "redis_cluster"
     elif raw.get("online_store", {}).get("type") == "sqlite":
         raw["online_store"]["path"] = absolute(settings.feast_sqlite_path or raw["online_store"]["path"])
-    if settings.offline_store == "postgres":
+    if settings.offline_store == "spark":
+        conf = spark_conf(settings)
+        raw["offline_store"] = {"type": "spark", "spark_conf": conf}
+        raw["batch_engine"] = {"type": "spark.engine", "spark_conf": conf}
+    elif settings.offline_store == "postgres":
         assert settings.database_url
         raw["offline_store"] = postgres_offline_config(settings.database_url, settings.database_schema)
     return raw
+
+
+SPARK_DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",  # Feast's point-in-time SQL compares UTC timestamps
+    "spark.sql.execution.arrow.pyspark.enabled": "true",  # entity frames in and training sets out via Arrow
+    "spark.driver.memory": "4g",  # the training set is collected on the driver (JVM default: 1g)
+}
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The Spark session's settings: SPARK_MASTER, the defaults above, then SPARK_CONF's."""
+    assert settings.spark_master
+    return {"spark.master": settings.spark_master, **SPARK_DEFAULTS, **settings.spark_conf}
 
 
 def repo_config(settings: Settings) -> RepoConfig:

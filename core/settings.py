@@ -2,7 +2,8 @@
 
 Embedded defaults (SQLite online store, Parquet offline store, SQLite request log) need no variable at all.
 Setting ``REDIS_URL`` moves the online store to Redis; setting ``DATABASE_URL`` to a PostgreSQL URL moves
-the request log and the Feast offline store to PostgreSQL (schema ``DATABASE_SCHEMA``); setting ``AMQP_URL``
+the request log and the Feast offline store to PostgreSQL (schema ``DATABASE_SCHEMA``); setting
+``SPARK_MASTER`` runs training sets and materialization on Spark (docs/scaling.md); setting ``AMQP_URL``
 connects the stream worker to RabbitMQ. The model registry (MLflow) follows DATABASE_URL unless
 ``MLFLOW_TRACKING_URI`` names another store.
 """
@@ -39,6 +40,17 @@ class Settings(BaseSettings):
         "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
     )
     database_schema: str = Field(default="featureplat", description="PostgreSQL schema of all our tables")
+    spark_master: str | None = Field(
+        default=None,
+        description="Spark master URL, e.g. local[2] or spark://host:7077: training sets through Feast's Spark "
+        "offline store and materialization through its Spark compute engine (docs/scaling.md); unset: "
+        "Feast's DuckDB offline store and the fast materializer, in the job's own process",
+    )
+    spark_conf: dict[str, str] = Field(
+        default={},
+        description="more Spark settings, as JSON, over the defaults of core/feature_store.py, e.g. "
+        '{"spark.driver.memory": "16g"}',
+    )
 
     # --- feature store ---
     feature_repo: Path = ROOT / "feature_repo"
@@ -143,7 +155,11 @@ class Settings(BaseSettings):
         return "redis" if self.redis_url else "sqlite"
 
     @property
-    def offline_store(self) -> Literal["file", "postgres"]:
+    def offline_store(self) -> Literal["file", "postgres", "spark"]:
+        """Spark (reading the Parquet tables) when SPARK_MASTER is set, whatever DATABASE_URL says (the
+        request log and the registry still follow DATABASE_URL); else PostgreSQL or Parquet files."""
+        if self.spark_master:
+            return "spark"
         return "postgres" if self.database_url and self.database_url.startswith("postgres") else "file"
 
     @property

@@ -1,4 +1,5 @@
-"""Offline sources: Parquet files by default, PostgreSQL tables when DATABASE_URL is PostgreSQL.
+"""Offline sources: Parquet files by default (read by Spark when SPARK_MASTER is set), PostgreSQL tables
+when DATABASE_URL is PostgreSQL.
 
 The choice follows core.settings (the only reader of the environment); the tables are the ones the
 ingest stages write (and publish to PostgreSQL), named by pipelines.*.schema.
@@ -6,6 +7,7 @@ ingest stages write (and publish to PostgreSQL), named by pipelines.*.schema.
 
 from feast import FileSource, PushSource
 from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import PostgreSQLSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
 from core.settings import active_settings
 from domain.api_anomaly import schema as api_anomaly
@@ -21,9 +23,12 @@ def offline_source(model: str, table: str, timestamp_field: str):
         return PostgreSQLSource(
             name=name, table=f"{_settings.database_schema}.{name}", timestamp_field=timestamp_field
         )
+    path = str(_settings.features_dir / model / f"{table}.parquet")
+    if _settings.offline_store == "spark":  # the same Parquet files, read by Spark
+        return SparkSource(name=name, path=path, file_format="parquet", timestamp_field=timestamp_field)
     return FileSource(
         name=name,
-        path=str(_settings.features_dir / model / f"{table}.parquet"),
+        path=path,
         timestamp_field=timestamp_field,
     )
 

@@ -56,3 +56,35 @@ def test_embedded_default_and_environment_overrides(tmp_path):
     cfg = repo_config(over)
     assert cfg.project == "p1" and cfg.online_store.type == "redis" and cfg.offline_store.type == "postgres"
     assert cfg.registry.path == str(tmp_path / "r.db")
+
+
+def test_spark_master_selects_feasts_spark_offline_store_and_compute_engine(tmp_path):
+    s = Settings(
+        redis_url=None,
+        database_url="postgresql://postgres@127.0.0.1/postgres",  # the request log's; Spark reads the files
+        spark_master="local[2]",
+        spark_conf={"spark.driver.memory": "8g", "spark.sql.shuffle.partitions": "4"},
+    )
+    assert s.offline_store == "spark"
+    cfg = repo_config(s)
+    assert cfg.offline_store.type == "spark" and cfg.batch_engine.type == "spark.engine"
+    for conf in (cfg.offline_store.spark_conf, cfg.batch_engine.spark_conf):
+        assert conf["spark.master"] == "local[2]" and conf["spark.sql.session.timeZone"] == "UTC"
+        assert conf["spark.driver.memory"] == "8g" and conf["spark.sql.shuffle.partitions"] == "4"
+    assert "batch_engine" not in raw_config(Settings(redis_url=None, database_url=None))
+
+
+def test_spark_sources_read_the_same_parquet_files(tmp_path):
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+    from core.feature_store import parse_definitions
+
+    def sources(**over):
+        repo = parse_definitions(Settings(redis_url=None, database_url=None, features_dir=tmp_path, **over))
+        return {s.name: s for s in repo.data_sources if s.name.startswith("game_ltv__")}
+
+    files, spark = sources(), sources(spark_master="local[1]")
+    assert files.keys() == spark.keys() and files
+    for name, src in spark.items():
+        assert isinstance(src, SparkSource) and src.file_format == "parquet"
+        assert src.path == files[name].path and src.timestamp_field == files[name].timestamp_field

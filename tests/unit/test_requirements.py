@@ -36,6 +36,7 @@ FEATURE_REPO_LOCAL = {"data_sources", "entities", "features", "feature_services"
 NOT_IN_SERVING = {
     "dvc", "optuna", "scikit-learn", "matplotlib", "mlflow", "evidently", "dagster", "dagster-webserver",
     "pytest", "ruff", "mypy", "ipykernel", "playwright", "schemathesis", "nbclient", "nbformat", "statsmodels",
+    "pyspark",
 }  # fmt: skip
 
 
