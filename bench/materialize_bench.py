@@ -45,6 +45,7 @@ TUNED = {"redis": "feast+batch=100000+skip_dedup", "sqlite": "feast+batch=100000
 ALIASES = {"feast_default": "feast", "feast-default": "feast", "feast-tuned": "feast_tuned"}
 ID_STRIDE = 100_000_000  # user id offset between copies of the 1M tables
 WORK = BENCH_DATA / "materialize"
+TABLES = ("user_profile", "user_activity")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,33 +61,38 @@ def ensure_data(n_users: int) -> Path:
     base = ensure_world(1_000_000)
     out = BENCH_DATA / f"u{n_users}x"
     marker = out / "READY"
-    if not marker.exists() or marker.read_text() != str(base):
-        _replicate(base / "game_ltv", out / "features" / "game_ltv", n_users)
-        marker.write_text(str(base))
+    if not marker.exists() or marker.read_text() != f"{base} +labels":
+        _replicate(base, out / "features", n_users)
+        marker.write_text(f"{base} +labels")
     return out / "features"
 
 
 def _replicate(base: Path, dest: Path, n_users: int) -> None:
-    """Copies of the base tables with user ids shifted by c * ID_STRIDE, still sorted by user_id."""
+    """Copies of the base world's tables (features and labels) with user ids shifted by c * ID_STRIDE,
+    still sorted by user_id; `base` and `dest` are features roots (labels beside them: labels_of)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    dest.mkdir(parents=True, exist_ok=True)
-    ids = pq.read_table(base / "user_profile.parquet", columns=["user_id"])["user_id"].to_numpy()
+    from bench.datasets import labels_of
+
+    ids = pq.read_table(base / "game_ltv" / "user_profile.parquet", columns=["user_id"])["user_id"].to_numpy()
     per_copy = len(ids)
     copies = -(-n_users // per_copy)
     last_cut = int(ids[(n_users - 1) % per_copy]) if n_users % per_copy else None
-    for table in ("user_profile", "user_activity"):
-        src = pq.ParquetFile(base / f"{table}.parquet")
-        with pq.ParquetWriter(dest / f"{table}.parquet", src.schema_arrow) as w:
+    files = [(base / "game_ltv" / f"{t}.parquet", dest / "game_ltv" / f"{t}.parquet") for t in TABLES]
+    for src_path, dest_path in [*files, (labels_of(base), labels_of(dest))]:
+        dest_path.parent.mkdir(parents=True, exist_ok=True)
+        src = pq.ParquetFile(src_path)
+        key = src.schema_arrow.get_field_index("user_id")
+        with pq.ParquetWriter(dest_path, src.schema_arrow) as w:
             for c in range(copies):
                 for batch in src.iter_batches(batch_size=1 << 20):
                     t = pa.Table.from_batches([batch])
                     if c == copies - 1 and last_cut is not None:
                         t = t.filter(pc.less_equal(t["user_id"], last_cut))
                     shifted = pc.add(t["user_id"], c * ID_STRIDE)
-                    w.write_table(t.set_column(0, "user_id", shifted), row_group_size=1 << 20)
+                    w.write_table(t.set_column(key, "user_id", shifted), row_group_size=1 << 20)
 
 
 def _sample_ids(feats: Path, n: int = SAMPLE) -> list[int]:
@@ -106,7 +112,7 @@ def _subset(feats: Path, ids: list[int], dest: Path) -> Path:
 
     (dest / "game_ltv").mkdir(parents=True, exist_ok=True)
     want = pa.array(ids, pa.int64())
-    for table in ("user_profile", "user_activity"):
+    for table in TABLES:
         f = pq.ParquetFile(feats / "game_ltv" / f"{table}.parquet")
         parts = [
             pa.Table.from_batches([b]).filter(pc.is_in(b["user_id"], want))

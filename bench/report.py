@@ -361,6 +361,38 @@ def render(res: dict) -> str:
                     f"{run['p999_ms']:.2f} | {_share(run)} | {_cpu(run)} | {run['socket_errors'] + run['non2xx']} |"
                 )
         out.append("")
+    eng = res.get("engine")
+    if eng:
+        out += [
+            "## The distributed engine (SPARK_MASTER) beside the embedded path",
+            "",
+            *_provenance(res, "engine"),
+            "Each method in a fresh process on the same world (`bench/engine_bench.py`): the training set is"
+            " game_ltv's point-in-time join (Feast's DuckDB offline store against its Spark one); the"
+            " materialization loads both game_ltv views into Redis (core.fast_materialize against Feast's Spark"
+            " compute engine). Spark runs in local mode with one and two workers on this machine; peak memory"
+            " is the Python process's plus the JVM's. docs/scaling.md reads these numbers for a cluster.",
+            "",
+            "| job | users | method | seconds | Python peak MB | JVM peak MB | identical |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for what, e in eng.items():
+            for m, r in e.items():
+                if not isinstance(r, dict):
+                    continue
+                if "error" in r:
+                    out.append(f"| {what} | {_fmt(e['n_users'])} | {m} | error: {r['error']} | - | - | - |")
+                    continue
+                label = r.get("engine", m) if m != "embedded" else "embedded (one process)"
+                out.append(
+                    f"| {what} | {_fmt(e['n_users'])} | {label} | {_fmt(r.get('seconds'))} | "
+                    f"{_fmt(r.get('python_peak_rss_mb'))} | {_fmt(r.get('jvm_peak_rss_mb'))} | "
+                    f"{r.get('identical', '-')} |"
+                )
+            one, two = e.get("spark1", {}).get("seconds"), e.get("spark2", {}).get("seconds")
+            if one and two:
+                out.append(f"| {what} | | one -> two workers | {one / two:.2f}x faster | | | |")
+        out.append("")
     out.append(NOTES.strip())
     findings = ROOT / "bench" / "findings.md"  # written by people: profiles, explanations, next steps
     if findings.exists():

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark side by side, write bench/results.json, regenerate docs/benchmarks.md.
 
-    python -m bench.run                  # everything (about 30 minutes on 2 cores, 10 of them the soak)
+    python -m bench.run                  # everything (hours on 2 cores: the engine section's 10M rows on Spark)
     python -m bench.run --only scoring   # one section; the others keep their last results
     python -m bench.run --quick          # short runs, to try the harness
 
@@ -94,6 +94,22 @@ def run_redis_cluster(args: argparse.Namespace) -> dict:
     )
 
 
+def run_engine(args: argparse.Namespace) -> dict:
+    """The distributed engine (Spark, one and two local workers) beside the embedded path, ~10M rows."""
+    from bench import engine_bench
+
+    ts_users = args.engine_users or (120_000 if args.quick else 12_000_000)  # ~84% labeled: ~10M rows
+    mat_users = args.engine_users or (100_000 if args.quick else 10_000_000)
+    return {
+        "training_set": engine_bench.run(ts_users, "training_set"),
+        "materialize": engine_bench.run(mat_users, "materialize"),
+    }
+
+
+def _size(n: int) -> str:
+    return f"{round(n / 1e6)}m" if n >= 1_000_000 else f"{round(n / 1e3)}k"
+
+
 def headline(results: dict) -> dict:
     """The top-level numbers other tools read (see issue 3)."""
     out: dict = {}
@@ -119,6 +135,13 @@ def headline(results: dict) -> dict:
     if rc:  # at the paced rate nearest Feast's published 718 req/s
         out["redis_cluster_scoring_p99_ms"] = rc["cluster"]["paced"][-1]["p99_ms"]
         out["redis_single_scoring_p99_ms"] = rc["single"]["paced"][-1]["p99_ms"]
+    for what, e in results.get("engine", {}).items():  # training_set_10m_seconds: {embedded, spark...}
+        rows = e.get("embedded", {}).get("rows") or e["n_users"]  # a training set's rows; else users
+        if rows < 5_000_000:  # a smaller run (--engine-users) is in the table only
+            continue
+        out[f"{what}_{_size(rows)}_seconds"] = {
+            m: r["seconds"] for m, r in e.items() if isinstance(r, dict) and "seconds" in r
+        }
     t = results.get("training_set")
     if t and "duckdb" in t and "seconds" in t["duckdb"]:
         out["training_set_1m_seconds"] = t["duckdb"]["seconds"]
@@ -129,10 +152,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--only",
-        choices=["scoring", "soak", "training_set", "materialize", "stream", "redis_cluster"],
+        choices=["scoring", "soak", "training_set", "materialize", "stream", "redis_cluster", "engine"],
         action="append",
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--engine-users", type=int, help="the engine section's world size (default: 12M and 10M users)"
+    )
     ap.add_argument(
         "--render-only", action="store_true", help="regenerate docs/benchmarks.md from results.json"
     )
@@ -142,7 +168,9 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.render_only:
-        sections = args.only or ["training_set", "materialize", "scoring", "soak", "stream", "redis_cluster"]
+        sections = args.only or [
+            "training_set", "materialize", "scoring", "soak", "stream", "redis_cluster", "engine"
+        ]  # fmt: skip
         here = machine()
         log.info("machine: %s", here)
         results.update(
@@ -159,6 +187,7 @@ def main() -> None:
             "stream": run_stream,
             "soak": lambda a: run_soak(a, results),
             "redis_cluster": run_redis_cluster,
+            "engine": run_engine,
         }
         for name in sections:
             t = time.monotonic()
