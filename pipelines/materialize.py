@@ -122,7 +122,7 @@ def sync_online(settings: Settings, force: bool = False) -> str:
     stats = materialize_fast(store, views, EPOCH, end, overwrite=True)
     log.info(
         "materialized %s entities of %s in %.1f s",
-        stats.get("entities_written"),
+        stats.get("entities_written") or "the",  # a compute engine's (SPARK_MASTER) count is not reported
         views,
         stats.get("seconds", 0),
     )
