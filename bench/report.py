@@ -387,7 +387,7 @@ def render(res: dict) -> str:
                 out.append(
                     f"| {what} | {_fmt(e['n_users'])} | {label} | {_fmt(r.get('seconds'))} | "
                     f"{_fmt(r.get('python_peak_rss_mb'))} | {_fmt(r.get('jvm_peak_rss_mb'))} | "
-                    f"{r.get('identical', '-')} |"
+                    f"{r.get('identical', 'reference' if m == 'embedded' else '-')} |"
                 )
             one, two = e.get("spark1", {}).get("seconds"), e.get("spark2", {}).get("seconds")
             if one and two:
