@@ -27,7 +27,25 @@ TARGETS = [
         "<= 20 ms",
         lambda v: v <= 20,
     ),
+    (
+        "stream_p99_ms_at_300_eps",
+        "stream: page view published to prediction published, p99 at 300 events/s",
+        "<= 20 ms",
+        lambda v: v <= 20,
+    ),
+    (
+        "stream_p99_ratio_to_floor_at_1000_eps",
+        "stream p99 at 1,000 events/s over the relay floor's, measured beside it",
+        "<= 1.2",
+        lambda v: v <= 1.2,
+    ),
     ("stream_saturation_eps", "stream worker saturation (one process)", "reported", lambda v: v > 0),
+    (
+        "stream_saturation_eps_2_workers",
+        "stream saturation, two worker processes",
+        "reported",
+        lambda v: v > 0,
+    ),
     (
         "materialize_1m_speedup_vs_feast_default",
         "materialize 1M users vs `feast materialize` defaults",
@@ -279,63 +297,7 @@ def render(res: dict) -> str:
         out += ["", f"Identical frames: {t.get('identical', '-')}.", ""]
     st = res.get("stream")
     if st:
-        a, b = st["steady"], st["saturation"]
-        out += [
-            "## Stream worker (purchase_propensity)",
-            "",
-            *_provenance(res, "stream"),
-            "One `python -m serving.stream` process: RabbitMQ in (persistent messages, manual acks), session state "
-            "and Feast-layout push to Redis, online read, CatBoost, predictions published in one write per batch "
-            "with confirms, request log committed (PostgreSQL when DATABASE_URL is set, else SQLite), then the "
-            "ack. Latency is the producer's publish to the bench's receipt of the prediction.",
-            "",
-            "| run | events | rate | p50 ms | p95 ms | p99 ms | max ms |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-            f"| the worker | {_fmt(a['events'])} | {_fmt(a['rate_achieved'])}/s (target {_fmt(a['rate_target'])}) | "
-            f"{_fmt(a['p50_ms'])} | {_fmt(a['p95_ms'])} | {_fmt(a['p99_ms'])} | {_fmt(a['max_ms'])} |",
-        ]
-        fl = st.get("relay_floor")
-        if fl:
-            out.append(
-                f"| `bench.stream_relay`: the worker's broker code, no work | {_fmt(a['events'])} | "
-                f"{_fmt(fl['rate_achieved'])}/s | {_fmt(fl['p50_ms'])} | {_fmt(fl['p95_ms'])} | "
-                f"{_fmt(fl['p99_ms'])} | {_fmt(fl['max_ms'])} |"
-            )
-        out += [
-            "",
-            f"Saturation: a backlog of {_fmt(b['backlog'])} page views drained at {_fmt(b['eps'])} predictions/s "
-            f"({_fmt(b['seconds'])} s).",
-            "",
-        ]
-        if a.get("split"):
-            out += [
-                "Where the time goes (each output's timeline headers; segment percentiles do not add up to the "
-                "total's):",
-                "",
-                "| segment | worker p50 ms | worker p99 ms | relay p50 ms | relay p99 ms |",
-                "| --- | --- | --- | --- | --- |",
-                *(
-                    f"| {k.removesuffix('_ms').replace('_', ' ')} | {_fmt(v['p50'])} | {_fmt(v['p99'])} | "
-                    f"{_fmt((fl or {}).get('split', {}).get(k, {}).get('p50'))} | "
-                    f"{_fmt((fl or {}).get('split', {}).get(k, {}).get('p99'))} |"
-                    for k, v in a["split"].items()
-                ),
-                "",
-                "CPU during the worker's steady run, % of one core ("
-                + str(a.get("cores"))
-                + " cores): "
-                + ", ".join(f"{k} {_fmt(v)}" for k, v in a.get("cpu_percent_of_one_core", {}).items())
-                + ".",
-                "",
-            ]
-        pu = st.get("push")
-        if pu:
-            out += [
-                f"Pushing one batch's session state ({pu['rows']} customers) to Redis: Feast's `store.push` "
-                f"{_fmt(pu['feast_store_push_ms'])} ms, `core.online_fast.RedisPush` (same bytes) "
-                f"{_fmt(pu['redis_push_ms'])} ms.",
-                "",
-            ]
+        out += _stream_section(res, st)
     rc = res.get("redis_cluster")
     if rc:
         out += [
@@ -398,3 +360,99 @@ def render(res: dict) -> str:
     if findings.exists():
         out += ["", findings.read_text().strip()]
     return "\n".join(out) + "\n"
+
+
+def _lat_row(label: str, events: Any, r: dict[str, Any], rate: str) -> str:
+    return (
+        f"| {label} | {_fmt(events)} | {_fmt(r['rate_achieved'])}/s{rate} | {_fmt(r['p50_ms'])} | "
+        f"{_fmt(r['p95_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['max_ms'])} |"
+    )
+
+
+def _stream_section(res: dict[str, Any], st: dict[str, Any]) -> list[str]:
+    out = [
+        "## Stream worker (purchase_propensity)",
+        "",
+        *_provenance(res, "stream"),
+        "One `python -m serving.stream` process: RabbitMQ in (persistent messages, manual acks), session state "
+        "and Feast-layout push to Redis, online read, CatBoost, predictions published in one write per batch "
+        "with confirms, request log committed (PostgreSQL when DATABASE_URL is set, else SQLite), then the "
+        "ack. Latency is the producer's publish to the bench's receipt of the prediction. Beside it, on the "
+        "same lines at the same rate, `bench.stream_relay`: the worker's broker code with no work (the floor).",
+        "",
+        "| run | events | rate | p50 ms | p95 ms | p99 ms | max ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in st["rates"].values():
+        w, fl = r["worker"], r["relay_floor"]
+        out += [
+            _lat_row("the worker", w["events"], w, f" (target {_fmt(w['rate_target'])})"),
+            _lat_row("`bench.stream_relay`, no work", w["events"], fl, ""),
+        ]
+    out += [""]
+    ratios = ", ".join(f"{_fmt(r['p99_ratio_to_floor'])} at {rate}/s" for rate, r in st["rates"].items())
+    out += [f"The worker's p99 over the floor's: {ratios}.", ""]
+    g = st.get("guarantees")
+    if g:
+        top = max(st["rates"], key=float)
+        fl = st["rates"][top]["relay_floor"]
+        names = {
+            "ack_before_confirm": "ack sent before the broker's confirms (a crash may lose a message)",
+            "transient": "transient messages, both hops (a broker restart loses them)",
+        }
+        out += [
+            f"What each guarantee costs (the relay at {top}/s, each line takes one guarantee away):",
+            "",
+            "| relay | p50 ms | p99 ms | p99 vs all guarantees |",
+            "| --- | --- | --- | --- |",
+            f"| all guarantees (persistent, ack after confirms) | {_fmt(fl['p50_ms'])} | {_fmt(fl['p99_ms'])} | 1.00 |",
+            *(
+                f"| {names.get(m, m)} | {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | "
+                f"{_fmt(round(r['p99_ms'] / fl['p99_ms'], 2))} |"
+                for m, r in g.items()
+            ),
+            "",
+        ]
+    sat = st.get("saturation", {})
+    if sat:
+        out += [
+            "Saturation (a backlog drained by workers started together): "
+            + "; ".join(
+                f"{v['workers']} worker{'s' if v['workers'] > 1 else ''}: {_fmt(v['backlog'])} page views at "
+                f"{_fmt(v['eps'])} predictions/s ({_fmt(v['seconds'])} s)"
+                for v in sat.values()
+            )
+            + ".",
+            "",
+        ]
+    out += [
+        "Where the time goes (each output's timeline headers; segment percentiles do not add up to the total's):",
+        "",
+        "| rate | segment | worker p50 ms | worker p99 ms | relay p50 ms | relay p99 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for rate, r in st["rates"].items():
+        w, fl = r["worker"], r["relay_floor"]
+        out += [
+            f"| {rate}/s | {k.removesuffix('_ms').replace('_', ' ')} | {_fmt(v['p50'])} | {_fmt(v['p99'])} | "
+            f"{_fmt(fl['split'][k]['p50'])} | {_fmt(fl['split'][k]['p99'])} |"
+            for k, v in w["split"].items()
+        ]
+    out += [""]
+    for rate, r in st["rates"].items():
+        w = r["worker"]
+        out += [
+            f"CPU during the worker's run at {rate}/s, % of one core ({w.get('cores')} cores): "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in w.get("cpu_percent_of_one_core", {}).items())
+            + ".",
+            "",
+        ]
+    pu = st.get("push")
+    if pu:
+        out += [
+            f"Pushing one batch's session state ({pu['rows']} customers) to Redis: Feast's `store.push` "
+            f"{_fmt(pu['feast_store_push_ms'])} ms, `core.online_fast.RedisPush` (same bytes) "
+            f"{_fmt(pu['redis_push_ms'])} ms.",
+            "",
+        ]
+    return out

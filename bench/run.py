@@ -129,8 +129,11 @@ def headline(results: dict) -> dict:
         out["materialize_1m_peak_rss_mb"] = m["fast"]["peak_rss_mb"]
     st = results.get("stream")
     if st:
-        out["stream_p99_ms_at_1000_eps"] = st["steady"]["p99_ms"]
-        out["stream_saturation_eps"] = st["saturation"]["eps"]
+        for rate, r in st["rates"].items():
+            out[f"stream_p99_ms_at_{rate}_eps"] = r["worker"]["p99_ms"]
+            out[f"stream_p99_ratio_to_floor_at_{rate}_eps"] = r["p99_ratio_to_floor"]
+        for workers, sat in st["saturation"].items():
+            out["stream_saturation_eps" + ("" if workers == "1" else f"_{workers}_workers")] = sat["eps"]
     rc = results.get("redis_cluster")
     if rc:  # at the paced rate nearest Feast's published 718 req/s
         out["redis_cluster_scoring_p99_ms"] = rc["cluster"]["paced"][-1]["p99_ms"]

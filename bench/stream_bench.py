@@ -1,15 +1,20 @@
 """Stream worker benchmark: event published to prediction published, through RabbitMQ, Redis and the model.
 
-Two phases against one worker process (`python -m serving.stream`, as deployed), with the built
-purchase_propensity model and features (run `dvc repro` first):
+With the built purchase_propensity model and features (run `dvc repro` first), against worker processes
+(`python -m serving.stream`, as deployed):
 
-* steady: the producer publishes recorded page views at `rate`/s for `seconds`; the bench consumes the
-  output queue and takes, per prediction, receipt time minus the producer's `sent_at_us` header (the
-  producer, worker and consumer share the machine's clock). The first `warmup_s` are left out.
-* saturation: with the worker stopped, a backlog of `backlog` page views is queued; the worker is started
-  and the rate at which predictions come out between the first and the last is its saturation rate.
+* steady, at each of `rates` (300 and 1,000 events/s): the producer publishes recorded page views at the
+  rate for `seconds`; the bench consumes the output queue and takes, per prediction, receipt time minus
+  the producer's `sent_at_us` header (producer, worker and consumer share the machine's clock). The first
+  `warmup_s` are left out. Right after, the same lines at the same rate go through `bench.stream_relay`
+  (the worker's broker code with no work): the floor, measured in the same run;
+* guarantees: at the highest rate, the relay again with the ack sent before the confirms, and with
+  transient messages: what each guarantee costs on its own;
+* saturation: with the workers stopped, a backlog of `backlog` page views is queued; one worker (then two,
+  on a second backlog) is started and the rate at which predictions come out between the first and the
+  last is the saturation rate.
 
-Producer, consumer, worker, RabbitMQ and Redis all share this machine's 2 cores.
+Producer, consumer, workers, RabbitMQ and Redis all share this machine's 2 cores.
 """
 
 from __future__ import annotations
@@ -150,12 +155,12 @@ def _cpu_seconds(worker_pid: int) -> dict[str, float]:
 
 
 async def _timed_run(
-    s: Settings, lines: list[bytes], rate: float, expected: int
+    s: Settings, lines: list[bytes], rate: float, expected: int, persistent: bool = True
 ) -> tuple[list[tuple[int, ...]], float]:
     """Publish `lines` at `rate`; the `expected` outputs with their timelines, and the rate achieved."""
     collector = asyncio.create_task(_collect(s, expected, len(lines) / rate + 60))
     await asyncio.sleep(0.5)
-    sent = await publish(s.amqp_url, s.stream_events_queue, lines, rate)
+    sent = await publish(s.amqp_url, s.stream_events_queue, lines, rate, persistent)
     return await collector, round(sent["rate"], 1)
 
 
@@ -200,11 +205,14 @@ def _steady(s: Settings, lines: list[bytes], rate: float, warmup_s: float, worke
     }
 
 
-def _relay_floor(s: Settings, lines: list[bytes], rate: float, warmup_s: float) -> dict[str, Any]:
+def _relay_floor(
+    s: Settings, lines: list[bytes], rate: float, warmup_s: float, mode: str = "worker"
+) -> dict[str, Any]:
     """The same lines at the same rate through `bench.stream_relay` instead of the worker: the worker's
-    broker code with no work, so what the two RabbitMQ hops alone cost here."""
+    broker code with no work, so what the two RabbitMQ hops alone cost here (`mode`: with a guarantee
+    taken away, see bench/stream_relay.py)."""
     relay = subprocess.Popen(
-        [sys.executable, "-m", "bench.stream_relay"],
+        [sys.executable, "-m", "bench.stream_relay", "--mode", mode],
         env=_worker_env(s),
         cwd=ROOT,
         stdout=open(WORKER_LOG, "ab"),  # noqa: SIM115 (the child writes to it)
@@ -212,10 +220,12 @@ def _relay_floor(s: Settings, lines: list[bytes], rate: float, warmup_s: float) 
     )
     try:
         asyncio.run(_consuming(s, relay))
-        got, achieved = asyncio.run(_timed_run(s, lines, rate, len(lines)))  # every line, broken or not
+        # every line, broken or not
+        got, achieved = asyncio.run(_timed_run(s, lines, rate, len(lines), persistent=mode != "transient"))
     finally:
         _stop(relay)
-    return {"rate_achieved": achieved, **_latency(got, warmup_s)}
+    _purge(s)  # the relay's copies are not predictions
+    return {"mode": mode, "rate_achieved": achieved, **_latency(got, warmup_s)}
 
 
 def _push_compare(s: Settings, rows_per_push: int = 45, repeats: int = 40) -> dict[str, Any]:
@@ -265,17 +275,21 @@ def _push_compare(s: Settings, rows_per_push: int = 45, repeats: int = 40) -> di
     }
 
 
-async def _saturation(s: Settings, lines: list[bytes]) -> dict[str, Any]:
+async def _saturation(s: Settings, lines: list[bytes], workers: int = 1) -> dict[str, Any]:
+    """A backlog of `lines` queued with the workers stopped, then drained by `workers` processes started
+    together: predictions per second between the first and the last out."""
     await publish(s.amqp_url, s.stream_events_queue, lines, 0)
     expected = _valid_count(lines)
     collector = asyncio.create_task(_collect(s, expected, 600))
-    worker = _start_worker(s)
+    procs = [_start_worker(s) for _ in range(workers)]
     try:
         got = await collector
     finally:
-        _stop(worker)
+        for p in procs:
+            _stop(p)
     seconds = (got[-1][-1] - got[0][-1]) / 1e6  # receipt times
     return {
+        "workers": workers,
         "backlog": len(lines),
         "predictions": len(got),
         "seconds": round(seconds, 2),
@@ -283,7 +297,20 @@ async def _saturation(s: Settings, lines: list[bytes]) -> dict[str, Any]:
     }
 
 
-def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warmup_s: float = 3.0) -> dict:
+RATES = (300.0, 1000.0)  # events/s: the issue's two targets (p99 at 300; ratio to the floor at 1,000)
+GUARANTEES = ("ack_before_confirm", "transient")  # relay modes beside the worker's, at the highest rate
+
+
+def run(
+    rates: tuple[float, ...] = RATES,
+    seconds: float = 30.0,
+    backlog: int = 40_000,
+    warmup_s: float = 3.0,
+    guarantees: tuple[str, ...] = GUARANTEES,
+) -> dict:
+    """At each rate: the worker, then the relay floor on the same lines (each rate its own lines, so no
+    event is seen twice); at the highest rate the relay again with each guarantee taken away; then the
+    saturation of one worker and of two on a backlog each."""
     from pipelines.materialize import sync_online
 
     tag = uuid.uuid4().hex[:8]
@@ -301,23 +328,39 @@ def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warm
     )
     sync_online(s)
     events = ROOT / load_params(ROOT / "params.yaml").purchase_propensity.features.raw_dir / S.EVENTS_FILE
-    n_steady = int(rate * seconds)
-    lines = read_lines(events, n_steady + backlog)
+    sizes = [int(r * seconds) for r in rates]
+    lines = read_lines(events, sum(sizes) + 2 * backlog)
+    out: dict[str, Any] = {"rates": {}, "guarantees": {}, "saturation": {}}
     try:
-        push = _push_compare(s)
-        log.info("push of one batch: %s", push)
-        worker = _start_worker(s)
-        asyncio.run(_consuming(s, worker))  # model, Feast registry and connections loaded
-        try:
-            steady = _steady(s, lines[:n_steady], rate, warmup_s, worker.pid)
-        finally:
-            _stop(worker)
-        log.info("steady: %s", steady)
-        floor = _relay_floor(s, lines[:n_steady], rate, warmup_s)
-        log.info("relay, no work: %s", floor)
-        _purge(s)
-        sat = asyncio.run(_saturation(s, lines[n_steady:]))
-        log.info("saturation: %s", sat)
+        out["push"] = _push_compare(s)
+        log.info("push of one batch: %s", out["push"])
+        start = 0
+        for rate, n in zip(rates, sizes, strict=True):
+            part = lines[start : start + n]
+            start += n
+            worker = _start_worker(s)
+            asyncio.run(_consuming(s, worker))  # model, Feast registry and connections loaded
+            try:
+                steady = _steady(s, part, rate, warmup_s, worker.pid)
+            finally:
+                _stop(worker)
+            log.info("steady at %s/s: %s", rate, steady)
+            floor = _relay_floor(s, part, rate, warmup_s)
+            log.info("relay at %s/s, no work: %s", rate, floor)
+            out["rates"][f"{rate:g}"] = {
+                "worker": steady,
+                "relay_floor": floor,
+                "p99_ratio_to_floor": round(steady["p99_ms"] / floor["p99_ms"], 2),
+            }
+            if rate == max(rates):
+                for mode in guarantees:
+                    out["guarantees"][mode] = _relay_floor(s, part, rate, warmup_s, mode)
+                    log.info("relay at %s/s, %s: %s", rate, mode, out["guarantees"][mode])
+        for workers in (1, 2):
+            sat = asyncio.run(_saturation(s, lines[start : start + backlog], workers))
+            start += backlog
+            out["saturation"][str(workers)] = sat
+            log.info("saturation: %s", sat)
     finally:
         import redis
 
@@ -325,7 +368,7 @@ def run(rate: float = 1000.0, seconds: float = 30.0, backlog: int = 40_000, warm
         delete_sessions(redis.Redis.from_url(s.redis_url), s.feast_project)
         asyncio.run(_delete_queues(s))
         s.feast_registry.unlink(missing_ok=True)
-    return {"steady": steady, "relay_floor": floor, "saturation": sat, "push": push}
+    return out
 
 
 async def _consuming(s: Settings, worker: subprocess.Popen, timeout_s: float = 180) -> None:

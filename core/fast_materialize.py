@@ -720,6 +720,9 @@ def _varints(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return groups, length
 
 
+SMALL_BATCH = 128  # rows up to which protobuf's own serializer beats the vectorised encoding
+
+
 def timestamp_protos(us: np.ndarray, frame: bytes | None = None) -> list[bytes]:
     """`Timestamp(seconds, nanos).SerializeToString()` per microsecond epoch value, vectorised.
 
@@ -731,6 +734,12 @@ def timestamp_protos(us: np.ndarray, frame: bytes | None = None) -> list[bytes]:
     n = len(us)
     if n == 0:
         return []
+    if n <= SMALL_BATCH:  # a stream push of a few rows: numpy's per-call overhead would be most of it
+        out = [
+            Timestamp(seconds=u // 1_000_000, nanos=(u % 1_000_000) * 1000).SerializeToString()
+            for u in us.tolist()
+        ]
+        return out if frame is None else [frame + b"$%d\r\n" % len(p) + p + b"\r\n" for p in out]
     secs = us // 1_000_000
     nanos = (us % 1_000_000) * 1000
     sv, sl = _varints(secs.view(np.uint64))

@@ -13,8 +13,8 @@ How it works
   (sooner when a batch is full) with ``insert(table)`` + a list of dicts (executemany), one transaction
   per batch.
 * Database errors (connection refused, server gone, locked SQLite file...) keep the batch pending and
-  switch to retries with exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``); the
-  engine uses ``pool_pre_ping`` (and no pool at all on SQLite) so each retry reconnects.
+  switch to retries with exponential backoff (``retry_initial_s`` doubling up to ``retry_max_s``); a
+  failure disposes the engine's pool (there is none on SQLite) so each retry reconnects.
 * Memory is bounded by ``max_buffer`` records. While the database is down the thread spills the oldest
   pending records to the spool directory once the buffer is full (down to half of it). If records come in
   faster than the thread reacts (or while the thread is stuck in a hanging database call), ``log()`` moves
@@ -706,9 +706,14 @@ class RequestLogWriter:
         if not db_ok:
             self._spill_memory(keep=0)
         self._rotate_overflow()
+        now = time.monotonic()
+        if final or now >= self._next_scan:  # files other processes spilled meanwhile
+            self._spool_backlog = True
+            self._next_scan = now + SPOOL_SCAN_INTERVAL_S
         if db_ok:
             try:
-                self._replay_spool(max_files=None)
+                if self._spool_backlog:  # set by whoever spills: a flush per batch does not list the folder
+                    self._replay_spool(max_files=None)
                 self._db_ok()
             except _DatabaseDown as exc:
                 self._db_failed(exc.__cause__ or exc)
@@ -1129,7 +1134,10 @@ def _make_engine(url: str) -> Engine:
             # a fresh connection per use: a moved/removed database file is noticed at once
             kwargs["poolclass"] = NullPool
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=2, max_overflow=2, pool_recycle=1800)
+        # no pool_pre_ping: it costs a round trip per batch (a stream worker flushes hundreds a second);
+        # a dead pooled connection fails the write instead, `_db_failed` disposes the pool and the retry
+        # (which the batch waits for in `_inflight`) connects afresh
+        kwargs.update(pool_size=2, max_overflow=2, pool_recycle=1800)
         if u.get_backend_name() == "postgresql" and "connect_timeout" not in u.query:
             kwargs["connect_args"] = {"connect_timeout": 5}
     return create_engine(u, **kwargs)

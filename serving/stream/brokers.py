@@ -67,8 +67,11 @@ class Outgoing:
     headers: dict[str, Any] = field(default_factory=dict)
 
 
-async def publish_batch(channel: Any, messages: Sequence[tuple[str, Outgoing]]) -> Awaitable[Any]:
-    """Publish persistent JSON messages, (queue, message) pairs, on the default exchange in one socket write.
+async def publish_batch(
+    channel: Any, messages: Sequence[tuple[str, Outgoing]], persistent: bool = True
+) -> Awaitable[Any]:
+    """Publish JSON messages, (queue, message) pairs, on the default exchange in one socket write:
+    persistent (delivery mode 2) unless `persistent` is False (the bench's measure of what persistence costs).
 
     Returns an awaitable that resolves once RabbitMQ has confirmed every one of them (it raises aiormq's
     DeliveryError if one is nacked). `channel` is an aio-pika channel opened with publisher confirms.
@@ -97,7 +100,9 @@ async def publish_batch(channel: Any, messages: Sequence[tuple[str, Outgoing]]) 
             raw.confirmations[raw.delivery_tag] = future
             confirmed.append(future)
             props = spec.Basic.Properties(
-                headers=m.headers or None, delivery_mode=2, content_type="application/json"
+                headers=m.headers or None,
+                delivery_mode=2 if persistent else 1,
+                content_type="application/json",
             )
             frames += [
                 spec.Basic.Publish(exchange="", routing_key=queue),
@@ -153,9 +158,16 @@ class MemoryBroker:
 
 class AmqpBroker:
     def __init__(
-        self, url: str, events: str, predictions: str, dead_letters: str, prefetch: int, max_batch: int
+        self,
+        url: str,
+        events: str,
+        predictions: str,
+        dead_letters: str,
+        prefetch: int,
+        max_batch: int,
+        persistent: bool = True,  # False only in the bench's measure of what persistence costs
     ) -> None:
-        self.url, self.prefetch, self.max_batch = url, prefetch, max_batch
+        self.url, self.prefetch, self.max_batch, self.persistent = url, prefetch, max_batch, persistent
         self.names = (events, predictions, dead_letters)
         self._inbox: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()  # (arrival, message)
         self._conn: Any = None
@@ -181,7 +193,7 @@ class AmqpBroker:
     async def publish(self, predictions: Sequence[Outgoing], dead: Sequence[Outgoing]) -> Awaitable[Any]:
         _, out, dlq = self.names
         return await publish_batch(
-            self._channel, [*((out, m) for m in predictions), *((dlq, m) for m in dead)]
+            self._channel, [*((out, m) for m in predictions), *((dlq, m) for m in dead)], self.persistent
         )
 
     async def ack(self, batch: Sequence[Delivery]) -> None:

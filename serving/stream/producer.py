@@ -40,8 +40,11 @@ def read_lines(path: Path, limit: int | None = None) -> list[bytes]:
     return out
 
 
-async def publish(url: str, queue: str, lines: Iterable[bytes], rate: float) -> dict[str, float]:
-    """Publish `lines` at `rate` per second (0: as fast as confirms allow). Returns what was achieved."""
+async def publish(
+    url: str, queue: str, lines: Iterable[bytes], rate: float, persistent: bool = True
+) -> dict[str, float]:
+    """Publish `lines` at `rate` per second (0: as fast as confirms allow), persistent unless told (the
+    bench's measure of what persistence costs). Returns what was achieved."""
     lines = list(lines)
     conn = await aio_pika.connect_robust(url)
     try:
@@ -62,7 +65,7 @@ async def publish(url: str, queue: str, lines: Iterable[bytes], rate: float) -> 
                 due = min(len(lines), sent + 500)
             stamp = now_us()
             confirmed = await publish_batch(
-                channel, [(queue, Outgoing(b, {SENT_AT: stamp})) for b in lines[sent:due]]
+                channel, [(queue, Outgoing(b, {SENT_AT: stamp})) for b in lines[sent:due]], persistent
             )
             if rate <= 0 or due == len(lines):
                 await confirmed  # as fast as confirms allow; and every line confirmed before returning

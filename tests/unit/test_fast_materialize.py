@@ -277,9 +277,13 @@ def test_timestamp_protos_are_protobufs_bytes() -> None:
     for u in us.tolist():
         t = Timestamp(seconds=u // 1_000_000, nanos=(u % 1_000_000) * 1000)
         want.append(t.SerializeToString())
+    assert len(us) > fm.SMALL_BATCH  # the vectorised path ...
     assert fm.timestamp_protos(us) == want
     framed = fm.timestamp_protos(us, frame=b"F")
     assert framed == [b"F$%d\r\n%s\r\n" % (len(w), w) for w in want]
+    small = fm.SMALL_BATCH  # ... and the few rows of a stream push
+    assert fm.timestamp_protos(us[:small]) == want[:small]
+    assert fm.timestamp_protos(us[-small:], frame=b"F") == framed[-small:]
 
 
 def test_timestamp_matches_feast_datetime_path() -> None:
