@@ -46,6 +46,11 @@ class ViewFields:
     ts_key: bytes
 
 
+def resp(*args: bytes) -> bytes:
+    """One Redis command in RESP, ready to pipeline on a raw connection (`send_packed_command`)."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
 class RedisLayout:
     """Keys and decoding for one FeatureService, computed once from the registry."""
 
@@ -118,8 +123,7 @@ class RedisLayout:
         cluster each node's own receipt key (`core.online_receipt.shard_tags`)."""
         if not self.receipt_views:
             return b""
-        args = [b"HMGET", key, *(v.encode() for v in self.receipt_views)]
-        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        return resp(b"HMGET", key, *(v.encode() for v in self.receipt_views))
 
     def missing_receipts(self, reply: Sequence[bytes | None]) -> list[str]:
         """The views without a receipt, from the reply to `receipt_command`."""

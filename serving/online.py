@@ -192,31 +192,58 @@ class OnlineFeatures:
             async def read(keys: list[bytes], layout: RedisLayout = layout) -> list[list[bytes | None]]:
                 if self._cluster:
                     return await self._read_cluster(keys, layout)
-                # One pipelined round trip with pre-encoded commands: what redis-py's pipeline does,
-                # minus re-encoding the same 16 arguments for every key.
-                pool = self._redis.connection_pool
-                conn = await pool.get_connection()
-                try:
-                    # the receipt first, in the same round trip: features read from a store that lost
-                    # its data are never returned as "not found"
-                    await conn.send_packed_command(layout.receipt_command + layout.hmget_commands(keys))
-                    if layout.receipt_command:
-                        missing = layout.missing_receipts(await conn.read_response())
-                        if missing:
-                            for _ in keys:
-                                await conn.read_response()
-                            raise OnlineStoreLost(lost_message(missing))
-                    return [await conn.read_response() for _ in keys]
-                except OnlineStoreLost:
-                    raise
-                except BaseException:
-                    await conn.disconnect()
-                    raise
-                finally:
-                    await pool.release(conn)
+                return (await self._read_single(keys, layout))[1]
 
             self._readers[name] = MicroBatcher(read)
         return layout
+
+    async def _read_single(
+        self, keys: list[bytes], layout: RedisLayout, along: bytes = b"", n_along: int = 0
+    ) -> tuple[list[Any], list[list[bytes | None]]]:
+        """One pipelined round trip with pre-encoded commands (what redis-py's pipeline does, minus
+        re-encoding the same arguments for every key): `along` (packed commands owing `n_along` replies,
+        returned first), the receipt, then one HMGET per key."""
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            # the receipt first, in the same round trip: features read from a store that lost
+            # its data are never returned as "not found"
+            await conn.send_packed_command(along + layout.receipt_command + layout.hmget_commands(keys))
+            extra = [await conn.read_response() for _ in range(n_along)]
+            if layout.receipt_command:
+                missing = layout.missing_receipts(await conn.read_response())
+                if missing:
+                    for _ in keys:
+                        await conn.read_response()
+                    raise OnlineStoreLost(lost_message(missing))
+            return extra, [await conn.read_response() for _ in keys]
+        except OnlineStoreLost:
+            raise
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def aget_along(
+        self, feature_service: str, ids: list[Any], along: bytes, n_along: int
+    ) -> tuple[list[EntityFeatures], list[Any]]:
+        """`aget` in the same round trip as other commands for the same Redis (the stream worker's session
+        store writes): `along` is their RESP encoding, owing `n_along` replies, returned as read. On one
+        Redis only (the caller checks `can_read_along`); no micro-batching with other callers."""
+        layout = self._layouts.get(feature_service)
+        if layout is None:
+            layout = await run_in_threadpool(self._layout, feature_service)
+        try:
+            extra, raws = await self._read_single([layout.key(i) for i in ids], layout, along, n_along)
+        except UNAVAILABLE as e:
+            raise OnlineStoreUnavailable(f"online store unreachable: {type(e).__name__}: {e}") from e
+        return [EntityFeatures(*layout.decode(raw)) for raw in raws], extra
+
+    @property
+    def can_read_along(self) -> bool:
+        """True when `aget_along` works: the features live in one Redis (not a cluster)."""
+        return self._redis is not None and not self._cluster
 
     async def aget(self, feature_service: str, join_key: str, ids: list[Any]) -> list[EntityFeatures]:
         if self._redis is None:

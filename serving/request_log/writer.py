@@ -59,6 +59,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -430,6 +431,7 @@ class RequestLogWriter:
         self._flush_requested = 0
         self._flush_done = 0
         self._flush_ok = False
+        self._flush_waiters: list[tuple[int, Future[bool]]] = []  # flush_future()s: (target, future)
         self._spill_retry_at = 0.0
         self._stats: dict[str, Any] = {
             "logged": 0,
@@ -531,6 +533,30 @@ class RequestLogWriter:
         finally:
             self._work_lock.release()
 
+    def flush_future(self) -> Future[bool]:
+        """`flush()` without a blocked thread: a future the writer thread completes with flush()'s result
+        once everything logged so far is durable. From asyncio code: ``await asyncio.wrap_future(...)``
+        (no thread-pool hand-off per flush: a stream worker flushes hundreds of times a second). Without
+        a running writer thread the flush runs here, in the caller."""
+        fut: Future[bool] = Future()
+        with self._cond:
+            thread = self._thread
+            if not self._closed and thread is not None and thread.is_alive():
+                self._flush_requested += 1
+                self._flush_waiters.append((self._flush_requested, fut))
+                self._cond.notify_all()
+                return fut
+        fut.set_result(self.flush())
+        return fut
+
+    def _resolve_flush_waiters(self, upto: int | None, ok: bool) -> None:
+        """Complete the flush_future()s whose target is reached (all of them when `upto` is None)."""
+        with self._cond:
+            ready = [f for t, f in self._flush_waiters if upto is None or t <= upto]
+            self._flush_waiters = [(t, f) for t, f in self._flush_waiters if not (upto is None or t <= upto)]
+        for f in ready:
+            f.set_result(ok)
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the thread after writing everything; whatever cannot be written is spilled to the spool."""
         with self._cond:
@@ -561,6 +587,8 @@ class RequestLogWriter:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            ok = self._flush_ok
+        self._resolve_flush_waiters(None, ok)  # a thread that did not stop in time leaves none waiting
         self._engine.dispose()
 
     def stats(self) -> dict[str, Any]:
@@ -649,12 +677,14 @@ class RequestLogWriter:
                     self._flush_ok = ok
                     self._flush_done = self._flush_requested
                     self._cond.notify_all()
+                self._resolve_flush_waiters(None, ok)
                 return
             if flush_wanted:
                 with self._cond:
                     self._flush_ok = ok
                     self._flush_done = max(self._flush_done, flush_target)
                     self._cond.notify_all()
+                self._resolve_flush_waiters(flush_target, ok)
 
     def _has_work(self) -> bool:
         """Wake-up condition of the thread (called with the lock held)."""

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
 
+from core.online_fast import resp
 from domain.purchase_propensity.events import PageView
 
 
@@ -78,17 +79,44 @@ class RedisSessionStore:
         self._ttl = ttl_s
         self._prefix = session_prefix(project)  # + session id
 
-    async def add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
+    @property
+    def client(self) -> Any:
+        return self._redis
+
+    def commands(
+        self, events: Sequence[PageView]
+    ) -> tuple[bytes, int, Callable[[list[Any]], dict[str, list[PageView]]]]:
+        """`add` as RESP commands to pipeline with other reads of the same Redis (the stream worker sends
+        them with its online-feature read, one round trip): (commands, replies they owe, a function of
+        those replies giving what `add` returns)."""
         sessions = list(dict.fromkeys(e.session_id for e in events))
-        pipe = self._redis.pipeline(transaction=False)
-        for e in events:
-            pipe.hsetnx(self._prefix + e.session_id, e.event_id, _dump(e))
+        prefix, ttl = self._prefix, str(self._ttl).encode()
+        parts = [
+            resp(b"HSETNX", (prefix + e.session_id).encode(), e.event_id.encode(), _dump(e)) for e in events
+        ]
         for sid in sessions:
-            pipe.expire(self._prefix + sid, self._ttl)
-            pipe.hvals(self._prefix + sid)
-        replies = await pipe.execute()
-        values = replies[len(events) + 1 :: 2]
-        return {sid: [_load(b) for b in vals] for sid, vals in zip(sessions, values, strict=True)}
+            key = (prefix + sid).encode()
+            parts += [resp(b"EXPIRE", key, ttl), resp(b"HVALS", key)]
+
+        def parse(replies: list[Any]) -> dict[str, list[PageView]]:
+            values = replies[len(events) + 1 :: 2]
+            return {sid: [_load(b) for b in vals] for sid, vals in zip(sessions, values, strict=True)}
+
+        return b"".join(parts), len(events) + 2 * len(sessions), parse
+
+    async def add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
+        packed, n, parse = self.commands(events)
+        pool = self._redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(packed)
+            replies = [await conn.read_response() for _ in range(n)]
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return parse(replies)
 
     async def close(self) -> None:
         return None  # the client belongs to whoever made it (it is shared with the online reads)

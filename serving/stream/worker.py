@@ -12,7 +12,8 @@ For each batch the broker hands over (serving/stream/brokers.py), in this order:
    to the online store (FeatureService purchase_propensity_v1): on Redis with core.online_fast.RedisPush
    (Feast's bytes and newer-wins rule, ~15x faster than `FeatureStore.push` in the bench), elsewhere with Feast's push;
 5. **read** the customers' online features of the FeatureService (the nightly purchase snapshot) the way
-   the REST endpoint reads them, at the same time as step 2; the session features are those replayed
+   the REST endpoint reads them, with step 2 (in the same Redis round trip when the session store and
+   the features share a Redis, else concurrently); the session features are those replayed
    right after the event being scored (a batch may hold several events of one session);
 6. **score** with the model the API serves (core.predict), one CatBoost call for the batch;
 7. **publish** one prediction per valid event to the output queue, and the rejects to the dead-letter
@@ -130,6 +131,12 @@ class StreamWorker:
     ) -> None:
         self.broker, self.sessions, self.store, self.online = broker, sessions, store, online
         self.redis = redis  # redis.asyncio client when the online store is Redis: pushes take RedisPush
+        # the session store's writes ride along with the online read (serving.online.aget_along)
+        self._along = (
+            redis is not None
+            and getattr(sessions, "client", None) is redis
+            and getattr(online, "can_read_along", False)
+        )
         self._pusher: RedisPush | None = None
         self._feast_push = False  # RedisPush cannot write this push source's views: Feast's push it is
         self._push_lock = asyncio.Lock()
@@ -249,7 +256,11 @@ class StreamWorker:
                     self.request_log.log(r)
                 d.records, d.logged = [], True  # logged once, even if the flush below has to be retried
         if any(d.logged for d in done):
-            await asyncio.to_thread(self.request_log.flush)
+            flush_future = getattr(self.request_log, "flush_future", None)  # no thread hand-off
+            if flush_future is not None:
+                await asyncio.wrap_future(flush_future())
+            else:
+                await asyncio.to_thread(self.request_log.flush)
             t = self.stats.timed("request_log", t)
         s = self.stats
         if self.crash_before_ack is not None and s.batches < self.crash_before_ack <= s.batches + len(done):
@@ -310,10 +321,16 @@ class StreamWorker:
         t = timed("validate", started)
         customers = list(dict.fromkeys(e.customer_id for e in events))
         # independent: storing the events, and reading the customers' features (the nightly purchase
-        # features; the session features read here are replaced by the replayed ones below)
-        by_session, stored = await asyncio.gather(
-            self.sessions.add(events), self.online.aget(self.meta.feature_service, F.ENTITY_ID, customers)
-        )
+        # features; the session features read here are replaced by the replayed ones below); in one Redis
+        # round trip when both live in the same Redis
+        if self._along:
+            packed, n, parse = self.sessions.commands(events)
+            stored, replies = await self.online.aget_along(self.meta.feature_service, customers, packed, n)
+            by_session = parse(replies)
+        else:
+            by_session, stored = await asyncio.gather(
+                self.sessions.add(events), self.online.aget(self.meta.feature_service, F.ENTITY_ID, customers)
+            )
         t = timed("store_and_read", t)
         wanted = {e.event_id for e in events}
         after: dict[str, dict[str, Any]] = {}

@@ -352,3 +352,44 @@ def test_a_worker_killed_with_sigkill_mid_batch_loses_and_double_counts_nothing(
 
         delete_sessions(_redis.Redis.from_url(s.redis_url), s.feast_project)
         asyncio.run(_delete_queues(s))
+
+
+def test_the_session_writes_ride_with_the_feature_read_and_give_the_same_answers(
+    stream_settings, purchase_world
+):
+    """With one Redis the worker stores a batch's events in the round trip of its online read
+    (`OnlineFeatures.aget_along`); that path gives what `RedisSessionStore.add` and `aget` give apart."""
+    from domain.purchase_propensity import features as F
+    from domain.purchase_propensity.events import parse_event
+    from serving.stream.__main__ import Components
+    from serving.stream.brokers import MemoryBroker
+
+    s = stream_settings.model_copy(update={"amqp_url": None})
+    events = []
+    for line in _lines(purchase_world, 400):
+        with contextlib.suppress(Exception):
+            events.append(parse_event(line))
+    first, second = events[:120], events[120:240]
+
+    def by_id(sessions):  # a hash's values come back in no set order
+        return {sid: {e.event_id: e for e in v}.items() for sid, v in sessions.items()}
+
+    async def go():
+        c = Components(s, MemoryBroker(40))
+        try:
+            assert c.worker._along  # the one-round-trip path is the one the worker takes on Redis
+            w, fs = c.worker, c.worker.meta.feature_service
+            customers = list(dict.fromkeys(e.customer_id for e in first + second))
+            packed, n, parse = w.sessions.commands(first)
+            stored, replies = await w.online.aget_along(fs, customers, packed, n)
+            apart = await w.online.aget(fs, F.ENTITY_ID, customers)
+            assert stored == apart and any(x.values for x in stored)
+            again = await w.sessions.add(first)  # the same events again: nothing changes (idempotent)
+            assert by_id(parse(replies)) == by_id(again)
+            assert {e.event_id for e in first} <= {e.event_id for v in again.values() for e in v}
+            both = await w.sessions.add(first + second)
+            assert all(by_id({k: again[k]})[k] <= by_id({k: both[k]})[k] for k in again)
+        finally:
+            await c.close()
+
+    asyncio.run(go())

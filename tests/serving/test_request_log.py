@@ -454,6 +454,30 @@ def test_log_from_asyncio_code(db: Db, spool: Path, writers: list[RequestLogWrit
     assert db.count() == (200, 200)
 
 
+def test_flush_future_from_asyncio_code_waits_for_the_rows_and_reports_an_outage(
+    db: Db, spool: Path, writers: list[RequestLogWriter]
+) -> None:
+    w = RequestLogWriter(db.url, None, spool, **FAST)
+    writers.append(w)
+    w.start()
+
+    async def logged(lo: int, hi: int) -> bool:
+        for i in range(lo, hi):
+            w.log(record(i))
+        return await asyncio.wrap_future(w.flush_future())
+
+    assert asyncio.run(logged(0, 200))
+    assert db.count() == (200, 200)  # in the database when the future completes
+    db.down()
+    assert asyncio.run(logged(200, 300)) is False  # spilled, not in the database: as flush() says
+    assert w.stats()["buffered"] == 0 and spool_files(spool)
+    db.up()
+    assert asyncio.run(logged(300, 310))  # the spool replayed on the way
+    assert db.count() == (310, 310)
+    w.close()
+    assert w.flush_future().result(timeout=1) is True  # closed: at once, with the last result
+
+
 def test_flush_and_close_without_start(db: Db, spool: Path) -> None:
     w = RequestLogWriter(db.url, None, spool, **FAST)
     w.log(record(1))
