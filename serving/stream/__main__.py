@@ -88,6 +88,7 @@ class Components:
             self.request_log,
             crash_before_ack=settings.stream_crash_before_ack,
             pipeline_depth=settings.stream_pipeline_depth,
+            finish_linger_s=settings.stream_finish_linger_ms / 1000,
             redis=self.redis,
             served=self.served,
         )

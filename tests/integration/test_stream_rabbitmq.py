@@ -93,6 +93,7 @@ def _env(s, **extra) -> dict[str, str]:
         "stream_dead_letter_queue",
         "stream_max_batch",
         "stream_prefetch",
+        "stream_pipeline_depth",
     ):
         env[name.upper()] = str(getattr(s, name))
     env.update({k.upper(): str(v) for k, v in extra.items()})
