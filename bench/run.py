@@ -121,6 +121,8 @@ def headline(results: dict) -> dict:
         out["scoring_throughput_ratio_vs_feast_serve"] = round(ours / feast, 2)
         out["scoring_p99_ms_at_half_load"] = http["ours"]["half_load"]["p99_ms"]
         out["inprocess_p99_ms"] = s["inprocess"]["ours"]["p99_ms"]
+        if "at_feast_published_rps" in http["ours"]:
+            out["scoring_p99_ms_at_718_rps"] = http["ours"]["at_feast_published_rps"]["p99_ms"]
     m = results.get("materialize", {}).get("u1000000")
     if m and "fast" in m and "feast_default" in m:
         out["materialize_1m_speedup_vs_feast_default"] = round(
