@@ -220,6 +220,13 @@ def render(res: dict) -> str:
                 f"{f['p99_ms']:.2f} ms, p99.9 {f['p999_ms']:.2f} ms, max {f['max_ms']:.2f} ms; machine busy {_share(f)}, "
                 f"server CPU {_cpu(f)} ms per request.",
             ]
+            fl = http.get("floor_at_feast_published_rps")
+            if fl:
+                out += [
+                    f"The floor at the same rate (`bench.http_floor`: the same uvicorn and wrk, an app that answers "
+                    f"a fixed body): p50 {fl['p50_ms']:.2f} ms, p99 {fl['p99_ms']:.2f} ms, p99.9 {fl['p999_ms']:.2f} "
+                    f"ms; machine busy {_share(fl)}, server CPU {_cpu(fl)} ms per request.",
+                ]
         out += [
             "",
             f"Request log: {_fmt(http['request_log']['rows_logged'])} rows for "

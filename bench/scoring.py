@@ -91,13 +91,14 @@ def ladder(
     return runs
 
 
-def api_command(port: int, workers: int) -> list[str]:
-    """The API as `make serve` runs it (uvloop, httptools, no access log)."""
+def api_command(port: int, workers: int, app: str = "serving.app:app") -> list[str]:
+    """The API as `make serve` runs it (uvloop, httptools, no access log); `app`: another ASGI app served
+    the same way (bench.http_floor)."""
     return [
         python(),
         "-m",
         "uvicorn",
-        "serving.app:app",
+        app,
         "--host",
         "127.0.0.1",
         "--port",
@@ -268,6 +269,15 @@ def http_benchmark(
         r = paced_run(url, ids_file, FEAST_PUBLISHED_RPS, max(seconds, 15), pgid)
         served += r["requests"] - r["non2xx"]
         out["ours"]["at_feast_published_rps"] = r
+    # the floor: the same server and load generator at the same rate, with an app that does nothing
+    port = free_port()
+    with Server(api_command(port, workers, "bench.http_floor:app"), env, BENCH_DATA / "floor.log") as floor:
+        assert floor.proc is not None
+        floor_url = f"http://127.0.0.1:{port}/v1/models/game_ltv/predict"
+        wait_http(floor_url, method="POST", body=b"{}")
+        out["floor_at_feast_published_rps"] = paced_run(
+            floor_url, ids_file, FEAST_PUBLISHED_RPS, max(seconds, 15), floor.proc.pid
+        )
     rows = _request_log_rows(settings)  # the server has flushed its request log on shutdown
     out["request_log"] = {"predictions_answered_2xx": served, "rows_logged": rows}
     return out
