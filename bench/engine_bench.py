@@ -7,8 +7,10 @@ compute engine against core.fast_materialize), the engine with one and with two 
 
 Each method runs in a fresh process (its own peak memory: the Python process's and, for Spark, its JVM's)
 on the same world: beyond 2M users, copies of the 1M world's tables and labels with user ids shifted per
-copy (bench.materialize_bench.ensure_data). "identical" compares a digest of the whole training set (every
-value, column and dtype), or the online reads of 1000 sampled users, with the embedded method's (run first).
+copy (bench.materialize_bench.ensure_data). `cpu_seconds` splits the CPU between the driver process, the
+JVM and Spark's Python workers (sampled every 0.5 s: a worker's last half second may be missed).
+"identical" compares a digest of the whole training set (every value, column and dtype), or the online
+reads of 1000 sampled users, with the embedded method's (run first).
 """
 
 from __future__ import annotations
@@ -56,6 +58,20 @@ def jvm_peak_mb():
             pass
     return peak
 
+import threading
+cpu_seen = {}  # pid -> (group, user + system seconds): Spark's processes come and go, so sampled
+def sample_children():
+    while True:
+        for c in psutil.Process().children(recursive=True):
+            try:
+                group = "jvm" if "java" in c.name() else "spark_python_workers"
+                t = c.cpu_times()
+                cpu_seen[c.pid] = (group, t.user + t.system)
+            except psutil.Error:
+                pass
+        time.sleep(0.5)
+threading.Thread(target=sample_children, daemon=True).start()
+
 out = {}
 if what == "training_set":
     from bench.datasets import labels_of
@@ -90,6 +106,10 @@ else:
 out["python_peak_rss_mb"] = round(peak_rss_mb())
 out["jvm_peak_rss_mb"] = round(jvm_peak_mb())
 out["peak_rss_mb"] = out["python_peak_rss_mb"] + out["jvm_peak_rss_mb"]
+t = psutil.Process().cpu_times()
+out["cpu_seconds"] = {"driver": round(t.user + t.system, 1)}
+for group, secs in list(cpu_seen.values()):
+    out["cpu_seconds"][group] = round(out["cpu_seconds"].get(group, 0) + secs, 1)
 print("RESULT " + json.dumps(out))
 """
 

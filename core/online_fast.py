@@ -51,6 +51,22 @@ def resp(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
+async def pipelined(client: Any, packed: bytes, n_replies: int) -> list[Any]:
+    """Send pre-encoded commands (`resp`) on one pooled connection of a redis.asyncio client and read their
+    `n_replies` replies: redis-py's pipeline without re-encoding. A connection that failed mid-way is
+    dropped, not returned to the pool with replies unread."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        await conn.send_packed_command(packed)
+        return [await conn.read_response() for _ in range(n_replies)]
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
+
+
 class RedisLayout:
     """Keys and decoding for one FeatureService, computed once from the registry."""
 

@@ -25,7 +25,7 @@ import pandas as pd
 from feast import FeatureService, FeatureStore
 from starlette.concurrency import run_in_threadpool
 
-from core.online_fast import RedisLayout
+from core.online_fast import RedisLayout, pipelined
 from core.online_receipt import lost_message, missing_views, receipt_key, shard_tags
 from serving.batching import MicroBatcher
 
@@ -202,28 +202,19 @@ class OnlineFeatures:
     ) -> tuple[list[Any], list[list[bytes | None]]]:
         """One pipelined round trip with pre-encoded commands (what redis-py's pipeline does, minus
         re-encoding the same arguments for every key): `along` (packed commands owing `n_along` replies,
-        returned first), the receipt, then one HMGET per key."""
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()
-        try:
-            # the receipt first, in the same round trip: features read from a store that lost
-            # its data are never returned as "not found"
-            await conn.send_packed_command(along + layout.receipt_command + layout.hmget_commands(keys))
-            extra = [await conn.read_response() for _ in range(n_along)]
-            if layout.receipt_command:
-                missing = layout.missing_receipts(await conn.read_response())
-                if missing:
-                    for _ in keys:
-                        await conn.read_response()
-                    raise OnlineStoreLost(lost_message(missing))
-            return extra, [await conn.read_response() for _ in keys]
-        except OnlineStoreLost:
-            raise
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+        returned first), the receipt, then one HMGET per key. The receipt comes first in the same round
+        trip: features read from a store that lost its data are never returned as "not found"."""
+        receipt = 1 if layout.receipt_command else 0
+        replies = await pipelined(
+            self._redis,
+            along + layout.receipt_command + layout.hmget_commands(keys),
+            n_along + receipt + len(keys),
+        )
+        if receipt:
+            missing = layout.missing_receipts(replies[n_along])
+            if missing:
+                raise OnlineStoreLost(lost_message(missing))
+        return replies[:n_along], replies[n_along + receipt :]
 
     async def aget_along(
         self, feature_service: str, ids: list[Any], along: bytes, n_along: int

@@ -551,9 +551,10 @@ class RequestLogWriter:
 
     def _resolve_flush_waiters(self, upto: int | None, ok: bool) -> None:
         """Complete the flush_future()s whose target is reached (all of them when `upto` is None)."""
+        limit = math.inf if upto is None else upto
         with self._cond:
-            ready = [f for t, f in self._flush_waiters if upto is None or t <= upto]
-            self._flush_waiters = [(t, f) for t, f in self._flush_waiters if not (upto is None or t <= upto)]
+            ready = [f for t, f in self._flush_waiters if t <= limit]
+            self._flush_waiters = [(t, f) for t, f in self._flush_waiters if t > limit]
         for f in ready:
             f.set_result(ok)
 

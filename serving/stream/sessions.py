@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from core.online_fast import resp
+from core.online_fast import pipelined, resp
 from domain.purchase_propensity.events import PageView
 
 
@@ -106,17 +106,7 @@ class RedisSessionStore:
 
     async def add(self, events: Sequence[PageView]) -> dict[str, list[PageView]]:
         packed, n, parse = self.commands(events)
-        pool = self._redis.connection_pool
-        conn = await pool.get_connection()
-        try:
-            await conn.send_packed_command(packed)
-            replies = [await conn.read_response() for _ in range(n)]
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
-        return parse(replies)
+        return parse(await pipelined(self._redis, packed, n))
 
     async def close(self) -> None:
         return None  # the client belongs to whoever made it (it is shared with the online reads)

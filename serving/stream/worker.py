@@ -264,11 +264,7 @@ class StreamWorker:
                     self.request_log.log(r)
                 d.records, d.logged = [], True  # logged once, even if the flush below has to be retried
         if any(d.logged for d in done):
-            flush_future = getattr(self.request_log, "flush_future", None)  # no thread hand-off
-            if flush_future is not None:
-                await asyncio.wrap_future(flush_future())
-            else:
-                await asyncio.to_thread(self.request_log.flush)
+            await asyncio.wrap_future(self.request_log.flush_future())  # no thread-pool hand-off
             t = self.stats.timed("request_log", t)
         s = self.stats
         if self.crash_before_ack is not None and s.batches < self.crash_before_ack <= s.batches + len(done):
