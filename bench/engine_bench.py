@@ -2,7 +2,7 @@
 set (Feast's Spark offline store against its DuckDB one) and the materialization into Redis (Feast's Spark
 compute engine against core.fast_materialize), the engine with one and with two local workers.
 
-    python -m bench.engine_bench --n-users 12000000 --what training_set
+    python -m bench.engine_bench --n-users 10000000 --what training_set
     python -m bench.engine_bench --n-users 1000000 --what materialize --methods embedded spark1 spark2
 
 Each method runs in a fresh process (its own peak memory: the Python process's and, for Spark, its JVM's)
@@ -162,7 +162,7 @@ def run(n_users: int, what: str, methods: tuple[str, ...] = tuple(METHODS)) -> d
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-users", type=int, default=12_000_000)
+    ap.add_argument("--n-users", type=int, default=10_000_000)
     ap.add_argument("--what", choices=["training_set", "materialize"], required=True)
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     args = ap.parse_args()

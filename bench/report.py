@@ -350,7 +350,12 @@ def render(res: dict) -> str:
         out += [
             "## The distributed engine (SPARK_MASTER) beside the embedded path",
             "",
-            *_provenance(res, "engine"),
+            *[
+                f"_{what} at {_fmt(e['n_users'])} users: measured {run['at']} by `{run['command']}`._"
+                for what, e in eng.items()
+                for run in e.get("measured", [])
+            ],
+            "",
             "Each method in a fresh process on the same world (`bench/engine_bench.py`): the training set is"
             " game_ltv's point-in-time join (Feast's DuckDB offline store against its Spark one); the"
             " materialization loads both game_ltv views into Redis (core.fast_materialize against Feast's Spark"
@@ -362,7 +367,7 @@ def render(res: dict) -> str:
         ]
         for what, e in eng.items():
             for m, r in e.items():
-                if not isinstance(r, dict):
+                if not isinstance(r, dict) or m == "measured":
                     continue
                 if "error" in r:
                     out.append(f"| {what} | {_fmt(e['n_users'])} | {m} | error: {r['error']} | - | - | - |")

@@ -23,7 +23,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute, iter_route_contexts
 
+from serving.auth.guard import SECURITY_SCHEMES, guards
 from serving.models import LoadedModel
 from serving.routers.batch import csv_pattern
 from serving.schemas import MAX_BATCH
@@ -160,8 +162,20 @@ def _errors(op: dict[str, Any], body: bool) -> None:
             r["description"] = STATUS_TEXT.get(code, "error")
 
 
+def _security(app: FastAPI, doc: dict[str, Any]) -> None:
+    """The key schemes on each operation whose route checks a key (serving/auth/guard.py: `guards`)."""
+    doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for route in iter_route_contexts(app.routes):  # routes of included routers too, with their dependencies
+        if isinstance(route.original_route, APIRoute) and route.include_in_schema and guards(route.dependant):
+            for method in route.methods:
+                op = doc["paths"].get(route.path_format, {}).get(method.lower())
+                if op is not None:
+                    op["security"] = [{name: []} for name in SECURITY_SCHEMES]
+
+
 def build(app: FastAPI, models: list[LoadedModel]) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    _security(app, doc)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     for gone in ("HTTPValidationError", "ValidationError"):
         schemas.pop(gone, None)

@@ -15,11 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from core.model_bundle import COMPOSITE_KEY_SEP
 from serving.auth import AUTH_RESPONSES, ApiKey, any_key, require
-from serving.deps import ModelsDep, OnlineDep, RequestLogDep
+from serving.deps import ModelsDep
 from serving.metrics import ONLINE_ERRORS, observe_predictions
-from serving.models import LoadedModel
-from serving.online import OfflineStoreUnavailable, OnlineStoreUnavailable, point_in_time_rows
-from serving.request_log import PredictionRecord
+from serving.models import LoadedModel, ModelRegistry
+from serving.online import OfflineStoreUnavailable, OnlineFeatures, OnlineStoreUnavailable, point_in_time_rows
+from serving.request_log import PredictionRecord, RequestLogWriter
 from serving.schemas import MAX_BATCH, ErrorBody, ModelInfo, PredictRequest, PredictResponse, as_int64
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=AUTH_RESPONSES)
@@ -136,12 +136,16 @@ def _check_request(body: PredictRequest, m: LoadedModel) -> tuple[str, list[Any]
 async def predict_endpoint(
     name: str,
     body: PredictRequest,
-    models: ModelsDep,
-    online: OnlineDep,
-    request_log: RequestLogDep,
+    request: Request,
     api_key: ApiKey = Depends(require("score")),
 ) -> Response:
     started = time.perf_counter()
+    # what the lifespan loaded, read here rather than through three more dependencies (serving/deps.py):
+    # FastAPI resolves each on every request, a cost the hot route need not pay
+    state = request.app.state
+    models: ModelRegistry = state.models
+    online: OnlineFeatures = state.online
+    request_log: RequestLogWriter = state.request_log
     m = _model(models, name)
     key, ids, sent = _check_request(body, m)
     try:
