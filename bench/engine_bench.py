@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import ROOT
+from bench.common import BENCH_DATA, ROOT
 
 METHODS = {"embedded": None, "spark1": "local[1]", "spark2": "local[2]"}
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -135,9 +136,20 @@ def run_method(what: str, feats: Path, method: str, ids: list[int]) -> dict:
             text=True,
         )
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1][:300]}
+        return {"error": _failure(proc.stderr, what, method), "returncode": proc.returncode}
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     return {"engine": master or "embedded", **json.loads(line[len("RESULT ") :])}
+
+
+def _failure(stderr: str, what: str, method: str) -> str:
+    """The first line naming an exception (a JVM's stack ends in frames, not in its cause), and the
+    whole stderr kept under data/bench/logs for the rest."""
+    log = BENCH_DATA / "logs" / f"engine_{what}_{method}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(stderr)
+    lines = stderr.strip().splitlines() or ["(no stderr)"]
+    named = [ln.strip(" :") for ln in lines if re.match(r"^:? ?[\w.$]+(Exception|Error): ", ln)]
+    return f"{' / '.join((named or lines[-1:])[:2])[:400]} (whole stderr: {log.relative_to(ROOT)})"
 
 
 def run(n_users: int, what: str, methods: tuple[str, ...] = tuple(METHODS)) -> dict:

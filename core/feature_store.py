@@ -97,6 +97,9 @@ SPARK_DEFAULTS = {
     "spark.sql.session.timeZone": "UTC",  # Feast's point-in-time SQL compares UTC timestamps
     "spark.sql.execution.arrow.pyspark.enabled": "true",  # entity frames in and training sets out via Arrow
     "spark.driver.memory": "4g",  # the training set is collected on the driver (JVM default: 1g)
+    # ... so the driver's memory is the bound, not Spark's 1g cap on collected results, which aborts
+    # a 10M-user training set ("Total size of serialized results ... bigger than maxResultSize")
+    "spark.driver.maxResultSize": "0",
 }
 
 

@@ -71,6 +71,7 @@ def test_spark_master_selects_feasts_spark_offline_store_and_compute_engine(tmp_
     for conf in (cfg.offline_store.spark_conf, cfg.batch_engine.spark_conf):
         assert conf["spark.master"] == "local[2]" and conf["spark.sql.session.timeZone"] == "UTC"
         assert conf["spark.driver.memory"] == "8g" and conf["spark.sql.shuffle.partitions"] == "4"
+        assert conf["spark.driver.maxResultSize"] == "0"  # a training set larger than 1g can be collected
     assert "batch_engine" not in raw_config(Settings(redis_url=None, database_url=None))
 
 
