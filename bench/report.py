@@ -60,6 +60,18 @@ TARGETS = [
     ),
     ("materialize_1m_peak_rss_mb", "materialize 1M users, peak memory", "<= 1024 MB", lambda v: v <= 1024),
     ("training_set_1m_seconds", "point-in-time training set, ~1M rows", "<= 15 s", lambda v: v <= 15),
+    (
+        "training_set_10m_seconds",
+        "point-in-time training set, 10M rows: embedded and Spark (one, two local workers), seconds",
+        "reported",
+        lambda v: {"embedded", "spark2"} <= v.keys(),
+    ),
+    (
+        "materialize_10m_seconds",
+        "materialize 10M users: embedded and Spark, seconds",
+        "reported",
+        lambda v: {"embedded", "spark2"} <= v.keys(),
+    ),
 ]
 
 NOTES = """
@@ -99,6 +111,8 @@ def _fmt(v: Any) -> str:
         return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
     if isinstance(v, int):
         return f"{v:,}"
+    if isinstance(v, dict):  # per method
+        return ", ".join(f"{k} {_fmt(x)}" for k, x in v.items())
     return str(v)
 
 
@@ -121,7 +135,8 @@ def _provenance(res: dict, section: str) -> list[str]:
     run = res.get("section_runs", {}).get(section)
     if run is None:
         return ["_Measured by an earlier run than the one named at the top._", ""]
-    return [f"_Measured {run['at']} by `{run['command']}` ({run['cpu']})._", ""]
+    cal = f", calibration loop {run['calibration_ms']} ms" if run.get("calibration_ms") else ""
+    return [f"_Measured {run['at']} by `{run['command']}` ({run['cpu']}{cal})._", ""]
 
 
 def render(res: dict) -> str:
@@ -351,7 +366,9 @@ def render(res: dict) -> str:
             "## The distributed engine (SPARK_MASTER) beside the embedded path",
             "",
             *[
-                f"_{what} at {_fmt(e['n_users'])} users: measured {run['at']} by `{run['command']}`._"
+                f"_{what} at {_fmt(e['n_users'])} users: measured {run['at']} by `{run['command']}`"
+                + (f" (calibration loop {run['calibration_ms']} ms)" if run.get("calibration_ms") else "")
+                + "._"
                 for what, e in eng.items()
                 for run in e.get("measured", [])
             ],

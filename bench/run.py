@@ -108,10 +108,21 @@ def run_engine(args: argparse.Namespace, results: dict) -> dict:
         n = args.engine_users or (full // 100 if args.quick else full)
         key = what if n == full else f"{what}_{_size(n)}"
         e = engine_bench.run(n, what, tuple(args.engine_methods))
-        run = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "command": results["command"]}
+        run = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": results["command"],
+            "calibration_ms": results["machine"].get("calibration_ms"),  # runs made on other machines
+        }
+        for r in e.values():
+            if isinstance(r, dict):
+                r["measured_at"] = run["at"]
         earlier = out.get(key, {})
         if earlier.get("n_users") == n:  # methods measured by separate runs stand side by side, each named
-            e = {**earlier, **e, "measured": [*earlier.get("measured", []), run]}
+            e = {**earlier, **e}
+            used = {r.get("measured_at") for r in e.values() if isinstance(r, dict)}
+            # an earlier run is named while a row of it stands (rows from before measured_at: every run)
+            kept = [m for m in earlier.get("measured", []) if m["at"] in used or None in used]
+            e["measured"] = [*kept, run]
         else:
             e["measured"] = [run]
         out[key] = e
@@ -220,6 +231,7 @@ def main() -> None:
                 "at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "command": results["command"],
                 "cpu": results["machine"].get("cpu"),
+                "calibration_ms": results["machine"].get("calibration_ms"),
             }
         results.update(headline(results))
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
