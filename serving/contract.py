@@ -167,7 +167,7 @@ def _security(app: FastAPI, doc: dict[str, Any]) -> None:
     doc.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     for route in iter_route_contexts(app.routes):  # routes of included routers too, with their dependencies
         if isinstance(route.original_route, APIRoute) and route.include_in_schema and guards(route.dependant):
-            for method in route.methods:
+            for method in route.methods or ():
                 op = doc["paths"].get(route.path_format, {}).get(method.lower())
                 if op is not None:
                     op["security"] = [{name: []} for name in SECURITY_SCHEMES]
