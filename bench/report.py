@@ -135,8 +135,20 @@ def _provenance(res: dict, section: str) -> list[str]:
     run = res.get("section_runs", {}).get(section)
     if run is None:
         return ["_Measured by an earlier run than the one named at the top._", ""]
-    cal = f", calibration loop {run['calibration_ms']} ms" if run.get("calibration_ms") else ""
-    return [f"_Measured {run['at']} by `{run['command']}` ({run['cpu']}{cal})._", ""]
+    return [f"_Measured {_by(run)}._", ""]
+
+
+def _by(run: dict) -> str:
+    """When, by what command and on what machine a run measured (bench.run.stamp)."""
+    machine = ", ".join(
+        x
+        for x in (
+            run.get("cpu"),
+            run.get("calibration_ms") and f"calibration loop {run['calibration_ms']} ms",
+        )
+        if x
+    )
+    return f"{run['at']} by `{run['command']}`" + (f" ({machine})" if machine else "")
 
 
 def render(res: dict) -> str:
@@ -366,9 +378,7 @@ def render(res: dict) -> str:
             "## The distributed engine (SPARK_MASTER) beside the embedded path",
             "",
             *[
-                f"_{what} at {_fmt(e['n_users'])} users: measured {run['at']} by `{run['command']}`"
-                + (f" (calibration loop {run['calibration_ms']} ms)" if run.get("calibration_ms") else "")
-                + "._"
+                f"_{what} at {_fmt(e['n_users'])} users: measured {_by(run)}._"
                 for what, e in eng.items()
                 for run in e.get("measured", [])
             ],

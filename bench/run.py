@@ -108,25 +108,31 @@ def run_engine(args: argparse.Namespace, results: dict) -> dict:
         n = args.engine_users or (full // 100 if args.quick else full)
         key = what if n == full else f"{what}_{_size(n)}"
         e = engine_bench.run(n, what, tuple(args.engine_methods))
-        run = {
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "command": results["command"],
-            "calibration_ms": results["machine"].get("calibration_ms"),  # runs made on other machines
-        }
+        run = stamp(results)
         for r in e.values():
             if isinstance(r, dict):
                 r["measured_at"] = run["at"]
         earlier = out.get(key, {})
         if earlier.get("n_users") == n:  # methods measured by separate runs stand side by side, each named
             e = {**earlier, **e}
-            used = {r.get("measured_at") for r in e.values() if isinstance(r, dict)}
-            # an earlier run is named while a row of it stands (rows from before measured_at: every run)
-            kept = [m for m in earlier.get("measured", []) if m["at"] in used or None in used]
-            e["measured"] = [*kept, run]
+            used = {
+                r["measured_at"] for r in e.values() if isinstance(r, dict)
+            }  # a run named while a row stands
+            e["measured"] = [*(m for m in earlier.get("measured", []) if m["at"] in used), run]
         else:
             e["measured"] = [run]
         out[key] = e
     return out
+
+
+def stamp(results: dict) -> dict:
+    """Which run measured something: when, by what command, on what machine (runs are made on several)."""
+    return {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": results["command"],
+        "cpu": results["machine"].get("cpu"),
+        "calibration_ms": results["machine"].get("calibration_ms"),
+    }
 
 
 def _size(n: int) -> str:
@@ -227,12 +233,7 @@ def main() -> None:
             log.info("== %s ==", name)
             results[name] = runners[name](args)
             results.setdefault("section_seconds", {})[name] = round(time.monotonic() - t)
-            results.setdefault("section_runs", {})[name] = {
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "command": results["command"],
-                "cpu": results["machine"].get("cpu"),
-                "calibration_ms": results["machine"].get("calibration_ms"),
-            }
+            results.setdefault("section_runs", {})[name] = stamp(results)
         results.update(headline(results))
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     from bench.report import render
